@@ -1,0 +1,174 @@
+"""AFT_LOG: the audit table of every upload and download, behind a small async interface.
+
+One row per completed transfer (``POST`` for an upload, ``GET`` for a download), with
+the columns of DESIGN.md. :func:`open_audit_log` picks the back-end from
+``[database] url``: ``sqlite://`` (embedded default) or ``mysql://``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from .config import Config
+
+Method = Literal["POST", "GET"]
+
+# Column names and sizes, as Cisco's AFT_LOG plus NODE_ID and CLIENT_IP.
+COLUMNS = (
+    "AFT_INDEX",
+    "JID",
+    "TO_JID",
+    "METHOD",
+    "FILENAME",
+    "REAL_FILENAME",
+    "FILE_TYPE",
+    "CHAT_TYPE",
+    "FILE_SERVER",
+    "FILE_SIZE",
+    "DATE_TIME",
+    "NODE_ID",
+    "CLIENT_IP",
+)
+TEXT_LIMITS = {
+    "JID": 3071,
+    "TO_JID": 3071,
+    "METHOD": 63,
+    "FILENAME": 511,
+    "REAL_FILENAME": 511,
+    "FILE_TYPE": 10,
+    "CHAT_TYPE": 10,
+    "FILE_SERVER": 511,
+    "NODE_ID": 128,
+    "CLIENT_IP": 64,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """One AFT_LOG row. ``index`` is set by the database (``None`` before insert)."""
+
+    jid: str
+    to_jid: str
+    method: Method
+    filename: str
+    real_filename: str
+    file_type: str
+    chat_type: str
+    file_server: str
+    file_size: int
+    date_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    node_id: str = ""
+    client_ip: str = ""
+    index: int | None = None
+
+    def clipped(self) -> AuditRecord:
+        """The same row with every text cut to its column size."""
+        values = {
+            "jid": self.jid[: TEXT_LIMITS["JID"]],
+            "to_jid": self.to_jid[: TEXT_LIMITS["TO_JID"]],
+            "filename": self.filename[: TEXT_LIMITS["FILENAME"]],
+            "real_filename": self.real_filename[: TEXT_LIMITS["REAL_FILENAME"]],
+            "file_type": self.file_type[: TEXT_LIMITS["FILE_TYPE"]],
+            "chat_type": self.chat_type[: TEXT_LIMITS["CHAT_TYPE"]],
+            "file_server": self.file_server[: TEXT_LIMITS["FILE_SERVER"]],
+            "node_id": self.node_id[: TEXT_LIMITS["NODE_ID"]],
+            "client_ip": self.client_ip[: TEXT_LIMITS["CLIENT_IP"]],
+        }
+        return replace(self, **values)  # type: ignore[arg-type]
+
+    def as_row(self) -> dict[str, object]:
+        """Column name -> value (DATE_TIME as naive UTC, as the databases store it)."""
+        return {
+            "AFT_INDEX": self.index,
+            "JID": self.jid,
+            "TO_JID": self.to_jid,
+            "METHOD": self.method,
+            "FILENAME": self.filename,
+            "REAL_FILENAME": self.real_filename,
+            "FILE_TYPE": self.file_type,
+            "CHAT_TYPE": self.chat_type,
+            "FILE_SERVER": self.file_server,
+            "FILE_SIZE": self.file_size,
+            "DATE_TIME": self.date_time.astimezone(UTC).replace(tzinfo=None),
+            "NODE_ID": self.node_id,
+            "CLIENT_IP": self.client_ip,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditQuery:
+    """Filters for :meth:`AuditLog.query` (all optional; dates are UTC)."""
+
+    jid: str | None = None
+    to_jid: str | None = None
+    method: Method | None = None
+    chat_type: str | None = None
+    filename: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+
+class AuditLog(Protocol):
+    """The audit log interface both back-ends implement."""
+
+    async def open(self) -> None:
+        """Connect and create the table if missing.
+
+        :raises AuditUnavailable: the database cannot be reached at start-up.
+        """
+
+    async def close(self) -> None:
+        """Flush what can be flushed and release connections."""
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Store one row durably (in the database, or in the spool while it is down).
+
+        :raises AuditUnavailable: neither the database nor the spool took the row.
+        """
+
+    async def find_upload(self, resource: str) -> AuditRecord | None:
+        """The POST row of ``resource`` (for GET rows after a restart), if known."""
+
+    async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
+        """Rows matching ``q``, oldest first."""
+
+    async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
+        """``(files, bytes)`` uploaded by bare ``jid`` since ``since`` (for quotas)."""
+
+
+def open_audit_log(cfg: Config) -> AuditLog:
+    """The back-end for ``cfg.database.url`` (not yet opened)."""
+    if cfg.database.scheme == "mysql":
+        from .audit_mysql import MysqlAuditLog
+
+        return MysqlAuditLog(cfg)
+    from .audit_sqlite import SqliteAuditLog
+
+    return SqliteAuditLog(cfg)
+
+
+def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
+    """SQL ``WHERE ...`` (or ``''``) and its parameters for ``q``; both back-ends use it."""
+    conds: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("JID", q.jid),
+        ("TO_JID", q.to_jid),
+        ("METHOD", q.method),
+        ("CHAT_TYPE", q.chat_type),
+        ("FILENAME", q.filename),
+    ):
+        if value is not None:
+            conds.append(f"{column} = {placeholder}")
+            params.append(value)
+    if q.since is not None:
+        conds.append(f"DATE_TIME >= {placeholder}")
+        params.append(q.since.astimezone(UTC).replace(tzinfo=None))
+    if q.until is not None:
+        conds.append(f"DATE_TIME < {placeholder}")
+        params.append(q.until.astimezone(UTC).replace(tzinfo=None))
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params

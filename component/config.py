@@ -1,0 +1,352 @@
+"""The one TOML configuration file, parsed once into frozen dataclasses.
+
+Keys and sections are the contract in DESIGN.md; ``deploy/mft.example.toml`` documents
+every key. Unknown keys, missing keys and wrong types raise :class:`ConfigError` naming
+the section and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+from urllib.parse import unquote, urlsplit
+
+from .errors import ConfigError
+
+MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
+
+_Frozen = dict(frozen=True, slots=True, kw_only=True)
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class NodeConfig:
+    """``[node]``: which node this process is."""
+
+    id: str = "node_1"
+
+    def __post_init__(self) -> None:
+        if not NODE_ID_RE.match(self.id):
+            raise ConfigError(
+                f"[node] id {self.id!r}: use 1-128 letters, digits, dash or underscore"
+            )
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class XmppConfig:
+    """``[xmpp]``: the XEP-0114 connection to the XMPP server's component port."""
+
+    component_jid: str
+    secret: str = field(repr=False)
+    # XEP-0114 is unencrypted: keep the component port on loopback or a private link.
+    host: str = "127.0.0.1"
+    port: int = 5347
+    muc_domains: tuple[str, ...] = ()
+    reconnect_max_delay: float = 60.0
+
+    @property
+    def server_domain(self) -> str:
+        """The XMPP server's domain: the component JID without its first label."""
+        _, _, parent = self.component_jid.partition(".")
+        return parent or self.component_jid
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class HttpConfig:
+    """``[http]``: the upload/download HTTP server."""
+
+    public_url: str
+    secret: str = field(repr=False)
+    bind: str = "0.0.0.0"
+    port: int = 5443
+    tls_cert: str = ""
+    tls_key: str = ""
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"[http] public_url {self.public_url!r}: must be an http(s) URL")
+        if len(self.secret) < 16:
+            raise ConfigError("[http] secret: use at least 16 characters")
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class UploadConfig:
+    """``[upload]``: slot policy."""
+
+    mode: Literal["managed", "disabled"] = "managed"
+    max_file_size: int = 0
+    slot_lifetime: int = 300
+    # Empty means "the XMPP server's own domain" (see Config.allowed_domains).
+    allowed_domains: tuple[str, ...] = ()
+    daily_bytes: int = 0
+    files_per_hour: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("managed", "disabled"):
+            raise ConfigError(f"[upload] mode {self.mode!r}: use 'managed' or 'disabled'")
+        if not 0 <= self.max_file_size <= MAX_FILE_SIZE:
+            raise ConfigError(f"[upload] max_file_size: 0 (= 4 GiB) up to {MAX_FILE_SIZE}")
+        if self.max_file_size == 0:
+            object.__setattr__(self, "max_file_size", MAX_FILE_SIZE)
+        if not 10 <= self.slot_lifetime <= 3600:
+            raise ConfigError("[upload] slot_lifetime: between 10 and 3600 seconds")
+        if self.daily_bytes < 0 or self.files_per_hour < 0:
+            raise ConfigError("[upload] daily_bytes and files_per_hour: 0 (no limit) or more")
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class DownloadConfig:
+    """``[download]``: downloader identity tickets."""
+
+    require_identity: bool = False
+    ticket_lifetime: int = 300
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class RepositoryConfig:
+    """``[repository]``: where files are stored (``sftp://`` or ``file://``)."""
+
+    url: str = "file:///var/lib/mft/files"
+    host_key: str = ""
+    client_key: str = "/etc/mft/node_key"
+    files_per_directory: int = 1000
+    connect_timeout: float = 15.0
+    io_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("sftp", "file"):
+            raise ConfigError(f"[repository] url {self.url!r}: use sftp:// or file://")
+        if parts.scheme == "sftp" and not (parts.hostname and parts.username and parts.path):
+            raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
+        if self.files_per_directory < 1:
+            raise ConfigError("[repository] files_per_directory: at least 1")
+
+    @property
+    def scheme(self) -> str:
+        """``sftp`` or ``file``."""
+        return urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        """The file server's host (``localhost`` for ``file://``): AFT_LOG's FILE_SERVER."""
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        """The SSH port (22 unless the URL says otherwise)."""
+        return urlsplit(self.url).port or 22
+
+    @property
+    def username(self) -> str:
+        """The SSH user on the file server."""
+        return unquote(urlsplit(self.url).username or "")
+
+    @property
+    def path(self) -> str:
+        """The node's directory on the file server (or locally for ``file://``)."""
+        return unquote(urlsplit(self.url).path).rstrip("/") or "/"
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class DatabaseConfig:
+    """``[database]``: the AFT_LOG database (``mysql://`` or ``sqlite://``)."""
+
+    url: str = field(default="sqlite:///var/lib/mft/aft_log.sqlite3", repr=False)
+    # Durable local spool for rows while the database is unreachable.
+    spool_path: str = ""
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.url).scheme not in ("mysql", "sqlite"):
+            raise ConfigError("[database] url: use mysql://user:pw@host:port/db or sqlite:///path")
+
+    @property
+    def scheme(self) -> str:
+        """``mysql`` or ``sqlite``."""
+        return urlsplit(self.url).scheme
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for logs and ``mft check``."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class ClusterConfig:
+    """``[cluster]``: the other nodes' public base URLs, for 307 redirects."""
+
+    nodes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class AlarmConfig:
+    """``[alarm]``: disk-space alarm on the repository."""
+
+    disk_free_min_percent: float = 0.0
+    admins: tuple[str, ...] = ()
+    check_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.disk_free_min_percent < 100:
+            raise ConfigError("[alarm] disk_free_min_percent: between 0 (off) and 100")
+
+
+@dataclass(**_Frozen)  # type: ignore[call-overload]
+class Config:
+    """The whole configuration; built by :func:`load_config` or :func:`parse_config`."""
+
+    node: NodeConfig
+    xmpp: XmppConfig
+    http: HttpConfig
+    upload: UploadConfig
+    download: DownloadConfig
+    repository: RepositoryConfig
+    database: DatabaseConfig
+    cluster: ClusterConfig
+    alarm: AlarmConfig
+    source: str = ""
+
+    @property
+    def allowed_domains(self) -> tuple[str, ...]:
+        """Domains whose users may upload: configured, else the XMPP server's own."""
+        return self.upload.allowed_domains or (self.xmpp.server_domain,)
+
+    @property
+    def spool_path(self) -> Path:
+        """Where rows wait while the database is down (next to the config by default)."""
+        if self.database.spool_path:
+            return Path(self.database.spool_path)
+        base = Path(self.source).parent if self.source else Path.cwd()
+        return base / f"aft_log-{self.node.id}.spool"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "node": NodeConfig,
+    "xmpp": XmppConfig,
+    "http": HttpConfig,
+    "upload": UploadConfig,
+    "download": DownloadConfig,
+    "repository": RepositoryConfig,
+    "database": DatabaseConfig,
+    "cluster": ClusterConfig,
+    "alarm": AlarmConfig,
+}
+_REQUIRED_SECTIONS = ("xmpp", "http")
+# A secret may come from a file instead (``secret_file = "/etc/mft/xmpp.secret"``).
+_SECRET_KEYS = {("xmpp", "secret"), ("http", "secret"), ("database", "url")}
+
+T = TypeVar("T")
+
+
+def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's type; lists become tuples."""
+    where = f"[{section}] {key}"
+    origin = get_origin(annotation)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str or origin is Literal:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType) and type(None) in get_args(annotation):
+        return value
+    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - programming error
+
+
+def _section(cls: type[T], raw: dict[str, Any], name: str, base_dir: Path) -> T:
+    """Build one section's dataclass, reporting unknown and missing keys by name."""
+    data = raw.get(name, {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    data = dict(data)
+    for secret_key in [k for s, k in _SECRET_KEYS if s == name]:
+        file_key = f"{secret_key}_file"
+        if file_key in data:
+            if secret_key in data:
+                raise ConfigError(f"[{name}] give either {secret_key} or {file_key}, not both")
+            path = base_dir / str(data.pop(file_key))
+            try:
+                data[secret_key] = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"[{name}] {file_key}: cannot read {path}: {exc}") from exc
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"[{name}] unknown key {unknown[0]!r}")
+    kwargs = {k: _coerce(name, k, v, hints[k]) for k, v in data.items()}
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"[{name}] missing key {missing[0]!r}")
+    return cls(**kwargs)
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
+    """Build a :class:`Config` from an already-parsed TOML document.
+
+    :raises ConfigError: naming the first unknown, missing or ill-typed key.
+    """
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]")
+    for name in _REQUIRED_SECTIONS:
+        if name not in raw:
+            raise ConfigError(f"missing section [{name}]")
+    base = base_dir or (Path(source).parent if source else Path.cwd())
+    sections = {name: _section(cls, raw, name, base) for name, cls in _SECTIONS.items()}
+    return Config(**sections, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and check the TOML file at ``path``.
+
+    :raises ConfigError: the file is unreadable, not TOML, or has a bad key.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as f:  # tomllib requires a binary file
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from exc
+    return parse_config(raw, source=str(p.resolve()), base_dir=p.resolve().parent)

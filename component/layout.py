@@ -1,0 +1,157 @@
+"""Slot paths: URL shape, repository layout and the ``HH.n`` roll-over (DESIGN.md, seed).
+
+``{node}/{chat_type}/{YYYYMMDD}/{HH[.n]}/{resource}/{filename}`` in URLs and
+``files/{chat_type}/{YYYYMMDD}/{HH[.n]}/{resource}`` in the repository. A filesystem
+path is only ever built from the validated segments here, never from a file name.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import quote
+
+from .errors import InvalidRequest
+
+ChatType = Literal["im", "groupchat", "persistent"]
+CHAT_TYPES: tuple[ChatType, ...] = ("im", "groupchat", "persistent")
+RESOURCE_BYTES = 18  # 144 random bits; DESIGN.md asks for at least 128
+MAX_FILENAME_CHARS = 1000
+REAL_FILENAME_MAX = 511  # AFT_LOG.REAL_FILENAME
+FILE_TYPE_MAX = 10  # AFT_LOG.FILE_TYPE
+
+_DATE_RE = re.compile(r"^\d{8}$")
+_HOUR_RE = re.compile(r"^([01]\d|2[0-3])(\.[1-9]\d{0,5})?$")
+_RESOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def new_resource() -> str:
+    """A fresh URL-safe resource name with 144 random bits."""
+    return secrets.token_urlsafe(RESOURCE_BYTES)
+
+
+def check_filename(name: str) -> str:
+    """Return ``name`` if it can be a file name in a URL, else raise.
+
+    Only the URL carries the user's name; the repository uses the resource name.
+
+    :raises InvalidRequest: empty, ``.``/``..``, a ``/``, a control character, or too long.
+    """
+    if not name or name in (".", ".."):
+        raise InvalidRequest("Invalid filename")
+    if "/" in name:
+        raise InvalidRequest("Invalid filename: it may not contain '/'")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InvalidRequest("Invalid filename: control characters are not allowed")
+    if len(name) > MAX_FILENAME_CHARS:
+        raise InvalidRequest(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters")
+    return name
+
+
+def file_type(name: str) -> str:
+    """AFT_LOG FILE_TYPE: the lowercased extension, cut to 10 characters (``''`` if none)."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or not ext:
+        return ""
+    return ext.lower()[:FILE_TYPE_MAX]
+
+
+def real_filename(name: str) -> str:
+    """AFT_LOG REAL_FILENAME: the user's name cut to the column size."""
+    return name[:REAL_FILENAME_MAX]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPath:
+    """Where one upload lives, in the URL and in the repository."""
+
+    node: str
+    chat_type: ChatType
+    date: str
+    hour: str
+    resource: str
+    filename: str
+
+    @classmethod
+    def parse(
+        cls, node: str, chat_type: str, date: str, hour: str, resource: str, filename: str
+    ) -> SlotPath:
+        """Validate URL segments (already percent-decoded) strictly.
+
+        :raises InvalidRequest: any segment has the wrong shape (path tricks included).
+        """
+        if (
+            not _NODE_RE.match(node)
+            or chat_type not in CHAT_TYPES
+            or not _DATE_RE.match(date)
+            or not _HOUR_RE.match(hour)
+            or not _RESOURCE_RE.match(resource)
+        ):
+            raise InvalidRequest("Malformed file path")
+        check_filename(filename)
+        return cls(node, chat_type, date, hour, resource, filename)  # type: ignore[arg-type]
+
+    @property
+    def signed_path(self) -> str:
+        """The canonical text the HMAC tokens cover (file name not percent-encoded)."""
+        return "/".join(
+            (self.node, self.chat_type, self.date, self.hour, self.resource, self.filename)
+        )
+
+    @property
+    def url_path(self) -> str:
+        """The path part of the URL, after ``public_url``; the file name percent-encoded."""
+        return "/".join(
+            (
+                self.node,
+                self.chat_type,
+                self.date,
+                self.hour,
+                self.resource,
+                quote(self.filename, safe=""),
+            )
+        )
+
+    @property
+    def repo_path(self) -> str:
+        """The file's path relative to the node's repository directory."""
+        return f"files/{self.chat_type}/{self.date}/{self.hour}/{self.resource}"
+
+    @property
+    def hour_dir(self) -> str:
+        """The hour directory relative to the repository directory."""
+        return f"files/{self.chat_type}/{self.date}/{self.hour}"
+
+
+class DirectoryAllocator:
+    """Picks ``YYYYMMDD/HH[.n]`` for new slots: ``HH.n`` after every ``per_dir`` slots.
+
+    Counts slots issued by this process per chat type and UTC hour. Counting slots (not
+    finished uploads) may roll over a little early, never late. After a restart the
+    counts can be seeded from AFT_LOG with :meth:`seed`.
+    """
+
+    def __init__(self, per_dir: int = 1000) -> None:
+        self._per_dir = per_dir
+        self._counts: dict[tuple[str, str, str], int] = {}
+
+    def seed(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Start from known counts keyed by ``(chat_type, YYYYMMDD, HH)``."""
+        for key, n in counts.items():
+            self._counts[key] = max(self._counts.get(key, 0), n)
+
+    def allocate(self, chat_type: ChatType, now: datetime | None = None) -> tuple[str, str]:
+        """Return ``(YYYYMMDD, HH or HH.n)`` for one more file of ``chat_type``."""
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        date, hour = now.strftime("%Y%m%d"), now.strftime("%H")
+        key = (chat_type, date, hour)
+        n = self._counts.get(key, 0)
+        self._counts = {k: v for k, v in self._counts.items() if k[1:] == (date, hour)}
+        self._counts[key] = n + 1
+        roll = n // self._per_dir
+        return date, hour if roll == 0 else f"{hour}.{roll}"

@@ -1,0 +1,142 @@
+"""HMAC-SHA256 capabilities carried in URLs: PUT slot tokens and download tickets.
+
+The component signs, the HTTP server verifies; the shared ``[http] secret`` is the only
+state they share, so any node's HTTP server can check any node's slot. Tokens live in
+the query string because many clients drop the slot's ``<header>`` elements.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import InvalidToken
+from .layout import SlotPath
+
+TOKEN_VERSION = "1"
+
+
+def _sign(secret: str, *parts: str) -> str:
+    msg = "\x00".join(parts).encode()
+    digest = hmac.new(secret.encode(), msg, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadGrant:
+    """What a valid PUT token grants: one upload of exactly ``size`` bytes to ``path``."""
+
+    path: SlotPath
+    size: int
+    expires: int
+    uploader: str
+    recipient: str
+    content_type: str = ""
+
+    def query(self, secret: str) -> dict[str, str]:
+        """The signed query parameters for the PUT URL."""
+        sig = _sign(
+            secret,
+            "put",
+            TOKEN_VERSION,
+            self.path.signed_path,
+            str(self.size),
+            str(self.expires),
+            self.uploader,
+            self.recipient,
+            self.path.chat_type,
+        )
+        q = {
+            "v": TOKEN_VERSION,
+            "size": str(self.size),
+            "exp": str(self.expires),
+            "from": self.uploader,
+            "to": self.recipient,
+        }
+        if self.content_type:
+            q["type"] = self.content_type  # recorded, deliberately not signed
+        q["sig"] = sig
+        return q
+
+
+def verify_upload(
+    secret: str, path: SlotPath, query: Mapping[str, str], now: float | None = None
+) -> UploadGrant:
+    """Check a PUT URL's token against its path.
+
+    :raises InvalidToken: missing (``missing=True``), malformed, forged, for another
+        path or size, or expired.
+    """
+    sig = query.get("sig")
+    if not sig:
+        raise InvalidToken(missing=True)
+    try:
+        version, size, expires = query["v"], int(query["size"]), int(query["exp"])
+        uploader, recipient = query["from"], query.get("to", "")
+    except (KeyError, ValueError) as exc:
+        raise InvalidToken("Malformed token") from exc
+    expected = _sign(
+        secret,
+        "put",
+        version,
+        path.signed_path,
+        str(size),
+        str(expires),
+        uploader,
+        recipient,
+        path.chat_type,
+    )
+    if version != TOKEN_VERSION or not hmac.compare_digest(expected, sig):
+        raise InvalidToken("Invalid token")
+    if expires < (time.time() if now is None else now):
+        raise InvalidToken("Upload slot expired")
+    return UploadGrant(
+        path=path,
+        size=size,
+        expires=expires,
+        uploader=uploader,
+        recipient=recipient,
+        content_type=query.get("type", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadTicket:
+    """A short-lived, personal download right naming the downloader's bare JID."""
+
+    path: SlotPath
+    jid: str
+    expires: int
+
+    def query(self, secret: str) -> dict[str, str]:
+        """The signed query parameters to append to the GET URL."""
+        sig = _sign(
+            secret, "get", TOKEN_VERSION, self.path.signed_path, self.jid, str(self.expires)
+        )
+        return {"jid": self.jid, "exp": str(self.expires), "ticket": sig}
+
+
+def verify_ticket(
+    secret: str, path: SlotPath, query: Mapping[str, str], now: float | None = None
+) -> DownloadTicket | None:
+    """Return the download ticket in ``query``, ``None`` if there is none.
+
+    :raises InvalidToken: a ticket is present but malformed, forged or expired.
+    """
+    sig = query.get("ticket")
+    if sig is None:
+        return None
+    try:
+        jid, expires = query["jid"], int(query["exp"])
+    except (KeyError, ValueError) as exc:
+        raise InvalidToken("Malformed download ticket") from exc
+    expected = _sign(secret, "get", TOKEN_VERSION, path.signed_path, jid, str(expires))
+    if not hmac.compare_digest(expected, sig):
+        raise InvalidToken("Invalid download ticket")
+    if expires < (time.time() if now is None else now):
+        raise InvalidToken("Download ticket expired")
+    return DownloadTicket(path=path, jid=jid, expires=expires)
