@@ -1,0 +1,138 @@
+"""The ``mft`` command line: ``run | sandbox | check | keygen | keyscan | speedtest | purge | log``.
+
+This module is the composition root. Commands that need the HTTP side or the
+repository back-ends (which live in ``httpd``) load their implementation by name when
+they run, so that the rest of ``component`` never imports ``httpd`` and
+``mft run --only component`` does not need the HTTP stack loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# command -> "module:function"; the function is ``async def f(cfg | None, args) -> int``.
+COMMANDS: dict[str, str] = {
+    "run": "httpd.runner:run_command",
+    "sandbox": "httpd.sandbox:sandbox_command",
+    "check": "httpd.check:check_command",
+    "keygen": "component.sshkeys:keygen_command",
+    "keyscan": "component.sshkeys:keyscan_command",
+    "speedtest": "httpd.speedtest:speedtest_command",
+    "purge": "httpd.purge:purge_command",
+    "log": "component.logquery:log_command",
+}
+# Commands that work without a configuration file.
+NO_CONFIG = {"sandbox", "keyscan"}
+
+CommandFn = Callable[[Config | None, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="mft", description="Managed file transfer for XMPP")
+    parser.add_argument("--version", action="version", version=f"xmpp-mft {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser, required: bool = True) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get("MFT_CONFIG"),
+            required=required and not os.environ.get("MFT_CONFIG"),
+            help="the mft.toml file (default: $MFT_CONFIG)",
+        )
+
+    p = sub.add_parser("run", help="run the component and the HTTP server")
+    with_config(p)
+    p.add_argument("--only", choices=("component", "httpd"), help="run one half (scale-out)")
+
+    p = sub.add_parser("sandbox", help="a throwaway local Prosody + the service, for trying it")
+    p.add_argument("--dir", default="mft-sandbox", help="where the sandbox keeps its files")
+    p.add_argument("--domain", default="localhost", help="XMPP domain of the sandbox")
+    p.add_argument("--c2s-port", type=int, default=5222)
+    p.add_argument("--http-port", type=int, default=5443)
+
+    p = sub.add_parser("check", help="check database, repository, XMPP router and HTTP URL")
+    with_config(p)
+
+    p = sub.add_parser("keygen", help="make the node's SSH key pair, print the public line")
+    with_config(p)
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.add_argument("--show", action="store_true", help="print the existing public line")
+
+    p = sub.add_parser("keyscan", help="print a file server's host key line and fingerprint")
+    p.add_argument("host")
+    p.add_argument("-p", "--port", type=int, default=22)
+    p.add_argument("-t", "--type", default="", help="key type, e.g. rsa or ed25519")
+
+    p = sub.add_parser("speedtest", help="repository write/read throughput in MB/s")
+    with_config(p)
+    p.add_argument("--size", default="256M", help="test file size (K, M, G suffixes)")
+
+    p = sub.add_parser("purge", help="delete files older than a given age (AFT_LOG rows stay)")
+    with_config(p)
+    p.add_argument("--older-than", required=True, help="age such as 30d, 12h")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = sub.add_parser("log", help="query AFT_LOG")
+    with_config(p)
+    p.add_argument("--jid")
+    p.add_argument("--to")
+    p.add_argument("--since", help="YYYY-MM-DD or ISO date-time, UTC")
+    p.add_argument("--until", help="YYYY-MM-DD or ISO date-time, UTC (exclusive)")
+    p.add_argument("--method", choices=("POST", "GET"))
+    p.add_argument("--chat-type", choices=("im", "groupchat", "persistent"))
+    p.add_argument("--limit", type=int)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    return parser
+
+
+def resolve(command: str) -> CommandFn:
+    """The coroutine function implementing ``command``."""
+    module, _, func = COMMANDS[command].partition(":")
+    fn: CommandFn = getattr(importlib.import_module(module), func)
+    return fn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mft`` console script."""
+    args = build_parser().parse_args(argv)
+    level = (
+        logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose or args.command in ("run", "sandbox")
+        else logging.WARNING
+    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg: Config | None = None
+    try:
+        if getattr(args, "config", None):
+            cfg = load_config(args.config)
+        elif args.command not in NO_CONFIG:
+            raise ConfigError("no configuration file: give -c mft.toml or set $MFT_CONFIG")
+    except ConfigError as exc:
+        print(f"mft: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(resolve(args.command)(cfg, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
