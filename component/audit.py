@@ -14,7 +14,11 @@ from typing import Literal, Protocol
 
 from .config import Config
 
-Method = Literal["POST", "GET"]
+# POST: upload completed; GET: download completed. A download that did not complete is
+# never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
+# ticket when one is required), GET_GONE (file purged by retention).
+Method = Literal["POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE"]
+METHODS: tuple[Method, ...] = ("POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE")
 
 # Column names and sizes, as Cisco's AFT_LOG plus NODE_ID and CLIENT_IP.
 COLUMNS = (
@@ -123,6 +127,12 @@ class AuditLog(Protocol):
 
     async def close(self) -> None:
         """Flush what can be flushed and release connections."""
+
+    async def ping(self) -> None:
+        """Check the database answers (for /healthz and ``mft check``).
+
+        :raises AuditUnavailable: it does not.
+        """
 
     async def record(self, rec: AuditRecord) -> None:
         """Store one row durably (in the database, or in the spool while it is down).

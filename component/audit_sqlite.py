@@ -111,6 +111,14 @@ class SqliteAuditLog:
             await self._db.close()
             self._db = None
 
+    async def ping(self) -> None:
+        """Run a trivial query."""
+        try:
+            async with self._conn().execute("SELECT 1") as cur:
+                await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable() from exc
+
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise AuditUnavailable("audit log is not open")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
+from .audit import METHODS
 from .config import Config, load_config
 from .errors import ConfigError
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to")
     p.add_argument("--since", help="YYYY-MM-DD or ISO date-time, UTC")
     p.add_argument("--until", help="YYYY-MM-DD or ISO date-time, UTC (exclusive)")
-    p.add_argument("--method", choices=("POST", "GET"))
+    p.add_argument("--method", choices=METHODS)
     p.add_argument("--chat-type", choices=("im", "groupchat", "persistent"))
     p.add_argument("--limit", type=int)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
