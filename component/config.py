@@ -50,6 +50,17 @@ class XmppConfig:
     port: int = 5347
     muc_domains: tuple[str, ...] = ()
     reconnect_max_delay: float = 60.0
+    # Chat-type classification: how long to wait for disco answers, how long to cache them.
+    disco_timeout: float = 5.0
+    disco_cache_ttl: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.reconnect_max_delay <= 0:
+            raise ConfigError("[xmpp] reconnect_max_delay: more than 0 seconds")
+        if not 0 < self.disco_timeout <= 60:
+            raise ConfigError("[xmpp] disco_timeout: more than 0, at most 60 seconds")
+        if not 0 <= self.disco_cache_ttl <= 86400:
+            raise ConfigError("[xmpp] disco_cache_ttl: between 0 and 86400 seconds")
 
     @property
     def server_domain(self) -> str:
