@@ -142,7 +142,9 @@ class SlotLedger:
         self._slots: dict[str, dict[str, PendingSlot]] = {}
         self._pruned = 0.0
 
-    def add(self, jid: str, resource: str, size: int, expires: float, now: float | None = None) -> None:
+    def add(
+        self, jid: str, resource: str, size: int, expires: float, now: float | None = None
+    ) -> None:
         """Remember a slot just issued to ``jid``."""
         now = time.time() if now is None else now
         if now - self._pruned > self.PRUNE_EVERY:
@@ -180,9 +182,7 @@ class SlotLedger:
         return sum(len(s) for s in self._slots.values())
 
 
-def combine_usage(
-    files_this_hour: int, bytes_today: int, pending: Iterable[PendingSlot]
-) -> Usage:
+def combine_usage(files_this_hour: int, bytes_today: int, pending: Iterable[PendingSlot]) -> Usage:
     """Uploads counted in AFT_LOG plus pending slots (each one file, its size in bytes)."""
     pend = list(pending)
     return Usage(

@@ -105,9 +105,7 @@ class ProsodyInstance:
         self.muc_domain = muc_domain
         self.users: dict[str, str] = dict(users or {})
         self.tls = tls
-        self.extra_config = (
-            [extra_config] if isinstance(extra_config, str) else list(extra_config)
-        )
+        self.extra_config = [extra_config] if isinstance(extra_config, str) else list(extra_config)
         self.c2s_port = c2s_port or free_port()
         self.component_port = component_port or free_port()
         self.http_port = http_port or free_port()
@@ -203,10 +201,12 @@ class ProsodyInstance:
             # Polling a port while the child starts up; its exit is checked above.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), 0.05)
-        log.info("prosody %s: c2s %d, component %d", self.domain, self.c2s_port, self.component_port)
+        log.info(
+            "prosody %s: c2s %d, component %d", self.domain, self.c2s_port, self.component_port
+        )
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Terminate Prosody (SIGKILL after ``timeout``) and reap it; no-op if stopped."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Terminate Prosody (SIGKILL after ``grace`` seconds) and reap it; no-op if stopped."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -214,7 +214,7 @@ class ProsodyInstance:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(proc.wait(), grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

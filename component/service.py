@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-from slixmpp import Iq
+from slixmpp import JID, Iq
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
@@ -74,7 +74,7 @@ class _SlixDisco:
     async def info(self, jid: str) -> DiscoInfo:
         try:
             iq = await self._xmpp.plugin["xep_0030"].get_info(
-                jid=jid, ifrom=self._xmpp.boundjid, timeout=self._timeout, local=False
+                jid=JID(jid), ifrom=self._xmpp.boundjid, timeout=self._timeout, local=False
             )
         except (IqError, IqTimeout) as exc:
             raise DiscoUnavailable(f"disco#info {jid}") from exc
@@ -87,14 +87,14 @@ class _SlixDisco:
     async def items(self, jid: str) -> list[str]:
         try:
             iq = await self._xmpp.plugin["xep_0030"].get_items(
-                jid=jid, ifrom=self._xmpp.boundjid, timeout=self._timeout
+                jid=JID(jid), ifrom=self._xmpp.boundjid, timeout=self._timeout
             )
         except (IqError, IqTimeout) as exc:
             raise DiscoUnavailable(f"disco#items {jid}") from exc
         return [str(item[0]) for item in iq["disco_items"]["items"]]
 
 
-class UploadComponent(ComponentXMPP):  # type: ignore[misc]
+class UploadComponent(ComponentXMPP):
     """The upload service as an external component.
 
     :param cfg: the configuration.
@@ -103,7 +103,9 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
     """
 
     def __init__(self, cfg: Config, audit: AuditLog, metrics: Metrics) -> None:
-        super().__init__(cfg.xmpp.component_jid, cfg.xmpp.secret, cfg.xmpp.host, cfg.xmpp.port)
+        super().__init__(  # type: ignore[no-untyped-call]
+            cfg.xmpp.component_jid, cfg.xmpp.secret, cfg.xmpp.host, cfg.xmpp.port
+        )
         self.cfg = cfg
         self.audit = audit
         self.metrics = metrics
@@ -125,12 +127,14 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
             ("HTTP Upload slot request", "iq@type=get/http_upload_request"),
             ("HTTP Upload legacy slot request", "iq@type=get/http_upload_legacy_request"),
         ):
-            self.register_handler(CoroutineCallback(name, StanzaPath(path), self.on_slot_request))
+            self.register_handler(
+                CoroutineCallback(name, StanzaPath(path), self.on_slot_request)  # type: ignore[arg-type]
+            )
         self.register_handler(
             CoroutineCallback(
                 "xmpp-mft download ticket",
                 StanzaPath("iq@type=get/mft_download"),
-                self.on_download_request,
+                self.on_download_request,  # type: ignore[arg-type]
             )
         )
         self.add_event_handler("session_start", self._on_session_start)
@@ -161,7 +165,7 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
         forms = []
         for ns in (NS, NS_LEGACY):
             disco.add_feature(ns, jid=jid)
-            form = self.plugin["xep_0004"].make_form(ftype="result")
+            form = self.plugin["xep_0004"].make_form(ftype="result")  # type: ignore[no-untyped-call]
             form.add_field(var="FORM_TYPE", ftype="hidden", value=ns)
             form.add_field(var="max-file-size", value=str(self.cfg.upload.max_file_size))
             forms.append(form)
@@ -223,7 +227,7 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
         base = self.cfg.http.public_url
         get_url = f"{base}/{path.url_path}"
         put_url = f"{get_url}?{urlencode(grant.query(self.cfg.http.secret))}"
-        reply = iq.reply()
+        reply = iq.reply()  # type: ignore[no-untyped-call]
         if req.namespace == NS_LEGACY:
             reply["http_upload_legacy_slot"]["put"] = put_url
             reply["http_upload_legacy_slot"]["get"] = get_url
@@ -271,7 +275,7 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
     async def on_download_request(self, iq: Iq) -> None:
         """Answer ``<download url=GET-URL/>`` with the requester's personal download URL."""
         try:
-            reply = iq.reply()
+            reply = iq.reply()  # type: ignore[no-untyped-call]
             reply["mft_download"]["url"] = self.personal_url(
                 iq["mft_download"]["url"], iq["from"].bare
             )
@@ -336,7 +340,7 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
         request's namespace. Unexpected errors get a generic text (never ``str(exc)``).
         """
         legacy = iq.xml.find(f"{{{NS_LEGACY}}}request") is not None
-        reply = iq.reply(clear=False)
+        reply = iq.reply(clear=False)  # type: ignore[no-untyped-call]
         reply["type"] = "error"
         error = reply["error"]
         error["type"] = exc.etype
@@ -356,7 +360,7 @@ class UploadComponent(ComponentXMPP):  # type: ignore[misc]
         While disconnected the messages wait in slixmpp's queue for the next session.
         """
         for admin in self.cfg.alarm.admins:
-            self.send_message(mto=admin, mbody=text, mtype="chat", mfrom=self.boundjid.bare)
+            self.send_message(mto=JID(admin), mbody=text, mtype="chat", mfrom=self.boundjid)
 
     # -- connection ------------------------------------------------------------------
 

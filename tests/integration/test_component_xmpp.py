@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-from collections.abc import Callable
 
 import pytest
 import slixmpp
@@ -93,7 +92,9 @@ def check_put(rc: RunningComponent, put_url: str, get_url: str, size: int) -> Sl
     """The PUT URL verifies, matches the GET URL, and binds ``size``; returns the path."""
     path = slot_path(rc, put_url)
     assert put_url.split("?")[0] == get_url
-    grant = verify_upload(rc.cfg.http.secret, path, dict(parse_qsl(urlsplit(put_url).query, keep_blank_values=True)))
+    grant = verify_upload(
+        rc.cfg.http.secret, path, dict(parse_qsl(urlsplit(put_url).query, keep_blank_values=True))
+    )
     assert grant.size == size
     return path
 
@@ -153,7 +154,10 @@ async def test_slot_legacy_namespace(
     assert reply.xml.find(f"{{{NS}}}slot") is None
     put_url, get_url = slot_urls(reply)
     check_put(rc, put_url, get_url, 99)
-    assert dict(parse_qsl(urlsplit(put_url).query, keep_blank_values=True))["type"] == "application/pdf"
+    assert (
+        dict(parse_qsl(urlsplit(put_url).query, keep_blank_values=True))["type"]
+        == "application/pdf"
+    )
 
 
 async def test_slot_without_content_type(
@@ -235,7 +239,10 @@ async def test_files_per_hour_quota(
     stamp = reply.xml.find(f".//{{{NS}}}retry").get("stamp")
     now = datetime.now(UTC)
     expected = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    assert stamp in {f"{expected:%Y-%m-%dT%H:%M:%SZ}", f"{expected + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"}
+    assert stamp in {
+        f"{expected:%Y-%m-%dT%H:%M:%SZ}",
+        f"{expected + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
+    }
     # Quotas are per user.
     slot_urls(await ask_slot(other, "a.txt", 3))
     assert rc.metrics.value("slots_refused", {"reason": "quota_exceeded"}) == 1
@@ -371,9 +378,7 @@ async def test_reconnects_after_prosody_restart(
         users={"alice": "pw-alice"},
     )
     async with instance:
-        cfg = config_factory(
-            xmpp=component_overrides(instance, reconnect_max_delay=1.0)
-        )
+        cfg = config_factory(xmpp=component_overrides(instance, reconnect_max_delay=1.0))
         rc = await start_component(cfg)
         sessions = asyncio.Queue[None]()
         rc.component.add_event_handler("session_start", lambda _e: sessions.put_nowait(None))

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (XML literals quote the XEP-0363 examples line for line)
 """UploadComponent on slixmpp's mock stream: exact XML in and out (SlixTest)."""
 
 from __future__ import annotations
@@ -8,16 +9,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
-from slixmpp.test import SlixTest
-from slixmpp.test import mocksocket
+import pytest
+from slixmpp.test import SlixTest, mocksocket
 
 from component.audit import AuditQuery, AuditRecord
 from component.config import Config, parse_config
-from component.errors import FileTooLarge, QuotaExceeded
+from component.errors import FileTooLarge, InvalidRequest, QuotaExceeded
+from component.layout import SlotPath
 from component.metrics import Metrics
 from component.service import UploadComponent
 from component.stanza import register_stanzas
+from component.tokens import verify_ticket
 from tests.fixtures.config import make_raw_config
 
 register_stanzas()
@@ -131,7 +135,7 @@ class TestDisco(ComponentTest):
                </iq>"""
         )
         # language=XML
-        self.assert_sent(
+        got = self.assert_sent(
             """<iq type='result' id='d1' to='romeo@montague.tld/garden' from='upload.montague.tld'>
                  <query xmlns='http://jabber.org/protocol/disco#info'>
                    <identity category='store' type='file' name='HTTP File Upload'/>
@@ -150,6 +154,9 @@ class TestDisco(ComponentTest):
                  </query>
                </iq>"""
         )
+        for form in got.iter("{jabber:x:data}x"):
+            fields = form.findall("{jabber:x:data}field")
+            assert [f.get("var") for f in fields] == ["FORM_TYPE", "max-file-size"]
 
     def test_disco_info_disabled(self) -> None:
         """Mode disabled: the identity stays, the feature and form are gone."""
@@ -255,7 +262,7 @@ class TestErrors(ComponentTest):
         self.request(size="5")
         # language=XML
         self.assert_sent(
-            f"""<iq from='upload.montague.tld' id='step_03' to='romeo@montague.tld/garden'
+            """<iq from='upload.montague.tld' id='step_03' to='romeo@montague.tld/garden'
                     type='error'>
                   <request xmlns='urn:xmpp:http:upload:0' filename='très cool.jpg' size='5'
                            content-type='image/jpeg'/>
@@ -287,7 +294,9 @@ class TestSlot(ComponentTest):
         slot = xml.find("{urn:xmpp:http:upload:0}slot")
         put = slot.find("{urn:xmpp:http:upload:0}put").get("url")
         get = slot.find("{urn:xmpp:http:upload:0}get").get("url")
-        assert put.startswith(get + "?") and get.startswith("https://upload.montague.tld/node_1/im/")
+        assert put.startswith(get + "?") and get.startswith(
+            "https://upload.montague.tld/node_1/im/"
+        )
         assert get.endswith("/tr%C3%A8s%20cool.jpg")
         assert slot.find(".//{urn:xmpp:http:upload:0}header") is None
         assert self.metrics.value("slots", {"chat_type": "im"}) == 1
@@ -310,3 +319,52 @@ class TestSlot(ComponentTest):
         put = slot.findtext("{urn:xmpp:http:upload}put")
         get = slot.findtext("{urn:xmpp:http:upload}get")
         assert put.startswith(get + "?") and "type=image%2Fpng" in put
+
+
+class TestDownload(ComponentTest):
+    GET = "https://upload.montague.tld/node_1/persistent/20240517/13.2/" + "R" * 24 + "/a%20b.txt"
+
+    def test_personal_url(self) -> None:
+        """The ticket names the requester's bare JID and keeps path and fragment."""
+        self.start()
+        # language=XML
+        self.recv(
+            f"""<iq from='juliet@capulet.tld/balcony' id='t1' to='upload.montague.tld'
+                    type='get'><download xmlns='urn:xmpp-mft:0' url='{self.GET}#frag'/></iq>"""
+        )
+        got = self.sent_xml()
+        assert got.get("type") == "result"
+        url = got.find("{urn:xmpp-mft:0}download").get("url")
+        base, _, rest = url.partition("?")
+        query, _, fragment = rest.partition("#")
+        assert base == self.GET and fragment == "frag"
+        params = dict(parse_qsl(query))
+        path = SlotPath.parse("node_1", "persistent", "20240517", "13.2", "R" * 24, "a b.txt")
+        ticket = verify_ticket(self.cfg.http.secret, path, params)
+        assert ticket is not None and ticket.jid == "juliet@capulet.tld"
+
+    def test_cluster_node_urls_accepted(self) -> None:
+        """A GET URL of a [cluster] node gets a ticket on that node's base URL."""
+        self.start(cluster={"nodes": {"node_2": "https://n2.example:8443/mft/"}})
+        url = "https://n2.example:8443/mft/node_2/im/20240517/13/" + "Q" * 24 + "/x"
+        personal = self.xmpp.personal_url(url, "a@b")
+        assert personal.startswith(url + "?jid=a%40b&exp=")
+
+    def test_foreign_urls_refused(self) -> None:
+        """URLs of other hosts, nodes, schemes or shapes are bad-request."""
+        self.start(cluster={"nodes": {"node_2": "https://n2.example"}})
+        r = "R" * 24
+        for bad in (
+            self.GET.replace("https://", "http://"),
+            self.GET.replace("upload.montague.tld", "evil.tld"),
+            self.GET.replace("/node_1/", "/node_2/"),  # node_2 lives elsewhere
+            self.GET.replace("/persistent/", "/secret/"),
+            self.GET.replace("13.2", "24"),
+            self.GET + "/more",
+            f"https://upload.montague.tld/node_1/im/20240517/13/{r}/..",
+            f"https://upload.montague.tld/node_1/im/20240517/13/{r}/a%2Fb",
+            "https://upload.montague.tld/node_1/../../etc/passwd",
+            "",
+        ):
+            with pytest.raises(InvalidRequest):
+                self.xmpp.personal_url(bad, "a@b")
