@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,9 +15,12 @@ from slixmpp.exceptions import IqError
 
 from component.config import Config
 from component.layout import SlotPath
+from component.metrics import Metrics
 from component.prosody import ProsodyInstance
+from component.service import serve_component
 from component.stanza import NS, NS_LEGACY, NS_MFT, register_stanzas
 from component.tokens import verify_ticket, verify_upload
+from tests.fakes import FakeAudit
 from tests.fixtures.prosody import (
     COMPONENT_JID,
     MUC_DOMAIN,
@@ -407,3 +411,76 @@ async def test_reconnects_after_prosody_restart(
                 await disconnect_client(client)
         finally:
             await stop_component(rc)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a b  c.txt",
+        "..\\..\\windows\\win.ini",
+        "..hidden",
+        "x" * 300 + ".JPEG",
+        "ファイル 名.pdf",
+        "3f2a0b0e-8d5b-4c1e-9a53-5d0c7b1e2f44",
+        "%2e%2e%2fetc%2fpasswd",
+    ],
+)
+async def test_hostile_names_stay_in_the_url(
+    component_factory: ComponentFactory, xmpp_client: ClientFactory, name: str
+) -> None:
+    """Odd names get a slot; the name lives only in the URL, the repository path is ours."""
+    rc = await component_factory()
+    client = await xmpp_client()
+    put_url, get_url = slot_urls(await ask_slot(client, name, 3))
+    path = check_put(rc, put_url, get_url, 3)
+    assert path.filename == name
+    assert path.repo_path == f"files/im/{path.date}/{path.hour}/{path.resource}"
+    assert unquote(get_url.rsplit("/", 1)[1]) == name
+
+
+class _Records(logging.Handler):
+    """Puts log records into an asyncio queue, to wait on them as events."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.queue: asyncio.Queue[logging.LogRecord] = asyncio.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.queue.put_nowait(record)
+
+
+async def test_refused_handshake_backs_off_and_stops(
+    prosody: ProsodyInstance, config_factory: Callable[..., Config]
+) -> None:
+    """A wrong secret is retried with growing delays (capped); stop ends it at once."""
+    cfg = config_factory(
+        xmpp=component_overrides(prosody, secret="wrong-secret", reconnect_max_delay=1.0)
+    )
+    records = _Records()
+    logger = logging.getLogger("component.service")
+    logger.addHandler(records)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    stop, started = asyncio.Event(), asyncio.Event()
+    audit = FakeAudit()
+    task = asyncio.create_task(serve_component(cfg, audit, Metrics(), stop, started))
+    try:
+        delays: list[float] = []
+        refusals = 0
+        async with asyncio.timeout(TIMEOUT):
+            while len(delays) < 3:
+                rec = await records.queue.get()
+                if rec.msg.startswith("XMPP server sent a stream error"):
+                    refusals += 1
+                elif rec.msg.startswith("connecting to"):
+                    delays.append(float(rec.args[2]))  # type: ignore[index]
+        assert refusals >= 2 and not started.is_set()
+        assert 0.45 <= delays[0] <= 0.55 and 0.9 <= delays[1] <= 1.1 and delays[2] <= 1.1
+        stop.set()
+        async with asyncio.timeout(2.0):
+            await task
+    finally:
+        stop.set()
+        logger.removeHandler(records)
+        logger.setLevel(previous)
+        await asyncio.wait({task}, timeout=TIMEOUT)

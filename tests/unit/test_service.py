@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from urllib.parse import parse_qsl
 import pytest
 from slixmpp.test import SlixTest, mocksocket
 
-from component.audit import AuditQuery, AuditRecord
 from component.config import Config, parse_config
 from component.errors import FileTooLarge, InvalidRequest, QuotaExceeded
 from component.layout import SlotPath
@@ -22,45 +20,13 @@ from component.metrics import Metrics
 from component.service import UploadComponent
 from component.stanza import register_stanzas
 from component.tokens import verify_ticket
+from tests.fakes import FakeAudit
 from tests.fixtures.config import make_raw_config
 
 register_stanzas()
 STANZAS = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
 # slixmpp's Error stanza keeps the jabber:client namespace on component streams (unless
 # fix_error_ns, which is process-global); Prosody and ejabberd accept and forward it.
-
-
-class FakeAudit:
-    """An AuditLog that answers quota questions from fixed numbers."""
-
-    def __init__(self, files: int = 0, nbytes: int = 0, fail: BaseException | None = None):
-        self.files, self.nbytes, self.fail = files, nbytes, fail
-
-    async def open(self) -> None:
-        """Nothing to open."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
-
-    async def ping(self) -> None:
-        """Always reachable."""
-
-    async def record(self, rec: AuditRecord) -> None:
-        """Rows are not kept."""
-
-    async def find_upload(self, resource: str) -> AuditRecord | None:
-        """No upload is ever found."""
-        return None
-
-    async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
-        """No rows."""
-        return []
-
-    async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
-        """The fixed usage (or the configured failure)."""
-        if self.fail is not None:
-            raise self.fail
-        return self.files, self.nbytes
 
 
 class ComponentTest(SlixTest):
