@@ -64,6 +64,22 @@ async def _port_open(port: int) -> bool:
     return True
 
 
+async def _run(what: str, *argv: str) -> None:
+    """Run a helper command to completion.
+
+    :raises ProsodyError: it exited non-zero (its output in the message).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise ProsodyError(f"{what} failed: {out.decode(errors='replace').strip()}")
+
+
 class ProsodyInstance:
     """One Prosody process with its own config, data and ports.
 
@@ -244,7 +260,8 @@ class ProsodyInstance:
         return f"{user}@{self.domain}"
 
     async def _register(self, user: str, password: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
+        await _run(
+            f"prosodyctl register {user}",
             self._prosodyctl,
             "--config",
             str(self.config_path),
@@ -252,13 +269,7 @@ class ProsodyInstance:
             user,
             self.domain,
             password,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise ProsodyError(f"prosodyctl register {user}: {out.decode(errors='replace')}")
 
     # -- config ----------------------------------------------------------------------
 
@@ -317,7 +328,8 @@ class ProsodyInstance:
         key, crt = self.directory / "tls.key", self.directory / "tls.crt"
         if key.exists() and crt.exists():
             return
-        proc = await asyncio.create_subprocess_exec(
+        await _run(
+            "openssl req",
             openssl,
             "req",
             "-x509",
@@ -334,13 +346,7 @@ class ProsodyInstance:
             str(key),
             "-out",
             str(crt),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise ProsodyError(f"openssl req failed: {out.decode(errors='replace')}")
         key.chmod(0o600)
 
     def log_tail(self, lines: int = 40) -> str:

@@ -15,7 +15,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
@@ -62,6 +63,12 @@ def _reason(exc: UploadError) -> str:
 def _stamp(when: datetime) -> str:
     """XEP-0082 UTC timestamp, ``2017-12-03T23:42:05Z``."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _SharedLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class _SlixDisco:
@@ -114,7 +121,7 @@ class UploadComponent(ComponentXMPP):
             self.register_plugin(plugin)
         self._allocator = DirectoryAllocator(cfg.repository.files_per_directory)
         self._ledger = SlotLedger()
-        self._quota_locks: dict[str, asyncio.Lock] = {}
+        self._quota_locks: dict[str, _SharedLock] = {}
         self.chat_types = ChatTypeResolver(
             _SlixDisco(self, cfg.xmpp.disco_timeout),
             cfg.xmpp.server_domain,
@@ -205,15 +212,9 @@ class UploadComponent(ComponentXMPP):
         resource = new_resource()
         expires = int(time.time()) + self.cfg.upload.slot_lifetime
         if quotas_enabled(self.cfg):
-            # One user's concurrent requests must not all pass on the same usage count.
-            lock = self._quota_locks.setdefault(requester, asyncio.Lock())
-            try:
-                async with lock:
-                    check_quota(self.cfg, size, await self._usage(requester, now), now)
-                    self._ledger.add(requester, resource, size, expires)
-            finally:
-                if not lock.locked() and self._quota_locks.get(requester) is lock:
-                    del self._quota_locks[requester]
+            async with self._quota_lock(requester):
+                check_quota(self.cfg, size, await self._usage(requester, now), now)
+                self._ledger.add(requester, resource, size, expires)
         date, hour = self._allocator.allocate(target.chat_type, now)
         path = SlotPath(self.cfg.node.id, target.chat_type, date, hour, resource, req.filename)
         grant = UploadGrant(
@@ -246,6 +247,23 @@ class UploadComponent(ComponentXMPP):
             target.to_jid or "-",
             resource,
         )
+
+    @contextlib.asynccontextmanager
+    async def _quota_lock(self, jid: str) -> AsyncIterator[None]:
+        """Serialise one user's quota check and ledger update.
+
+        Concurrent requests must not all pass on the same usage count. The lock lives
+        while anyone holds or waits for it (reference count), so memory stays bounded.
+        """
+        entry = self._quota_locks.setdefault(jid, _SharedLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._quota_locks[jid]
 
     async def _usage(self, jid: str, now: datetime) -> Usage:
         """Uploads in AFT_LOG in the quota windows plus this process's pending slots.

@@ -484,3 +484,13 @@ async def test_refused_handshake_backs_off_and_stops(
         logger.removeHandler(records)
         logger.setLevel(previous)
         await asyncio.wait({task}, timeout=TIMEOUT)
+
+
+async def test_concurrent_requests_respect_quota(
+    component_factory: ComponentFactory, xmpp_client: ClientFactory
+) -> None:
+    """Ten simultaneous requests with files_per_hour=3 yield exactly three slots."""
+    await component_factory(upload={"files_per_hour": 3})
+    client = await xmpp_client()
+    replies = await asyncio.gather(*(ask_slot(client, f"f{i}.txt", 3) for i in range(10)))
+    assert sorted(r["type"] for r in replies) == ["error"] * 7 + ["result"] * 3
