@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE_MAX = 255  # recorded in the PUT URL, never trusted
 INITIAL_RECONNECT_DELAY = 0.5
+HANDSHAKE_TIMEOUT = 30  # a server that accepts TCP but never answers is a failed attempt
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -69,6 +70,16 @@ def _stamp(when: datetime) -> str:
 class _SharedLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 class _SlixDisco:
@@ -387,12 +398,10 @@ class UploadComponent(ComponentXMPP):
 
         :returns: whether the server accepted the component (handshake done).
         """
-        ended = asyncio.Event()
-        accepted = False
+        ended, session = asyncio.Event(), asyncio.Event()
 
         def on_session(_event: Any) -> None:
-            nonlocal accepted
-            accepted = True
+            session.set()
             on_start()
 
         def on_end(_event: Any) -> None:
@@ -403,13 +412,14 @@ class UploadComponent(ComponentXMPP):
         self.add_event_handler("connection_failed", on_end)
         try:
             self.connect()
-            stopping = asyncio.ensure_future(stop.wait())
-            ending = asyncio.ensure_future(ended.wait())
             try:
-                await asyncio.wait({stopping, ending}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-                ending.cancel()
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    await _first_of(stop, ended, session)
+            except TimeoutError:
+                log.warning("no handshake from the XMPP server within %d s", HANDSHAKE_TIMEOUT)
+                self.abort()
+            if session.is_set():
+                await _first_of(stop, ended)
             # slixmpp would retry a failed TCP connect on its own schedule; ours rules.
             self.cancel_connection_attempt()
             if stop.is_set() and not ended.is_set():
@@ -418,7 +428,7 @@ class UploadComponent(ComponentXMPP):
             self.del_event_handler("session_start", on_session)
             self.del_event_handler("disconnected", on_end)
             self.del_event_handler("connection_failed", on_end)
-        return accepted
+        return session.is_set()
 
     async def close(self) -> None:
         """Stop slixmpp's outgoing-stanza task (slixmpp leaves it pending otherwise)."""
