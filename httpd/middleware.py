@@ -1,0 +1,75 @@
+"""Where errors become HTTP responses, and the CORS headers every response carries.
+
+:class:`~component.errors.UploadError` subclasses map to their status through
+:func:`component.errors.http_status_of` with a short text body. Anything unexpected is a
+``500`` with a generic text; the details go to the log, never to the peer. A broken
+connection or a cancelled handler is left to aiohttp (there is nobody to answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from component.errors import AuditUnavailable, StorageUnavailable, UploadError, http_status_of
+from component.metrics import Metrics
+
+from .appkeys import METRICS
+from .headers import CORS_EXPOSE_HEADERS
+
+log = logging.getLogger(__name__)
+
+
+def count_failure(metrics: Metrics, exc: BaseException) -> None:
+    """Count a repository or database failure in the metrics."""
+    if isinstance(exc, StorageUnavailable):
+        metrics.inc("repository_errors", "Repository (file server) operations that failed")
+    elif isinstance(exc, AuditUnavailable):
+        metrics.inc("database_errors", "AFT_LOG operations that failed")
+
+
+def error_response(exc: UploadError) -> web.Response:
+    """The response for ``exc``: its status and its short text (never a token or path)."""
+    resp = web.Response(status=http_status_of(exc), text=exc.text + "\n")
+    # The body of a refused upload may still be on its way; do not reuse the connection.
+    resp.force_close()
+    return resp
+
+
+def http_exception_response(exc: web.HTTPException) -> web.Response:
+    """A plain response copying an :class:`aiohttp.web.HTTPException` (for expect handlers)."""
+    resp = web.Response(status=exc.status, text=(exc.text or exc.reason) + "\n")
+    for name in ("Location", "Allow"):
+        if name in exc.headers:
+            resp.headers[name] = exc.headers[name]
+    resp.force_close()
+    return resp
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render typed errors; hide unexpected ones behind a generic 500."""
+    try:
+        return await handler(request)
+    except (web.HTTPException, ConnectionError, asyncio.CancelledError):
+        raise
+    except UploadError as exc:
+        count_failure(request.app[METRICS], exc)
+        status = http_status_of(exc)
+        level = logging.ERROR if status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", request.method, request.path, status, exc.text)
+        return error_response(exc)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        resp = web.Response(status=500, text="Internal server error\n")
+        resp.force_close()
+        return resp
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: let web clients of any origin read every answer."""
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+    response.headers.setdefault("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
