@@ -23,7 +23,7 @@ from .storage import Repository
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUDIT", "CONFIG", "METRICS", "REPOSITORY", "make_app", "serve_http"]
+__all__ = ["AUDIT", "CONFIG", "METRICS", "REPOSITORY", "make_app", "make_runner", "serve_http"]
 
 
 class SafeAccessLogger(AbstractAccessLogger):
@@ -82,6 +82,22 @@ def _ssl_context(cfg: Config) -> ssl.SSLContext | None:
     return ctx
 
 
+def make_runner(app: web.Application, cfg: Config) -> web.AppRunner:
+    """The runner for ``app``: safe access log, graceful shutdown bounded by the grace.
+
+    Handlers are not cancelled when a client disconnects (aiohttp's default): an upload
+    then sees the broken body stream and a download its failed write, and each cleans
+    up and writes its row in order.
+    """
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=SafeAccessLogger,
+        # aiohttp reads a timeout of 0 as "no limit"; the grace must stay a bound.
+        shutdown_timeout=max(cfg.http.shutdown_grace, 0.01),
+    )
+
+
 async def serve_http(
     cfg: Config,
     repo: Repository,
@@ -98,14 +114,7 @@ async def serve_http(
 
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
-    app = make_app(cfg, repo, audit, metrics)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log_class=SafeAccessLogger,
-        # aiohttp reads a timeout of 0 as "no limit"; the grace must stay a bound.
-        shutdown_timeout=max(cfg.http.shutdown_grace, 0.01),
-    )
+    runner = make_runner(make_app(cfg, repo, audit, metrics), cfg)
     await runner.setup()
     try:
         site = web.TCPSite(runner, cfg.http.bind, cfg.http.port, ssl_context=_ssl_context(cfg))

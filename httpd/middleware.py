@@ -49,6 +49,19 @@ def http_exception_response(exc: web.HTTPException) -> web.Response:
     return resp
 
 
+async def answer_and_close(request: web.Request, resp: web.Response) -> web.Response:
+    """Send ``resp`` now and close the connection behind it.
+
+    For a client that stopped sending its body: aiohttp would otherwise linger for the
+    rest of a body that is not coming before it closes the connection.
+    """
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
+    return resp
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render typed errors; hide unexpected ones behind a generic 500."""

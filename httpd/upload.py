@@ -28,13 +28,17 @@ from component.layout import SlotPath, file_type, real_filename
 from component.tokens import UploadGrant, verify_upload
 
 from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
-from .middleware import error_response, http_exception_response
+from .middleware import answer_and_close, error_response, http_exception_response
 from .routing import redirect_to_owner, slot_path
 from .storage import Repository
 
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # read size; the repository re-blocks as it needs
+
+
+class BodyStalled(Exception):
+    """No body byte arrived for ``[http] body_timeout`` seconds (answered 408)."""
 
 
 async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
@@ -92,7 +96,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
 async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
     """The request body in chunks as they arrive, never the whole body in memory.
 
-    :raises aiohttp.web.HTTPRequestTimeout: no byte arrived for ``idle_timeout`` seconds.
+    :raises BodyStalled: no byte arrived for ``idle_timeout`` seconds.
     :raises InvalidRequest: the connection ended before the declared length.
     """
     chunks = request.content.iter_chunked(CHUNK)
@@ -103,7 +107,7 @@ async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterato
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
-            raise web.HTTPRequestTimeout(text="Upload stalled") from exc
+            raise BodyStalled() from exc
         except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
             raise InvalidRequest("Upload interrupted before the end of the body") from exc
         yield chunk
@@ -144,7 +148,11 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
     path, grant = await check_upload(request)
     started = time.monotonic()
-    await repo.store(path.repo_path, body_chunks(request, cfg.http.body_timeout), grant.size)
+    try:
+        await repo.store(path.repo_path, body_chunks(request, cfg.http.body_timeout), grant.size)
+    except BodyStalled:
+        log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
+        return await answer_and_close(request, web.Response(status=408, text="Upload stalled\n"))
     rec = AuditRecord(
         jid=grant.uploader.partition("/")[0],
         to_jid=grant.recipient,
