@@ -35,10 +35,13 @@ RECIPIENT = "bob@localhost"
 class ObservedRepository(FileRepository):
     """A FileRepository reporting each store()'s outcome; optionally failing at byte N."""
 
-    def __init__(self, root: Path, fail_at: int | None = None) -> None:
+    def __init__(
+        self, root: Path, fail_at: int | None = None, read_fail_at: int | None = None
+    ) -> None:
         super().__init__(root)
         self.root = root
         self.fail_at = fail_at
+        self.read_fail_at = read_fail_at
         self.started: asyncio.Queue[str] = asyncio.Queue()
         self.stores: asyncio.Queue[BaseException | None] = asyncio.Queue()
 
@@ -59,6 +62,17 @@ class ObservedRepository(FileRepository):
             self.stores.put_nowait(exc)
             raise
         self.stores.put_nowait(None)
+
+    async def read(
+        self, path: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """FileRepository.read, failing once ``read_fail_at`` bytes were produced."""
+        seen = 0
+        async for block in super().read(path, offset, length):
+            if self.read_fail_at is not None and seen + len(block) > self.read_fail_at:
+                raise StorageUnavailable("injected read failure")
+            seen += len(block)
+            yield block
 
     def files(self) -> list[Path]:
         """Every regular file under the repository (``.part`` files included)."""
@@ -181,9 +195,11 @@ class HttpdEnv:
 
 
 @contextlib.asynccontextmanager
-async def httpd_env(cfg: Config, fail_at: int | None = None) -> AsyncIterator[HttpdEnv]:
+async def httpd_env(
+    cfg: Config, fail_at: int | None = None, read_fail_at: int | None = None
+) -> AsyncIterator[HttpdEnv]:
     """Open the services, serve the app on a loopback port, and close everything after."""
-    repo = ObservedRepository(Path(cfg.repository.path), fail_at)
+    repo = ObservedRepository(Path(cfg.repository.path), fail_at, read_fail_at)
     await repo.open()
     audit = RecordingAudit(cfg)
     await audit.open()
