@@ -16,12 +16,15 @@ from component.config import Config
 from component.metrics import Metrics
 
 from . import handlers
-from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
-from .middleware import add_cors_headers, error_middleware
+from .appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, InFlight
+from .middleware import add_cors_headers, error_middleware, in_flight_middleware
 from .routing import FILE_ROUTE
 from .storage import Repository
 
 log = logging.getLogger(__name__)
+
+# After the grace, how long aiohttp waits for a handler before and after cancelling it.
+CANCEL_TIMEOUT = 1.0
 
 __all__ = ["AUDIT", "CONFIG", "METRICS", "REPOSITORY", "make_app", "make_runner", "serve_http"]
 
@@ -56,7 +59,8 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
 
     The repository and the audit log must already be open; the caller closes them.
     """
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[in_flight_middleware, error_middleware])
+    app[IN_FLIGHT] = InFlight()
     app[CONFIG] = cfg
     app[REPOSITORY] = repo
     app[AUDIT] = audit
@@ -82,8 +86,8 @@ def _ssl_context(cfg: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-def make_runner(app: web.Application, cfg: Config) -> web.AppRunner:
-    """The runner for ``app``: safe access log, graceful shutdown bounded by the grace.
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner for ``app``: safe access log, handlers cancelled soon after cleanup().
 
     Handlers are not cancelled when a client disconnects (aiohttp's default): an upload
     then sees the broken body stream and a download its failed write, and each cleans
@@ -93,8 +97,9 @@ def make_runner(app: web.Application, cfg: Config) -> web.AppRunner:
         app,
         handle_signals=False,
         access_log_class=SafeAccessLogger,
-        # aiohttp reads a timeout of 0 as "no limit"; the grace must stay a bound.
-        shutdown_timeout=max(cfg.http.shutdown_grace, 0.01),
+        # The grace for requests in flight is served by serve_http() before cleanup():
+        # aiohttp's own shutdown stops reading request bodies at once.
+        shutdown_timeout=CANCEL_TIMEOUT,
     )
 
 
@@ -114,7 +119,8 @@ async def serve_http(
 
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
-    runner = make_runner(make_app(cfg, repo, audit, metrics), cfg)
+    app = make_app(cfg, repo, audit, metrics)
+    runner = make_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, cfg.http.bind, cfg.http.port, ssl_context=_ssl_context(cfg))
@@ -129,7 +135,19 @@ async def serve_http(
         if started is not None:
             started.set()
         await stop.wait()
-        log.info("HTTP server stopping; requests in flight get %gs", cfg.http.shutdown_grace)
+        await site.stop()  # no new connections from here on
+        await _drain(app[IN_FLIGHT], cfg.http.shutdown_grace)
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # closes idle connections, cancels what is left
     log.info("HTTP server stopped")
+
+
+async def _drain(in_flight: InFlight, grace: float) -> None:
+    """Let requests in flight finish for up to ``grace`` seconds."""
+    if in_flight.count:
+        log.info("HTTP server stopping; %d requests get %gs", in_flight.count, grace)
+    try:
+        async with asyncio.timeout(grace):
+            await in_flight.idle()
+    except TimeoutError:
+        log.warning("%d requests still running after %gs; cancelling", in_flight.count, grace)

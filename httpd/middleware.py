@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 from component.errors import AuditUnavailable, StorageUnavailable, UploadError, http_status_of
 from component.metrics import Metrics
 
-from .appkeys import METRICS
+from .appkeys import IN_FLIGHT, METRICS
 from .headers import CORS_EXPOSE_HEADERS
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,14 @@ def count_failure(metrics: Metrics, exc: BaseException) -> None:
 
 
 def error_response(exc: UploadError) -> web.Response:
-    """The response for ``exc``: its status and its short text (never a token or path)."""
-    resp = web.Response(status=http_status_of(exc), text=exc.text + "\n")
+    """The response for ``exc``: its status and a short text.
+
+    A 4xx carries the error's own text (it describes the client's request); a 5xx only
+    its class's generic text, since the details (paths, database) are for the log.
+    """
+    status = http_status_of(exc)
+    text = exc.text if status < 500 else type(exc).default_text
+    resp = web.Response(status=status, text=text + "\n")
     # The body of a refused upload may still be on its way; do not reuse the connection.
     resp.force_close()
     return resp
@@ -80,6 +86,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         resp = web.Response(status=500, text="Internal server error\n")
         resp.force_close()
         return resp
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request while it runs (see :func:`httpd.app.serve_http`)."""
+    with request.app[IN_FLIGHT].track():
+        return await handler(request)
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -204,7 +204,7 @@ async def httpd_env(
     audit = RecordingAudit(cfg)
     await audit.open()
     metrics = Metrics()
-    runner = make_runner(make_app(cfg, repo, audit, metrics), cfg)
+    runner = make_runner(make_app(cfg, repo, audit, metrics))
     await runner.setup()
     try:
         port = free_port()
