@@ -40,6 +40,9 @@ def error_response(exc: UploadError) -> web.Response:
     status = http_status_of(exc)
     text = exc.text if status < 500 else type(exc).default_text
     resp = web.Response(status=status, text=text + "\n")
+    if status == 401:
+        # RFC 9110 §11.6.1; the credential is the signed URL, not a header scheme.
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="xmpp-mft"'
     # The body of a refused upload may still be on its way; do not reuse the connection.
     resp.force_close()
     return resp

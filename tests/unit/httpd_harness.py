@@ -116,6 +116,31 @@ class Slot:
         return f"{self.get_url}?{urlencode(self.query)}"
 
 
+def make_slot(
+    cfg: Config,
+    size: int,
+    filename: str = "photo.jpg",
+    *,
+    chat_type: str = "im",
+    node: str | None = None,
+    lifetime: int = 300,
+    uploader: str = UPLOADER,
+    recipient: str = RECIPIENT,
+    date: str = "20240102",
+    hour: str = "10",
+) -> Slot:
+    """A fresh slot signed with ``cfg``'s secret, as the component would issue it."""
+    path = SlotPath.parse(node or cfg.node.id, chat_type, date, hour, new_resource(), filename)
+    grant = UploadGrant(
+        path=path,
+        size=size,
+        expires=int(time.time()) + lifetime,
+        uploader=uploader,
+        recipient=recipient,
+    )
+    return Slot(path, size, grant.query(cfg.http.secret))
+
+
 @dataclass
 class HttpdEnv:
     """A running app on a loopback port with its services."""
@@ -141,17 +166,18 @@ class HttpdEnv:
         hour: str = "10",
     ) -> Slot:
         """A fresh slot with a valid PUT token (``lifetime`` < 0 makes it expired)."""
-        path = SlotPath.parse(
-            node or self.cfg.node.id, chat_type, date, hour, new_resource(), filename
-        )
-        grant = UploadGrant(
-            path=path,
-            size=size,
-            expires=int(time.time()) + lifetime,
+        return make_slot(
+            self.cfg,
+            size,
+            filename,
+            chat_type=chat_type,
+            node=node,
+            lifetime=lifetime,
             uploader=uploader,
             recipient=recipient,
+            date=date,
+            hour=hour,
         )
-        return Slot(path, size, grant.query(self.cfg.http.secret))
 
     def ticket_url(self, slot: Slot, jid: str, lifetime: int = 300) -> str:
         """The slot's GET URL with a personal download ticket for ``jid``."""

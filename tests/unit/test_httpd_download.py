@@ -97,9 +97,12 @@ async def test_require_identity_refuses_anonymous_get(config_factory: ConfigFact
             slot.path.resource,
             RECIPIENT,
         )
+        async with env.client.head(slot.get_url) as resp:
+            assert resp.status == 401
         async with env.client.get(env.ticket_url(slot, "bob@localhost")) as resp:
             assert await resp.read() == b"secret"
         assert (await env.audit.next_row()).jid == "bob@localhost"
+        assert [r.method for r in await env.rows()] == ["POST", "GET_REFUSED", "GET"]
 
 
 async def test_unknown_file_is_404_without_row(env: HttpdEnv) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,13 @@ import pytest
 
 from component.audit_sqlite import SqliteAuditLog
 from component.config import Config
-from component.layout import SlotPath, new_resource
 from component.metrics import Metrics
-from component.tokens import UploadGrant
 from httpd.app import serve_http
-from tests.fixtures.common import free_port, wait_for_port_async
+from tests.fixtures.common import free_port, require_binary, wait_for_port_async
 from tests.fixtures.config import ConfigFactory, make_raw_config
-from tests.unit.httpd_harness import UPLOADER, ObservedRepository, Slot
+from tests.unit.httpd_harness import ObservedRepository, Slot, make_slot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _slot(cfg: Config, size: int) -> Slot:
-    path = SlotPath.parse(cfg.node.id, "im", "20240102", "10", new_resource(), "f.bin")
-    grant = UploadGrant(
-        path=path, size=size, expires=int(time.time()) + 300, uploader=UPLOADER, recipient=""
-    )
-    return Slot(path, size, grant.query(cfg.http.secret))
 
 
 async def _wait_refused(port: int) -> None:
@@ -101,7 +90,7 @@ def server_cfg(config_factory: ConfigFactory) -> Any:
 async def test_in_flight_upload_finishes_during_grace(server_cfg: Any) -> None:
     """On stop the listener closes, but an upload in flight may finish within the grace."""
     async with Served(server_cfg(shutdown_grace=10)) as served:
-        slot = _slot(served.cfg, 10_000)
+        slot = make_slot(served.cfg, 10_000, "f.bin")
         reader, writer = await served.half_put(slot)
         served.stop.set()
         await _wait_refused(served.cfg.http.port)
@@ -117,7 +106,7 @@ async def test_in_flight_upload_finishes_during_grace(server_cfg: Any) -> None:
 async def test_stalled_upload_is_cancelled_after_grace(server_cfg: Any) -> None:
     """An upload still running when the grace ends is cancelled and leaves no file."""
     async with Served(server_cfg(shutdown_grace=0.3)) as served:
-        slot = _slot(served.cfg, 10_000)
+        slot = make_slot(served.cfg, 10_000, "f.bin")
         _reader, writer = await served.half_put(slot)
         served.stop.set()
         assert served.task is not None
@@ -132,7 +121,7 @@ async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
     """With tls_cert/tls_key the server speaks HTTPS."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     proc = await asyncio.create_subprocess_exec(
-        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

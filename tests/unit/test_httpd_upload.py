@@ -51,6 +51,7 @@ async def test_missing_token_is_401(env: HttpdEnv) -> None:
     slot = env.slot(10)
     async with env.client.put(slot.get_url, data=b"0123456789") as resp:
         assert resp.status == 401
+        assert "WWW-Authenticate" in resp.headers
     assert env.repo.files() == []
 
 
@@ -180,6 +181,14 @@ async def test_expect_100_refused_for_wrong_size(
     status_line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert status_line.split()[1] == status
+
+
+async def test_unknown_expectation_is_417(env: HttpdEnv) -> None:
+    """An Expect value other than 100-continue is refused with 417."""
+    slot = env.slot(3)
+    head = f"PUT {slot.put_url} HTTP/1.1\nHost: t\nContent-Length: 3\nExpect: coffee\n"
+    assert await env.raw_status(head) == 417
+    assert env.repo.files() == []
 
 
 async def test_expect_100_continue_then_body(env: HttpdEnv) -> None:
