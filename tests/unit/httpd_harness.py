@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -152,32 +153,9 @@ class HttpdEnv:
     port: int
     client: aiohttp.ClientSession
 
-    def slot(
-        self,
-        size: int,
-        filename: str = "photo.jpg",
-        *,
-        chat_type: str = "im",
-        node: str | None = None,
-        lifetime: int = 300,
-        uploader: str = UPLOADER,
-        recipient: str = RECIPIENT,
-        date: str = "20240102",
-        hour: str = "10",
-    ) -> Slot:
-        """A fresh slot with a valid PUT token (``lifetime`` < 0 makes it expired)."""
-        return make_slot(
-            self.cfg,
-            size,
-            filename,
-            chat_type=chat_type,
-            node=node,
-            lifetime=lifetime,
-            uploader=uploader,
-            recipient=recipient,
-            date=date,
-            hour=hour,
-        )
+    def slot(self, size: int, filename: str = "photo.jpg", **kw: Any) -> Slot:
+        """A fresh slot for this server (keywords as :func:`make_slot`)."""
+        return make_slot(self.cfg, size, filename, **kw)
 
     def ticket_url(self, slot: Slot, jid: str, lifetime: int = 300) -> str:
         """The slot's GET URL with a personal download ticket for ``jid``."""
@@ -190,9 +168,9 @@ class HttpdEnv:
             await resp.read()
             return resp.status
 
-    async def upload(self, body: bytes, filename: str = "photo.jpg", **kw: object) -> Slot:
+    async def upload(self, body: bytes, filename: str = "photo.jpg", **kw: Any) -> Slot:
         """A stored upload (its POST row consumed from the queue)."""
-        slot = self.slot(len(body), filename, **kw)  # type: ignore[arg-type]
+        slot = self.slot(len(body), filename, **kw)
         assert await self.put(slot, body) == 201
         assert (await self.audit.next_row()).method == "POST"
         return slot
