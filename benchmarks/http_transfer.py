@@ -23,13 +23,13 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from component.audit_sqlite import SqliteAuditLog  # noqa: E402
-from component.metrics import Metrics  # noqa: E402
-from httpd.app import make_app, make_runner  # noqa: E402
-from httpd.storage import FileRepository  # noqa: E402
-from tests.fixtures.common import free_port  # noqa: E402
-from tests.fixtures.config import make_raw_config  # noqa: E402
-from tests.unit.httpd_harness import make_slot  # noqa: E402
+from component.audit_sqlite import SqliteAuditLog
+from component.metrics import Metrics
+from httpd.app import make_app, make_runner
+from httpd.storage import FileRepository
+from tests.fixtures.common import free_port
+from tests.fixtures.config import make_raw_config
+from tests.unit.httpd_harness import make_slot
 
 BLOCK = b"\x5a" * (1024 * 1024)
 
