@@ -80,6 +80,8 @@ class HttpConfig:
     tls_cert: str = ""
     tls_key: str = ""
     shutdown_grace: float = 30.0
+    # Seconds an upload body may stall (no bytes arriving) before it is abandoned (408).
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -87,6 +89,10 @@ class HttpConfig:
             raise ConfigError(f"[http] public_url {self.public_url!r}: must be an http(s) URL")
         if len(self.secret) < 16:
             raise ConfigError("[http] secret: use at least 16 characters")
+        if self.shutdown_grace < 0 or self.body_timeout <= 0:
+            raise ConfigError("[http] shutdown_grace >= 0 and body_timeout > 0 seconds")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("[http] tls_cert and tls_key: give both or neither")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
 
