@@ -15,7 +15,6 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -27,7 +26,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from component.audit import AuditQuery, AuditRecord
 from component.audit_sqlite import SqliteAuditLog
-from component.config import Config
+from component.config import load_config
 from component.prosody import ProsodyInstance
 from component.stanza import NS, NS_LEGACY
 from tests.fixtures.common import free_port, require_binary, spawn_mft
@@ -43,7 +42,7 @@ from tests.fixtures.prosody import (
     connect_client,
     disconnect_client,
 )
-from tests.fixtures.slots import ask_slot, error_of, make_room, slot_urls
+from tests.fixtures.slots import ask_slot, error_of, make_room, slot_urls, url_slot_path
 from tests.fixtures.stack import MftStack, StackFactory, Upload, personal_url, running_stack
 
 pytestmark = pytest.mark.integration
@@ -393,3 +392,303 @@ async def test_nul_in_file_name_ends_only_that_stream(
     assert (await stack.download(up.get_url))[0] == b"still here\n"
     assert stack.stored() == [up.path.repo_path]
     assert stack.component.metrics.value("slots_refused", {"reason": "invalid_request"}) == 0
+
+
+# -- 8: bad input does not hurt ----------------------------------------------------------
+
+
+async def raw_request(client: slixmpp.ClientXMPP, **attrs: str) -> slixmpp.Iq:
+    """A ``:0`` slot request with exactly these attributes (missing ones stay missing)."""
+    iq = client.make_iq_get(ito=COMPONENT_JID)
+    req = iq["http_upload_request"]
+    for name, value in attrs.items():
+        req.xml.set(name, value)
+    try:
+        return await iq.send(timeout=TIMEOUT)
+    except IqError as exc:
+        return exc.iq
+
+
+async def half_put(stack: MftStack, put_url: str, size: int) -> None:
+    """Send a PUT's headers and half its body, then hang up once storing has begun."""
+    parts = urlsplit(put_url)
+    _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    )
+    writer.write(head.encode() + b"h" * (size // 2))
+    await writer.drain()
+    async with asyncio.timeout(TIMEOUT):
+        await stack.repo.started.get()
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def test_service_keeps_running_after_bad_input(
+    mft_stack: StackFactory, xmpp_client: ClientFactory
+) -> None:
+    """Malformed slot requests and PUTs are refused; nothing stray stays; uploads still work."""
+    stack = await mft_stack(upload={"max_file_size": 10_000})
+    client = await xmpp_client()
+    for attrs in (
+        {"filename": "a.txt"},  # no size
+        {"size": "5"},  # no filename
+        {},
+        {"filename": "a.txt", "size": "-5"},
+        {"filename": "a.txt", "size": "0"},
+        {"filename": "a.txt", "size": "abc"},
+        {"filename": "a.txt", "size": "1.5"},
+        {"filename": "a.txt", "size": ""},
+        {"filename": "", "size": "5"},
+    ):
+        assert error_of(await raw_request(client, **attrs)) == ("bad-request", "modify"), attrs
+    reply = await raw_request(client, filename="a.txt", size="10001")
+    assert error_of(reply) == ("not-acceptable", "modify")
+
+    body = os.urandom(100)
+    put_url, get_url = slot_urls(await ask_slot(client, "target.bin", len(body)))
+    path = stack.path_of(get_url)
+    await half_put(stack, put_url, len(body))  # the client goes away mid-body
+    async with asyncio.timeout(TIMEOUT):
+        assert isinstance(await stack.repo.stores.get(), Exception)
+    other = stack.path_of(slot_urls(await ask_slot(client, "other.bin", 100))[1])
+    for url, data, status in [
+        (get_url, body, 401),  # no token
+        (with_query(put_url, size="99"), body[:99], 403),  # forged size
+        (with_query(put_url, **{"from": "mallory@localhost"}), body, 403),  # forged uploader
+        (put_url.replace(path.resource, other.resource), body, 403),  # token of another slot
+        (put_url, body[:99], 400),  # shorter than the slot
+        (put_url, body + b"!", 413),  # longer than the slot
+    ]:
+        assert await stack.put(url, data) == status, url
+    assert stack.stored() == []
+    assert await stack.put(put_url, body) == 201
+    assert (await stack.next_row()).filename == path.resource
+    assert await stack.put(put_url, os.urandom(100)) == 409  # never overwritten
+    assert (stack.root / path.repo_path).read_bytes() == body
+    assert (await stack.get(f"http://127.0.0.1:{stack.cfg.http.port}/{other.url_path}"))[0] == 404
+
+    up = await stack.upload(client, "normal.txt", b"all is well\n")
+    got, _get = await stack.download(up.get_url)
+    assert got == b"all is well\n"
+    assert sorted(stack.stored()) == sorted([path.repo_path, up.path.repo_path])  # no .part
+    assert [(r.method, r.filename) for r in await stack.rows()] == [
+        ("POST", path.resource),
+        ("POST", up.path.resource),
+        ("GET", up.path.resource),
+    ]
+    assert stack.metrics.value("slots_refused", {"reason": "invalid_request"}) == 9
+
+
+# -- 9: `mft run` as a process -----------------------------------------------------------
+
+
+class MftRun:
+    """``mft run`` as a child process whose log lines are collected as they arrive."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.log: list[str] = []
+        self._changed = asyncio.Condition()
+        assert proc.stdout is not None and proc.stderr is not None
+        self._pumps = [asyncio.create_task(self._pump(s)) for s in (proc.stdout, proc.stderr)]
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            async with self._changed:
+                self.log.append(line.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def tail(self) -> str:
+        """The last log lines, for failure messages."""
+        return "\n".join(self.log[-30:])
+
+    async def expect(self, fragment: str, count: int = 1) -> None:
+        """Wait until ``count`` log lines contain ``fragment``; fail if the process exits."""
+
+        def seen() -> bool:
+            return sum(fragment in line for line in self.log) >= count or all(
+                p.done() for p in self._pumps
+            )
+
+        try:
+            async with asyncio.timeout(TIMEOUT), self._changed:
+                await self._changed.wait_for(seen)
+        except TimeoutError:
+            pytest.fail(f"no {fragment!r} from mft run:\n{self.tail()}")
+        if sum(fragment in line for line in self.log) < count:
+            pytest.fail(f"mft run ended before {fragment!r}:\n{self.tail()}")
+
+    async def terminate(self) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took to exit)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._pumps)
+        return code, time.monotonic() - started
+
+    async def close(self) -> None:
+        """Kill the process if it still runs; reap it."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await asyncio.gather(*self._pumps)
+
+
+@contextlib.asynccontextmanager
+async def mft_run(config: Path) -> AsyncIterator[MftRun]:
+    """``mft run -c config`` until both halves are up; killed at the end if still running."""
+    run = MftRun(await spawn_mft("run", "-c", str(config)))
+    try:
+        await run.expect("HTTP server on")
+        await run.expect(f"component {COMPONENT_JID} connected to")
+        yield run
+    finally:
+        await run.close()
+
+
+def http_overrides() -> dict[str, object]:
+    """``[http]`` on a fresh loopback port."""
+    port = free_port()
+    return {"port": port, "public_url": f"http://127.0.0.1:{port}", "shutdown_grace": 2.0}
+
+
+async def transfer(client: slixmpp.ClientXMPP, name: str, body: bytes) -> str:
+    """Slot through the client's server, PUT and GET back with aiohttp; the GET URL."""
+    put_url, get_url = slot_urls(await ask_slot(client, name, len(body)))
+    async with aiohttp.ClientSession() as http:
+        async with http.put(put_url, data=body) as resp:
+            assert resp.status == 201
+        async with http.get(get_url) as resp:
+            assert (resp.status, await resp.read()) == (200, body)
+    return get_url
+
+
+async def audit_rows(config: Path) -> list[AuditRecord]:
+    """AFT_LOG as the stopped process left it."""
+    audit = SqliteAuditLog(load_config(config))
+    await audit.open()
+    try:
+        return list(await audit.query(AuditQuery()))
+    finally:
+        await audit.close()
+
+
+async def test_mft_run_serves_and_stops_on_sigterm(
+    prosody: ProsodyInstance, config_file: ConfigFileFactory, xmpp_client: ClientFactory
+) -> None:
+    """`mft run` serves a whole transfer through Prosody; SIGTERM stops it with 0, quickly."""
+    path = config_file(xmpp=component_overrides(prosody), http=http_overrides())
+    async with mft_run(path) as run:
+        client = await xmpp_client()
+        body = os.urandom(300_000)
+        get_url = await transfer(client, "via mft run.bin", body)
+        code, seconds = await run.terminate()
+        assert code == 0, run.tail()
+        assert seconds < 5, seconds
+        assert any("stopped cleanly" in line for line in run.log)
+    rows = await audit_rows(path)
+    assert [columns(r) for r in rows] == [
+        ("POST", "im", "", client.boundjid.bare),
+        ("GET", "im", "", ""),
+    ]
+    repo_path = url_slot_path(load_config(path), get_url).repo_path
+    assert (path.parent / "repo" / repo_path).read_bytes() == body
+
+
+async def test_mft_run_survives_prosody_restart(
+    tmp_path_factory: pytest.TempPathFactory, config_file: ConfigFileFactory
+) -> None:
+    """After Prosody restarts under `mft run`, the component is back and slots work."""
+    require_binary("prosody")
+    instance = ProsodyInstance(
+        tmp_path_factory.mktemp("prosody-mft-run"),
+        component_secret=secrets.token_hex(8),
+        users={"alice": "pw-alice"},
+    )
+    async with instance:
+        path = config_file(
+            xmpp=component_overrides(instance, reconnect_max_delay=1.0), http=http_overrides()
+        )
+        async with mft_run(path) as run:
+            await instance.restart()
+            await run.expect("lost the connection to the XMPP server")
+            await run.expect(f"component {COMPONENT_JID} connected to", count=2)
+            client = client_for(XmppUser(f"alice@{instance.domain}", "pw-alice"))
+            await connect_client(client, instance.c2s_port)
+            try:
+                await transfer(client, "after restart.txt", b"back again\n")
+            finally:
+                await disconnect_client(client)
+            code, seconds = await run.terminate()
+            assert (code, seconds < 5) == (0, True), run.tail()
+    assert [r.method for r in await audit_rows(path)] == ["POST", "GET"]
+
+
+# -- 10: go-sendxmpp ---------------------------------------------------------------------
+
+
+async def test_go_sendxmpp_upload(
+    tmp_path_factory: pytest.TempPathFactory, config_factory: ConfigFactory, tmp_path: Path
+) -> None:
+    """go-sendxmpp -h finds the service by disco, uploads, and sends the URL to bob."""
+    gosend = require_binary("go-sendxmpp")
+    require_binary("openssl")
+    require_binary("prosody")
+    # go-sendxmpp always takes STARTTLS when offered: Prosody gets a self-signed cert.
+    instance = ProsodyInstance(
+        tmp_path_factory.mktemp("prosody-tls"),
+        component_secret=secrets.token_hex(8),
+        users={"alice": "pw-alice", "bob": "pw-bob"},
+        tls=True,
+    )
+    async with instance:
+        cfg = config_factory(xmpp=component_overrides(instance), http=http_overrides())
+        async with running_stack(cfg) as stack:
+            bob = client_for(XmppUser(f"bob@{instance.domain}", "pw-bob"))
+            await connect_client(bob, instance.c2s_port)
+            try:
+                messages: asyncio.Queue[slixmpp.Message] = asyncio.Queue()
+                bob.add_event_handler("message", messages.put_nowait)
+                bob.send_presence()
+                # A round trip: Prosody has handled the presence before go-sendxmpp sends.
+                await bob.plugin["xep_0030"].get_info(jid=instance.domain, timeout=TIMEOUT)
+                upload = tmp_path / "team notes.txt"
+                body = os.urandom(10_000)
+                upload.write_bytes(body)
+                proc = await asyncio.create_subprocess_exec(
+                    gosend,
+                    "--no-tls-verify",
+                    "--jserver", f"127.0.0.1:{instance.c2s_port}",
+                    "--username", f"alice@{instance.domain}",
+                    "--password", "pw-alice",
+                    "--timeout", "10",
+                    "--http-upload", str(upload),
+                    f"bob@{instance.domain}",
+                    env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")},
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+                async with asyncio.timeout(30):
+                    out, _ = await proc.communicate()
+                assert proc.returncode == 0, out.decode(errors="replace")
+                async with asyncio.timeout(TIMEOUT):
+                    msg = await messages.get()
+                url = msg["body"].strip()
+                post = await stack.next_row()
+                got, get = await stack.download(url)
+            finally:
+                await disconnect_client(bob)
+    assert got == body
+    path = stack.path_of(url)
+    assert path.filename == "team_notes.txt"  # go-sendxmpp replaces spaces
+    assert (stack.root / path.repo_path).read_bytes() == body
+    assert columns(post) == ("POST", "im", "", f"alice@{instance.domain}")
+    assert (post.real_filename, post.file_type, post.file_size) == ("team_notes.txt", "txt", 10_000)
+    assert columns(get) == ("GET", "im", "", "")
