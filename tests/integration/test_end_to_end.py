@@ -135,9 +135,8 @@ async def test_discover_upload_download_and_audit(
     assert (stack.root / path.repo_path).read_bytes() == body
     post, get = await stack.rows()  # exactly two rows, as stored in the table
     up = Upload(put_url, get_url, path, post)
-    common = {"real": name, "ftype": "pdf", "size": len(body)}
-    assert_transfer_row(post, up, method="POST", jid=client.boundjid.bare, **common)  # type: ignore[arg-type]
-    assert_transfer_row(get, up, method="GET", jid="", **common)  # type: ignore[arg-type]
+    for row, method, jid in ((post, "POST", client.boundjid.bare), (get, "GET", "")):
+        assert_transfer_row(row, up, method=method, jid=jid, real=name, ftype="pdf", size=len(body))
     assert post.to_jid == "" and post.chat_type == "im"
     for row in (post, get):
         assert before <= row.date_time <= after
@@ -375,14 +374,14 @@ async def test_nul_in_file_name_ends_only_that_stream(
     bad = client_for(await xmpp_user())
     await connect_client(bad, prosody.c2s_port)
     try:
-        gone = asyncio.get_running_loop().create_future()
-        bad.add_event_handler("disconnected", lambda _e: gone.done() or gone.set_result(None))
+        gone = asyncio.Event()
+        bad.add_event_handler("disconnected", lambda _e: gone.set())
         iq = bad.make_iq_get(ito=COMPONENT_JID)
         iq["http_upload_request"]["filename"] = "a\x00b.txt"
         iq["http_upload_request"]["size"] = "3"
-        answer = iq.send(timeout=TIMEOUT)
+        answer = iq.send(timeout=TIMEOUT)  # type: ignore[no-untyped-call]
         async with asyncio.timeout(TIMEOUT):
-            await gone
+            await gone.wait()
         with contextlib.suppress(IqError, IqTimeout, asyncio.CancelledError):
             answer.cancel()
     finally:
@@ -404,9 +403,10 @@ async def raw_request(client: slixmpp.ClientXMPP, **attrs: str) -> slixmpp.Iq:
     for name, value in attrs.items():
         req.xml.set(name, value)
     try:
-        return await iq.send(timeout=TIMEOUT)
+        reply: slixmpp.Iq = await iq.send(timeout=TIMEOUT)  # type: ignore[no-untyped-call]
     except IqError as exc:
-        return exc.iq
+        reply = exc.iq
+    return reply
 
 
 async def half_put(stack: MftStack, put_url: str, size: int) -> None:
@@ -657,7 +657,9 @@ async def test_go_sendxmpp_upload(
                 bob.add_event_handler("message", messages.put_nowait)
                 bob.send_presence()
                 # A round trip: Prosody has handled the presence before go-sendxmpp sends.
-                await bob.plugin["xep_0030"].get_info(jid=instance.domain, timeout=TIMEOUT)
+                await bob.plugin["xep_0030"].get_info(
+                    jid=slixmpp.JID(instance.domain), timeout=TIMEOUT
+                )
                 upload = tmp_path / "team notes.txt"
                 body = os.urandom(10_000)
                 upload.write_bytes(body)
