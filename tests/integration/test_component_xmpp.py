@@ -18,7 +18,7 @@ from component.layout import SlotPath
 from component.metrics import Metrics
 from component.prosody import ProsodyInstance
 from component.service import serve_component
-from component.stanza import NS, NS_LEGACY, NS_MFT
+from component.stanza import NS, NS_LEGACY
 from component.tokens import verify_ticket, verify_upload
 from tests.fakes import FakeAudit
 from tests.fixtures.prosody import (
@@ -37,7 +37,14 @@ from tests.fixtures.prosody import (
     start_component,
     stop_component,
 )
-from tests.fixtures.slots import ask_slot, error_of, make_room, slot_urls, url_slot_path
+from tests.fixtures.slots import (
+    ask_slot,
+    error_of,
+    make_room,
+    personal_url,
+    slot_urls,
+    url_slot_path,
+)
 
 pytestmark = pytest.mark.integration
 STANZA_ERR = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
@@ -260,11 +267,7 @@ async def test_download_ticket(
     uploader = await xmpp_client()
     downloader = await xmpp_client()
     _put, get_url = slot_urls(await ask_slot(uploader, "notes 1.txt", 3))
-    iq = downloader.make_iq_get(ito=COMPONENT_JID)
-    iq["mft_download"]["url"] = get_url
-    reply = await iq.send(timeout=TIMEOUT)
-    personal = reply["mft_download"]["url"]
-    assert reply.xml.find(f"{{{NS_MFT}}}download") is not None
+    personal = await personal_url(downloader, get_url)
     assert personal.split("?")[0] == get_url
     query = dict(parse_qsl(urlsplit(personal).query, keep_blank_values=True))
     ticket = verify_ticket(rc.cfg.http.secret, url_slot_path(rc.cfg, get_url), query)

@@ -42,8 +42,15 @@ from tests.fixtures.prosody import (
     connect_client,
     disconnect_client,
 )
-from tests.fixtures.slots import ask_slot, error_of, make_room, slot_urls, url_slot_path
-from tests.fixtures.stack import MftStack, StackFactory, Upload, personal_url, running_stack
+from tests.fixtures.slots import (
+    ask_slot,
+    error_of,
+    make_room,
+    personal_url,
+    slot_urls,
+    url_slot_path,
+)
+from tests.fixtures.stack import MftStack, StackFactory, Upload, running_stack
 
 pytestmark = pytest.mark.integration
 
