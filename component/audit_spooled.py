@@ -70,6 +70,7 @@ class SpooledAuditLog:
         self._drained = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivered = 0
+        self._opened = False
 
     @property
     def spool_path(self) -> Path:
@@ -98,6 +99,7 @@ class SpooledAuditLog:
         except BaseException:
             await self._spool.close()
             raise
+        self._opened = True
         self._update_gauge()
         if len(self._spool):
             log.warning(
@@ -113,26 +115,27 @@ class SpooledAuditLog:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Try one last delivery (bounded), stop the delivery task, close everything.
+        """Stop the delivery task, try one last delivery (bounded), close everything.
 
         Rows still spooled stay in the file and are delivered at the next start.
         """
-        if len(self._spool) and self._tasks:
-            self._kick.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await self._drained.wait()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if len(self._spool) and self._opened:
+            # One last attempt, no retries: a database that is down fails at once.
+            with contextlib.suppress(AuditUnavailable, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._deliver_all()
         if len(self._spool):
             log.warning(
                 "AFT_LOG: %d rows stay in the spool %s until the next start",
                 len(self._spool),
                 self._spool.path,
             )
+        self._opened = False
         await self._inner.close()
         await self._spool.close()
 
@@ -194,36 +197,40 @@ class SpooledAuditLog:
     def _update_gauge(self) -> None:
         self._metrics.set("spool_rows", SPOOL_HELP, len(self._spool))
 
+    async def _deliver_all(self) -> None:
+        """Deliver batches until the spool is empty.
+
+        :raises AuditUnavailable: a batch failed (it stays at the head of the spool).
+        """
+        while len(self._spool):
+            batch = self._spool.head(self._batch_size)
+            await self._inner.deliver(batch)
+            await self._spool.remove_head(len(batch))
+            self._delivered += len(batch)
+            self._update_gauge()
+        if self._delivered:
+            log.info("AFT_LOG spool drained: %d rows delivered", self._delivered)
+            self._delivered = 0
+            with contextlib.suppress(AuditUnavailable):
+                await self._inner.prune_delivered()
+
     async def _deliver_forever(self) -> None:
         delay = self._retry_min
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while len(self._spool):
-                batch = self._spool.head(self._batch_size)
-                try:
-                    await self._inner.deliver(batch)
-                except Exception as exc:  # keep trying whatever went wrong; rows wait safely
-                    if not isinstance(exc, AuditUnavailable):
-                        log.exception("AFT_LOG spool delivery failed unexpectedly")
-                    log.info(
-                        "AFT_LOG spool: %d rows wait, retrying in %.1f s", len(self._spool), delay
-                    )
-                    await self._backoff(delay)
-                    delay = min(delay * 2, self._retry_max)
-                    continue
-                delay = self._retry_min
-                await self._spool.remove_head(len(batch))
-                self._delivered += len(batch)
-                self._update_gauge()
-            if self._delivered:
-                log.info(
-                    "AFT_LOG spool drained: %d rows delivered to the database", self._delivered
-                )
-                self._delivered = 0
-                with contextlib.suppress(AuditUnavailable):
-                    await self._inner.prune_delivered()
-            # Only when empty right now: an append during the prune clears nothing else.
+            try:
+                await self._deliver_all()
+            except Exception as exc:  # keep trying whatever went wrong; rows wait safely
+                if not isinstance(exc, AuditUnavailable):
+                    log.exception("AFT_LOG spool delivery failed unexpectedly")
+                log.info("AFT_LOG spool: %d rows wait, retrying in %.1f s", len(self._spool), delay)
+                await self._backoff(delay)
+                delay = min(delay * 2, self._retry_max)
+                self._wake.set()
+                continue
+            delay = self._retry_min
+            # Only when empty right now: a row appended meanwhile has set _wake again.
             if not len(self._spool):
                 self._drained.set()
 
