@@ -209,6 +209,8 @@ class MysqlAuditLog:
             (got,) = await cur.fetchone()
             if got != 1:
                 raise TimeoutError("another process holds the schema lock")
+            # "Table already exists" notes would surface as Python warnings via aiomysql.
+            await cur.execute("SET SESSION sql_notes = 0")
             try:
                 await cur.execute(VERSION_TABLE)
                 await cur.execute("SELECT COALESCE(MAX(VERSION), 0) FROM AFT_SCHEMA_VERSION")
@@ -228,6 +230,7 @@ class MysqlAuditLog:
                     await conn.commit()
                     log.info("AFT_LOG schema migrated to version %d", version)
             finally:
+                await cur.execute("SET SESSION sql_notes = 1")
                 await cur.execute("SELECT RELEASE_LOCK(%s)", (SCHEMA_LOCK,))
                 await cur.fetchone()
                 await conn.commit()
@@ -324,21 +327,19 @@ class MysqlAuditLog:
             ids,
         )
         done = {str(r[0]) for r in await cur.fetchall()}
-        doubtful = {e.maybe_index: e for e in entries if e.maybe_index is not None}
+        doubtful = {e.maybe_index for e in entries if e.maybe_index is not None}
         if doubtful:
             await cur.execute(
                 "SELECT AFT_INDEX, FILENAME, METHOD, DATE_TIME FROM AFT_LOG"
                 f" WHERE AFT_INDEX IN ({_marks(len(doubtful))})",
-                list(doubtful),
+                sorted(doubtful),
             )
-            for index, filename, method, date_time in await cur.fetchall():
-                row = doubtful[int(index)].record.clipped().as_row()
-                if (filename, method, date_time) == (
-                    row["FILENAME"],
-                    row["METHOD"],
-                    row["DATE_TIME"],
-                ):
-                    done.add(doubtful[int(index)].event_id)
+            landed = {(int(i), f, m, d) for i, f, m, d in await cur.fetchall()}
+            for e in entries:
+                row = e.record.clipped().as_row()
+                key = (e.maybe_index, row["FILENAME"], row["METHOD"], row["DATE_TIME"])
+                if key in landed:
+                    done.add(e.event_id)
         return done
 
     async def prune_delivered(self) -> None:
