@@ -12,6 +12,7 @@ values are UTC whatever the server's zone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 DB_ERRORS: tuple[type[BaseException], ...] = (pymysql.err.Error, OSError, EOFError, TimeoutError)
 
 SCHEMA_LOCK = "mft AFT_LOG schema"
+# Rows per multi-row INSERT of the group-committing writer and of spool delivery.
+BATCH_ROWS = 200
 
 # Created before anything else: which migrations have run.
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS AFT_SCHEMA_VERSION (
@@ -161,6 +164,8 @@ class MysqlAuditLog:
         self._query_timeout = cfg.database.query_timeout
         self._metrics = metrics
         self._pool: aiomysql.Pool | None = None
+        self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Create the pool, then create or migrate the tables.
@@ -196,7 +201,16 @@ class MysqlAuditLog:
             raise
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Finish the rows being written (bounded by the query timeout), close the pool."""
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            try:
+                async with asyncio.timeout(self._query_timeout):
+                    await asyncio.shield(writer)
+            except TimeoutError:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -255,9 +269,11 @@ class MysqlAuditLog:
             await pool.release(conn)
 
     def _failed(self, what: str, exc: BaseException) -> None:
+        # Counted here; logged by the caller, which knows whether this starts an outage
+        # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
             self._metrics.inc("database_errors", "AFT_LOG database errors")
-        log.error("AFT_LOG %s failed on %s: %s", what, self._safe_url, _describe(exc))
+        log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, _describe(exc))
 
     async def ping(self) -> None:
         """Run ``SELECT 1`` on a pooled connection.
@@ -275,19 +291,47 @@ class MysqlAuditLog:
     async def record(self, rec: AuditRecord) -> None:
         """Insert and commit one row.
 
+        Rows recorded concurrently are written together, in call order, by one writer
+        task: one multi-row INSERT and one COMMIT per batch (group commit), so the audit
+        log keeps up with many small transfers and AFT_INDEX follows completion order.
+
         :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set when
-            only the COMMIT's answer was lost.
+            only the COMMIT's answer was lost (the row, if stored, has an index >= it).
         """
-        index: int | None = None
-        try:
-            async with self._connection() as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute(_INSERT, record_values(rec))
-                    index = cur.lastrowid
-                await conn.commit()
-        except DB_ERRORS as exc:
-            self._failed("insert", exc)
-            raise AuditWriteFailed(_describe(exc), maybe_index=index) from exc
+        if self._pool is None:
+            raise AuditUnavailable("the AFT_LOG database is not open")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((rec, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
+        await done
+
+    async def _write_queue(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
+            first: int | None = None
+            try:
+                async with self._connection() as conn:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(_INSERT, [record_values(r) for r, _ in batch])
+                        first = cur.lastrowid
+                    await conn.commit()
+            except DB_ERRORS as exc:
+                self._failed("insert", exc)
+                text = f"{self._safe_url}: {_describe(exc)}"
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(AuditWriteFailed(text, maybe_index=first))
+                continue
+            except BaseException:
+                for _, fut in batch + self._queue:
+                    if not fut.done():
+                        fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
+                self._queue = []
+                raise
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def deliver(self, entries: Sequence[SpoolEntry]) -> None:
         """Insert spooled rows in order, in one transaction, skipping any already stored.
@@ -314,7 +358,7 @@ class MysqlAuditLog:
                 await conn.commit()
         except DB_ERRORS as exc:
             self._failed("spool delivery", exc)
-            raise AuditUnavailable(_describe(exc)) from exc
+            raise AuditUnavailable(f"{self._safe_url}: {_describe(exc)}") from exc
         if len(done):
             log.info("AFT_LOG spool: %d rows were already stored, not inserted again", len(done))
 
@@ -327,19 +371,18 @@ class MysqlAuditLog:
             ids,
         )
         done = {str(r[0]) for r in await cur.fetchall()}
-        doubtful = {e.maybe_index for e in entries if e.maybe_index is not None}
-        if doubtful:
+        for e in entries:
+            if e.maybe_index is None or e.event_id in done:
+                continue
+            # A group COMMIT in doubt: the row, if it landed, has an index >= maybe_index.
+            row = e.record.clipped().as_row()
             await cur.execute(
-                "SELECT AFT_INDEX, FILENAME, METHOD, DATE_TIME FROM AFT_LOG"
-                f" WHERE AFT_INDEX IN ({_marks(len(doubtful))})",
-                sorted(doubtful),
+                "SELECT 1 FROM AFT_LOG WHERE AFT_INDEX >= %s AND FILENAME = %s AND METHOD = %s"
+                " AND DATE_TIME = %s AND JID = %s LIMIT 1",
+                (e.maybe_index, row["FILENAME"], row["METHOD"], row["DATE_TIME"], row["JID"]),
             )
-            landed = {(int(i), f, m, d) for i, f, m, d in await cur.fetchall()}
-            for e in entries:
-                row = e.record.clipped().as_row()
-                key = (e.maybe_index, row["FILENAME"], row["METHOD"], row["DATE_TIME"])
-                if key in landed:
-                    done.add(e.event_id)
+            if await cur.fetchone():
+                done.add(e.event_id)
         return done
 
     async def prune_delivered(self) -> None:
@@ -402,7 +445,7 @@ class MysqlAuditLog:
                 await conn.rollback()
         except DB_ERRORS as exc:
             self._failed("query", exc)
-            raise AuditUnavailable(_describe(exc)) from exc
+            raise AuditUnavailable(f"{self._safe_url}: {_describe(exc)}") from exc
         return rows
 
 

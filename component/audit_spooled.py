@@ -71,6 +71,7 @@ class SpooledAuditLog:
         self._tasks: set[asyncio.Task[None]] = set()
         self._delivered = 0
         self._opened = False
+        self._spooling = False  # an outage is under way: warned once, until drained
 
     @property
     def spool_path(self) -> Path:
@@ -102,6 +103,7 @@ class SpooledAuditLog:
         self._opened = True
         self._update_gauge()
         if len(self._spool):
+            self._spooling = True
             log.warning(
                 "AFT_LOG spool %s holds %d rows from a previous run; delivering them",
                 self._spool.path,
@@ -166,12 +168,19 @@ class SpooledAuditLog:
                 await self._inner.record(rec)
                 return
             except AuditUnavailable as exc:
-                await self._to_spool(SpoolEntry(rec, maybe_index=getattr(exc, "maybe_index", None)))
+                if not self._spooling:
+                    self._spooling = True
+                    log.warning(
+                        "AFT_LOG database unreachable (%s): spooling rows in %s until it returns",
+                        exc.text,
+                        self._spool.path,
+                    )
+                entry = SpoolEntry(rec, maybe_index=getattr(exc, "maybe_index", None))
+                await self._to_spool(entry)
                 return
         await self._to_spool(SpoolEntry(rec))
 
     async def _to_spool(self, entry: SpoolEntry) -> None:
-        first = not len(self._spool)
         try:
             await self._spool.append(entry)
         except OSError as exc:
@@ -179,11 +188,6 @@ class SpooledAuditLog:
                 "AFT_LOG spool %s cannot be written: %s", self._spool.path, exc, exc_info=True
             )
             raise AuditUnavailable() from exc
-        if first:
-            log.warning(
-                "AFT_LOG database unreachable: spooling rows in %s until it returns",
-                self._spool.path,
-            )
         self._drained.clear()
         self._update_gauge()
         self._wake.set()
@@ -208,6 +212,7 @@ class SpooledAuditLog:
             await self._spool.remove_head(len(batch))
             self._delivered += len(batch)
             self._update_gauge()
+        self._spooling = False
         if self._delivered:
             log.info("AFT_LOG spool drained: %d rows delivered", self._delivered)
             self._delivered = 0
@@ -224,7 +229,12 @@ class SpooledAuditLog:
             except Exception as exc:  # keep trying whatever went wrong; rows wait safely
                 if not isinstance(exc, AuditUnavailable):
                     log.exception("AFT_LOG spool delivery failed unexpectedly")
-                log.info("AFT_LOG spool: %d rows wait, retrying in %.1f s", len(self._spool), delay)
+                log.info(
+                    "AFT_LOG spool: %d rows wait, retrying in %.1f s (%s)",
+                    len(self._spool),
+                    delay,
+                    exc,
+                )
                 await self._backoff(delay)
                 delay = min(delay * 2, self._retry_max)
                 self._wake.set()
