@@ -161,12 +161,9 @@ class SpooledAuditLog:
         :raises AuditUnavailable: the database failed and the spool cannot be written.
         """
         rec = rec.clipped()
-        if rec.method == "POST":
-            self._remember(rec)
         if not len(self._spool):
             try:
                 await self._inner.record(rec)
-                return
             except AuditUnavailable as exc:
                 if not self._spooling:
                     self._spooling = True
@@ -175,10 +172,11 @@ class SpooledAuditLog:
                         exc.text,
                         self._spool.path,
                     )
-                entry = SpoolEntry(rec, maybe_index=getattr(exc, "maybe_index", None))
-                await self._to_spool(entry)
-                return
-        await self._to_spool(SpoolEntry(rec))
+                await self._to_spool(SpoolEntry(rec, maybe_index=getattr(exc, "maybe_index", None)))
+        else:
+            await self._to_spool(SpoolEntry(rec))
+        if rec.method == "POST":
+            self._remember(rec)
 
     async def _to_spool(self, entry: SpoolEntry) -> None:
         try:
