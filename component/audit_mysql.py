@@ -47,6 +47,8 @@ DB_ERRORS: tuple[type[BaseException], ...] = (pymysql.err.Error, OSError, EOFErr
 SCHEMA_LOCK = "mft AFT_LOG schema"
 # Rows per multi-row INSERT of the group-committing writer and of spool delivery.
 BATCH_ROWS = 200
+# Batches of direct inserts in flight at once (each on its own pooled connection).
+MAX_WRITERS = 4
 
 # Created before anything else: which migrations have run.
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS AFT_SCHEMA_VERSION (
@@ -165,7 +167,10 @@ class MysqlAuditLog:
         self._metrics = metrics
         self._pool: aiomysql.Pool | None = None
         self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        # A few batches in flight at once (on separate connections): a row arriving while
+        # one COMMIT is being flushed need not wait for it; InnoDB groups the flushes.
+        self._max_writers = max(1, min(MAX_WRITERS, self._pool_size - 1))
 
     async def open(self) -> None:
         """Create the pool, then create or migrate the tables.
@@ -202,15 +207,14 @@ class MysqlAuditLog:
 
     async def close(self) -> None:
         """Finish the rows being written (bounded by the query timeout), close the pool."""
-        writer, self._writer = self._writer, None
-        if writer is not None and not writer.done():
-            try:
-                async with asyncio.timeout(self._query_timeout):
-                    await asyncio.shield(writer)
-            except TimeoutError:
-                writer.cancel()
+        writers = set(self._writers)
+        if writers:
+            _done, late = await asyncio.wait(writers, timeout=self._query_timeout)
+            for task in late:
+                task.cancel()
+            for task in late:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+                    await task
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -291,9 +295,9 @@ class MysqlAuditLog:
     async def record(self, rec: AuditRecord) -> None:
         """Insert and commit one row.
 
-        Rows recorded concurrently are written together, in call order, by one writer
-        task: one multi-row INSERT and one COMMIT per batch (group commit), so the audit
-        log keeps up with many small transfers and AFT_INDEX follows completion order.
+        Rows recorded concurrently are written together, in call order, by a few writer
+        tasks: one multi-row INSERT and one COMMIT per batch (group commit), so the audit
+        log keeps up with many small transfers.
 
         :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set when
             only the COMMIT's answer was lost (the row, if stored, has an index >= it).
@@ -302,8 +306,10 @@ class MysqlAuditLog:
             raise AuditUnavailable("the AFT_LOG database is not open")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((rec, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
+        if len(self._writers) < self._max_writers:
+            task = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
+            self._writers.add(task)
+            task.add_done_callback(self._writers.discard)
         await done
 
     async def _write_queue(self) -> None:
