@@ -342,3 +342,15 @@ async def test_unwritable_spool_during_outage_fails_the_record(
     finally:
         await asyncio.to_thread(mariadb.start)
         await log.close()
+
+
+async def test_concurrent_records_are_each_stored_once(
+    mysql_log: MysqlAuditLog, sql: pymysql.cursors.Cursor
+) -> None:
+    """200 concurrent record() calls (group-committed in batches) store 200 distinct rows."""
+    async with asyncio.timeout(60):
+        await asyncio.gather(
+            *(mysql_log.record(replace(rec(1), filename=f"c{i}")) for i in range(200))
+        )
+    sql.execute("SELECT COUNT(*), COUNT(DISTINCT FILENAME) FROM AFT_LOG")
+    assert sql.fetchone() == (200, 200)

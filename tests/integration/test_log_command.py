@@ -15,6 +15,7 @@ import pytest
 
 from component.audit import COLUMNS, open_audit_log
 from component.config import load_config
+from tests.fixtures.common import free_port
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -111,3 +112,11 @@ async def test_bad_option_and_no_rows(config_file: Path) -> None:
     assert rc == 2 and "--since" in err
     rc, out, _err = await mft_log(config_file, "--to", "nobody@example.test", "--format", "json")
     assert rc == 0 and json.loads(out) == []
+
+
+async def test_unreachable_database_exits_1(tmp_path: Path) -> None:
+    """With the database down, ``mft log`` exits 1 naming it, without the password."""
+    url = f"mysql://mft:s3cret@127.0.0.1:{free_port()}/mft"
+    rc, out, err = await mft_log(toml_config(tmp_path / "mft.toml", url))
+    assert rc == 1 and out == ""
+    assert "Can't connect" in err and "s3cret" not in err
