@@ -16,16 +16,16 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from component.audit import AuditLog, AuditQuery, AuditRecord, open_audit_log
+from component.audit import AuditLog, AuditRecord, open_audit_log
 from component.audit_spooled import SpooledAuditLog
 from component.config import Config, parse_config
 from component.metrics import Metrics
+from tests.fakes import FakeAudit
 from tests.fixtures.config import make_raw_config
 from tests.fixtures.mariadb import MariaDB, find_binaries, mariadb_running
 
@@ -42,34 +42,6 @@ ROW = AuditRecord(
     node_id="node_1",
     client_ip="192.0.2.10",
 )
-
-
-class NullAuditLog:
-    """Stores nothing: the ceiling for uploads/s when logging costs nothing."""
-
-    async def open(self) -> None:
-        """Nothing to open."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
-
-    async def ping(self) -> None:
-        """Always up."""
-
-    async def record(self, rec: AuditRecord) -> None:
-        """Drop the row."""
-
-    async def find_upload(self, resource: str) -> AuditRecord | None:
-        """Nothing is known."""
-        return None
-
-    async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
-        """No rows."""
-        return []
-
-    async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
-        """No uploads."""
-        return (0, 0)
 
 
 def config(base: Path, url: str, **sections: dict[str, Any]) -> Config:
@@ -186,7 +158,7 @@ async def upload_benchmark(base: Path, db: MariaDB, args: argparse.Namespace) ->
         return
     lines = []
     logs: list[tuple[str, Callable[[Config], AuditLog]]] = [
-        ("none (reference)", lambda cfg: NullAuditLog()),
+        ("none (reference)", lambda cfg: FakeAudit()),  # stores nothing
         ("sqlite", lambda cfg: open_audit_log(cfg, Metrics())),
         ("mariadb", lambda cfg: open_audit_log(cfg, Metrics())),
     ]
