@@ -245,13 +245,15 @@ async def keyscan_command(cfg: Config | None, args: argparse.Namespace) -> int:
     for key_type in types:
         try:
             key = await scan_host_key(args.host, args.port, key_type)
+        except (asyncssh.Error, ConnectionResetError) as exc:
+            # OpenSSH drops the connection when it has no host key of the asked type.
+            if args.type:
+                reason = getattr(exc, "reason", "") or "the server closed the connection"
+                print(f"mft keyscan: no {key_type} host key: {reason}", file=sys.stderr)
+            continue
         except (OSError, TimeoutError) as exc:
             print(f"mft keyscan: {args.host}:{args.port} unreachable: {exc}", file=sys.stderr)
             return 1
-        except asyncssh.Error as exc:
-            if args.type:
-                print(f"mft keyscan: no {key_type} host key: {exc.reason}", file=sys.stderr)
-            continue
         if key is None:
             continue
         found += 1
