@@ -131,7 +131,7 @@ def load_client_key(path: str | os.PathLike[str]) -> asyncssh.SSHKey:
     :raises ConfigError: missing, unreadable or passphrase-protected.
     """
     try:
-        return asyncssh.read_private_key(path)
+        return asyncssh.read_private_key(Path(path))
     except FileNotFoundError as exc:
         raise ConfigError(
             f"[repository] client_key {path} does not exist: create it with 'mft keygen -c FILE'"

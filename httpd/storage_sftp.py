@@ -22,7 +22,7 @@ import posixpath
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncssh
 
@@ -325,6 +325,10 @@ class SftpRepository:
         async with asyncio.timeout(self._cfg.io_timeout):
             return await aw
 
+    async def _read_block(self, f: asyncssh.SFTPClientFile, n: int, offset: int) -> bytes:
+        """One SFTP read request (the file was opened in binary mode)."""
+        return cast(bytes, await self._timed(f.read(n, offset)))
+
     def _abs(self, path: str) -> str:
         if not path or path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else
@@ -519,7 +523,7 @@ class SftpRepository:
                 nonlocal next_offset
                 while len(ahead) < IN_FLIGHT and next_offset < end:
                     n = min(block, end - next_offset)
-                    task = asyncio.ensure_future(self._timed(f.read(n, next_offset)))
+                    task = asyncio.ensure_future(self._read_block(f, n, next_offset))
                     ahead.append((next_offset, n, task))
                     next_offset += n
 
@@ -529,7 +533,7 @@ class SftpRepository:
                 with self._errors("read", path):
                     data = await task
                     while 0 < len(data) < n:  # a short read: fetch the rest in order
-                        more = await self._timed(f.read(n - len(data), at + len(data)))
+                        more = await self._read_block(f, n - len(data), at + len(data))
                         if not more:
                             break
                         data += more
@@ -575,10 +579,17 @@ class SftpRepository:
             raise
         return DiskUsage(total=vfs.blocks * vfs.frsize, free=vfs.bavail * vfs.frsize)
 
-    async def _listdir(self, sftp: asyncssh.SFTPClient, directory: str) -> list[asyncssh.SFTPName]:
+    async def _listdir(
+        self, sftp: asyncssh.SFTPClient, directory: str
+    ) -> list[tuple[str, asyncssh.SFTPAttrs]]:
+        """Names (sorted) and attributes in ``directory``, without ``.`` and ``..``."""
         with self._errors("list", directory):
             names = await self._timed(sftp.readdir(directory))
-        return [n for n in names if n.filename not in (".", "..")]
+        found = [
+            (n.filename.decode() if isinstance(n.filename, bytes) else n.filename, n.attrs)
+            for n in names
+        ]
+        return sorted((name, attrs) for name, attrs in found if name not in (".", ".."))
 
     async def walk(self, prefix: str = "files") -> AsyncIterator[StoredFile]:
         """Every regular file below ``prefix`` (``.part`` files included); symlinks skipped.
@@ -593,12 +604,12 @@ class SftpRepository:
                 names = await self._listdir(sftp, self._abs(rel))
             except NotFound:
                 continue  # absent prefix, or removed by a concurrent purge
-            for name in sorted(names, key=lambda n: str(n.filename)):
-                child = f"{rel}/{name.filename}"
-                if name.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+            for name, attrs in names:
+                child = f"{rel}/{name}"
+                if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                     todo.append(child)
-                elif name.attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
-                    yield StoredFile(child, int(name.attrs.size or 0), float(name.attrs.mtime or 0))
+                elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+                    yield StoredFile(child, int(attrs.size or 0), float(attrs.mtime or 0))
 
     async def remove_empty_dirs(self, prefix: str = "files") -> int:
         """Remove empty directories below ``prefix`` (not ``prefix`` itself).
@@ -614,15 +625,15 @@ class SftpRepository:
             except NotFound:
                 return 0, False
             removed, keep = 0, False
-            for name in names:
-                if name.attrs.type != asyncssh.FILEXFER_TYPE_DIRECTORY:
+            for name, attrs in names:
+                if attrs.type != asyncssh.FILEXFER_TYPE_DIRECTORY:
                     keep = True
                     continue
-                n, empty = await prune(f"{directory}/{name.filename}")
+                n, empty = await prune(f"{directory}/{name}")
                 removed += n
                 if empty:
                     try:
-                        await self._timed(sftp.rmdir(f"{directory}/{name.filename}"))
+                        await self._timed(sftp.rmdir(f"{directory}/{name}"))
                         removed += 1
                     except (asyncssh.SFTPFailure, asyncssh.SFTPNoSuchFile):
                         keep = True  # an upload just made a file in it
