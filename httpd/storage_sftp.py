@@ -284,17 +284,18 @@ class SftpRepository:
 
         :raises StorageUnavailable: not open, or no session within ``connect_timeout``.
         """
-        if self._sftp is not None:
+        if self._sftp is not None and self._conn is not None and not self._conn.is_closed():
             return self._sftp
         if self._supervisor is None or self._closing:
             raise StorageUnavailable()
         self._wake.set()
         try:
             async with asyncio.timeout(self._cfg.connect_timeout):
-                while self._sftp is None:
+                while self._sftp is None or self._conn is None or self._conn.is_closed():
+                    # A session that just dropped may still be marked ready: the
+                    # supervisor sets _ready again once the new session is installed.
+                    self._ready.clear()
                     await self._ready.wait()
-                    if self._sftp is None:
-                        await asyncio.sleep(0)  # _ready was cleared again; wait anew
         except TimeoutError:
             log.warning(
                 "file server %s unavailable for %gs: %s",
@@ -314,12 +315,18 @@ class SftpRepository:
             raise NotFound() from exc
         except TimeoutError as exc:
             log.error("repository %s of %s: no answer within %gs", what, path, self._cfg.io_timeout)
-            if self._conn is not None:
-                self._conn.abort()  # a session that stopped answering is reconnected
+            self._drop()  # a session that stopped answering is replaced
             raise StorageUnavailable() from exc
         except (asyncssh.Error, OSError, EOFError) as exc:
             log.error("repository %s of %s failed: %s", what, path, exc)
             raise StorageUnavailable() from exc
+
+    def _drop(self) -> None:
+        """Abandon the current session at once; the supervisor reconnects."""
+        self._sftp = None
+        self._ready.clear()
+        if self._conn is not None:
+            self._conn.abort()
 
     async def _timed(self, aw: Awaitable[T]) -> T:
         async with asyncio.timeout(self._cfg.io_timeout):

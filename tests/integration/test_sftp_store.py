@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -338,6 +339,31 @@ async def test_sshd_killed_mid_upload_then_recovers(
         assert (node / again).read_bytes() == b"after the outage"
         # The part file of the killed upload was removed once the session came back.
         assert await listing(r) == [again]
+    finally:
+        await r.close()
+
+
+async def test_hung_server_times_out_and_reconnects(
+    sshd_factory: Callable[[], SshServer], config_factory: ConfigFactory
+) -> None:
+    """A file server that stops answering: io_timeout gives 503, then a fresh session works."""
+    server = sshd_factory()
+    node = server.store / "node_1"
+    section = server.repository(node, connect_timeout=2.0, io_timeout=1.0)
+    r = repo_for(config_factory(repository=section))
+    await r.open()
+    try:
+        path = slot()
+        await r.store(path, stream(b"kept"), 4)
+        server.signal_all(signal.SIGSTOP)
+        try:
+            with pytest.raises(StorageUnavailable):
+                async with asyncio.timeout(10):
+                    await r.size(path)
+        finally:
+            server.signal_all(signal.SIGCONT)
+        async with asyncio.timeout(20):
+            assert await read_all(r, path) == b"kept"
     finally:
         await r.close()
 
