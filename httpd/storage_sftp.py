@@ -107,7 +107,7 @@ class SftpRepository:
     @property
     def connected(self) -> bool:
         """Whether a session is up right now."""
-        return self._sftp is not None
+        return self._sftp is not None and self._conn is not None and not self._conn.is_closed()
 
     async def open(self) -> None:
         """Connect, verify the pinned host key, authenticate, and probe the node directory.
@@ -126,7 +126,8 @@ class SftpRepository:
         try:
             await self._probe(sftp)
         except BaseException:
-            conn.close()
+            conn.abort()
+            await conn.wait_closed()
             raise
         self._install(conn, sftp)
         self._supervisor = asyncio.create_task(self._supervise(), name="sftp-supervisor")
