@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import secrets
@@ -26,18 +25,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from component.config import Config, load_config  # noqa: E402
-from component.layout import SlotPath, new_resource  # noqa: E402
-from component.tokens import UploadGrant  # noqa: E402
 from tests.fixtures.common import free_port, wait_for_port  # noqa: E402
 from tests.fixtures.sshd import SshServer  # noqa: E402
+from tests.unit.httpd_harness import make_slot  # noqa: E402
 
 CHUNK = 256 * 1024
 NODE = "node_1"
@@ -127,9 +123,8 @@ async def serve(cfg_path: str) -> None:
     """The HTTP service (make_app over SftpRepository) until SIGTERM."""
     from component.audit import open_audit_log
     from component.metrics import Metrics
+    from httpd.app import serve_http
     from httpd.storage_sftp import SftpRepository
-
-    serve_http = importlib.import_module("httpd.app").serve_http  # the httpd helper's
 
     cfg = load_config(cfg_path)
     repo = SftpRepository(cfg.repository)
@@ -180,13 +175,8 @@ def sftp_cli(server: SshServer, known_hosts: Path, batch: str, cipher: str | Non
 
 def new_slot(cfg: Config, size: int) -> tuple[str, str]:
     """A signed PUT URL and its GET URL for a fresh slot."""
-    now = datetime.now(UTC)
-    path = SlotPath(NODE, "im", now.strftime("%Y%m%d"), now.strftime("%H"), new_resource(), "f")
-    grant = UploadGrant(
-        path=path, size=size, expires=int(time.time()) + 3600, uploader="a@b", recipient=""
-    )
-    base = f"{cfg.http.public_url}/{path.url_path}"
-    return f"{base}?{urlencode(grant.query(cfg.http.secret))}", base
+    slot = make_slot(cfg, size, "bench.bin", lifetime=3600)
+    return cfg.http.public_url + slot.put_url, cfg.http.public_url + slot.get_url
 
 
 @contextmanager
@@ -204,14 +194,6 @@ def service(cfg_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def have_app() -> bool:
-    try:
-        importlib.import_module("httpd.app")
-    except ImportError:
-        return False
-    return True
 
 
 def make_source(path: Path, size: int) -> None:
@@ -320,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(args.serve))
         return 0
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
-    with_http = not args.no_http and have_app()
-    if not with_http and not args.no_http:
-        print("httpd.app not available yet: HTTP rows skipped", file=sys.stderr)
+    with_http = not args.no_http
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp:
         res = run(sizes, args.runs, Path(tmp), with_http)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -18,17 +16,16 @@ from aiohttp import web
 from component.audit import AuditQuery, open_audit_log
 from component.audit_sqlite import SqliteAuditLog
 from component.config import Config
-from component.layout import SlotPath, new_resource
+from component.layout import SlotPath
 from component.metrics import Metrics
-from component.tokens import UploadGrant
+from httpd.app import make_app, make_runner
 from httpd.storage_sftp import SftpRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
+from tests.unit.httpd_harness import make_slot
 
 pytestmark = pytest.mark.integration
-# httpd.app is the httpd helper's; until it is merged these tests skip.
-make_app = pytest.importorskip("httpd.app").make_app
 
 MiB = 1024 * 1024
 
@@ -43,18 +40,10 @@ class Service:
     client: aiohttp.ClientSession
     node_dir: Path
 
-    def slot(self, size: int, filename: str = "report 2024 ü.pdf") -> tuple[SlotPath, str, str]:
+    def slot(self, size: int) -> tuple[SlotPath, str, str]:
         """A fresh slot: its path, PUT URL (signed) and GET URL."""
-        path = SlotPath.parse(self.cfg.node.id, "im", "20240102", "10", new_resource(), filename)
-        grant = UploadGrant(
-            path=path,
-            size=size,
-            expires=int(time.time()) + 300,
-            uploader="a@localhost",
-            recipient="b@localhost",
-        )
-        get = "/" + path.url_path
-        return path, f"{get}?{urlencode(grant.query(self.cfg.http.secret))}", get
+        made = make_slot(self.cfg, size, "report 2024 ü.pdf")
+        return made.path, made.put_url, made.get_url
 
     def files(self) -> list[str]:
         """Every file below the node directory on the "file server" (parts included)."""
@@ -70,7 +59,7 @@ async def service(cfg: Config, node_dir: Path) -> AsyncIterator[Service]:
     await repo.open()
     audit = open_audit_log(cfg)
     await audit.open()
-    runner = web.AppRunner(make_app(cfg, repo, audit, Metrics()))
+    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
     await runner.setup()
     try:
         port = free_port()
