@@ -468,9 +468,15 @@ class SftpRepository:
     async def _discard(self, part: str) -> None:
         """Remove a part file now, or remember it for after the reconnect."""
         self._orphans.add(part)
-        sftp = self._sftp
-        if sftp is None:
-            return
+        if self._sftp is not None:
+            await self._remove_part(self._sftp, part)
+
+    async def _remove_orphans(self, sftp: asyncssh.SFTPClient) -> None:
+        for part in list(self._orphans):
+            await self._remove_part(sftp, part)
+
+    async def _remove_part(self, sftp: asyncssh.SFTPClient, part: str) -> None:
+        """Remove one remembered part file; it stays remembered if that fails."""
         try:
             await self._timed(sftp.remove(part))
         except asyncssh.SFTPNoSuchFile:
@@ -479,17 +485,6 @@ class SftpRepository:
             log.warning("could not remove part file %s yet: %s", part, exc)
             return
         self._orphans.discard(part)
-
-    async def _remove_orphans(self, sftp: asyncssh.SFTPClient) -> None:
-        for part in list(self._orphans):
-            try:
-                await self._timed(sftp.remove(part))
-            except asyncssh.SFTPNoSuchFile:
-                pass
-            except (asyncssh.Error, OSError, TimeoutError) as exc:
-                log.warning("could not remove part file %s: %s", part, exc)
-                continue
-            self._orphans.discard(part)
 
     # ------------------------------------------------------------------ read
 

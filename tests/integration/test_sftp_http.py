@@ -23,11 +23,10 @@ from httpd.storage_sftp import SftpRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
+from tests.integration.bodies import MiB, PausingBody, stream
 from tests.unit.httpd_harness import make_slot
 
 pytestmark = pytest.mark.integration
-
-MiB = 1024 * 1024
 
 
 @dataclass
@@ -73,11 +72,6 @@ async def service(cfg: Config, node_dir: Path) -> AsyncIterator[Service]:
         await repo.close()
 
 
-async def chunks(data: bytes, size: int = 100_003) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
 async def test_put_get_range_through_app(
     sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
 ) -> None:
@@ -87,7 +81,7 @@ async def test_put_get_range_through_app(
         data = os.urandom(5 * MiB + 3)
         path, put, get = svc.slot(len(data))
         length = {"Content-Length": str(len(data))}
-        async with svc.client.put(put, data=chunks(data), headers=length) as resp:
+        async with svc.client.put(put, data=stream(data), headers=length) as resp:
             assert resp.status == 201, await resp.text()
         assert (node_dir / path.repo_path).read_bytes() == data
         async with svc.client.get(get) as resp:
@@ -97,7 +91,7 @@ async def test_put_get_range_through_app(
         async with svc.client.get(get, headers={"Range": "bytes=261000-262000"}) as resp:
             assert resp.status == 206
             assert await resp.read() == data[261000:262001]
-        async with svc.client.put(put, data=chunks(data), headers=length) as resp:
+        async with svc.client.put(put, data=stream(data), headers=length) as resp:
             assert resp.status == 409  # a slot is never overwritten
         rows = await svc.audit.query(AuditQuery())
         assert [r.method for r in rows][:1] == ["POST"]
@@ -124,26 +118,15 @@ async def test_sshd_killed_mid_put_gives_error_then_recovers(
     node_dir = server.store / "node_1"
     cfg = config_factory(repository=server.repository(node_dir, connect_timeout=2.0))
     async with service(cfg, node_dir) as svc:
-        half = asyncio.Event()
-        resume = asyncio.Event()
-        size = 16 * MiB
-
-        async def body() -> AsyncIterator[bytes]:
-            for _ in range(8):
-                yield os.urandom(MiB)
-            half.set()
-            await resume.wait()
-            for _ in range(8):
-                yield os.urandom(MiB)
-
-        path, put, _get = svc.slot(size)
+        body = PausingBody()
+        path, put, _get = svc.slot(body.size)
         request = asyncio.create_task(
-            svc.client.put(put, data=body(), headers={"Content-Length": str(size)})
+            svc.client.put(put, data=aiter(body), headers={"Content-Length": str(body.size)})
         )
         async with asyncio.timeout(20):
-            await half.wait()
+            await body.half.wait()
         server.kill()
-        resume.set()
+        body.resume.set()
         try:
             async with asyncio.timeout(30):
                 resp = await request

@@ -19,21 +19,14 @@ from component.sshkeys import fingerprint, public_line
 from httpd.storage_sftp import SftpRepository
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
+from tests.integration.bodies import MiB, PausingBody, stream
 
 pytestmark = pytest.mark.integration
-
-MiB = 1024 * 1024
 
 
 def slot(name: str | None = None, hour: str = "10") -> str:
     """A repository path shaped like SlotPath.repo_path."""
     return f"files/im/20260101/{hour}/{name or secrets.token_urlsafe(18)}"
-
-
-async def stream(data: bytes, chunk: int = 65_537) -> AsyncIterator[bytes]:
-    """``data`` in odd-sized chunks, as aiohttp hands them over."""
-    for i in range(0, len(data), chunk):
-        yield data[i : i + chunk]
 
 
 def repo_for(cfg: Config) -> SftpRepository:
@@ -305,23 +298,13 @@ async def test_sshd_killed_mid_upload_then_recovers(
     r = repo_for(config_factory(repository=server.repository(node, connect_timeout=3.0)))
     await r.open()
     try:
-        half_sent = asyncio.Event()
-        go_on = asyncio.Event()
-
-        async def body() -> AsyncIterator[bytes]:
-            for _ in range(8):
-                yield os.urandom(MiB)
-            half_sent.set()
-            await go_on.wait()
-            for _ in range(8):
-                yield os.urandom(MiB)
-
+        body = PausingBody()
         path = slot()
-        task = asyncio.create_task(r.store(path, body(), 16 * MiB))
+        task = asyncio.create_task(r.store(path, aiter(body), body.size))
         async with asyncio.timeout(20):
-            await half_sent.wait()
+            await body.half.wait()
         server.kill()
-        go_on.set()
+        body.resume.set()
         with pytest.raises(StorageUnavailable):
             async with asyncio.timeout(20):
                 await task
