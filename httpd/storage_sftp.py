@@ -194,8 +194,8 @@ class SftpRepository:
             raise StorageUnavailable(
                 f"WARNING: POSSIBLE MAN-IN-THE-MIDDLE ATTACK: the file server {cfg.host}:"
                 f"{cfg.port} presented host key {seen}, but the pinned [repository] host_key "
-                f"is {fingerprint(pinned)}; refusing to connect (nothing was sent). If the "
-                f"server's key was changed on purpose, pin the line printed by "
+                f"is {fingerprint(pinned)}; refusing to connect (no credentials or data were "
+                f"sent). If the server's key was changed on purpose, pin the line printed by "
                 f"'mft keyscan {cfg.host} -p {cfg.port}'"
             ) from exc
         except asyncssh.PermissionDenied as exc:

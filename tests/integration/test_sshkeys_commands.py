@@ -1,4 +1,4 @@
-"""``mft keygen`` and ``mft keyscan`` run as commands against a real sshd."""
+"""``mft keygen``, ``mft keyscan`` and ``mft run``'s start-up refusals, run as commands."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import asyncssh
 import pytest
 
 from component.config import load_config
+from component.sshkeys import public_line
 from httpd.storage_sftp import SftpRepository
+from tests.fixtures.common import free_port
 from tests.fixtures.sshd import SshServer
 
 pytestmark = pytest.mark.integration
@@ -147,8 +149,38 @@ def test_keyscan_all_types_and_missing_type(sshd: SshServer) -> None:
 
 def test_keyscan_unreachable(sshd: SshServer) -> None:
     """Nothing listening: exit 1 with 'unreachable'."""
-    from tests.fixtures.common import free_port
-
     out = mft("keyscan", "127.0.0.1", "-p", str(free_port()))
     assert out.returncode == 1
     assert "unreachable" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("host_key", "MAN-IN-THE-MIDDLE"),
+        ("client_key", "refused the node key"),
+        ("port", "is unreachable"),
+        ("host", "not the url's host"),
+    ],
+)
+def test_run_refuses_to_start(sshd: SshServer, tmp_path: Path, change: str, expected: str) -> None:
+    """mft run exits non-zero naming the repository and why, before listening."""
+    client_key = sshd.client_key
+    if change == "client_key":
+        client_key = tmp_path / "stranger"
+        asyncssh.generate_private_key("ssh-ed25519").write_private_key(client_key)
+    cfg = write_config(tmp_path / "mft.toml", sshd, client_key)
+    text = cfg.read_text()
+    if change == "host_key":
+        other = public_line(asyncssh.generate_private_key("ssh-rsa", key_size=2048))
+        text = text.replace(sshd.host_key_line, f"[127.0.0.1]:{sshd.port} {other}")
+    elif change == "port":
+        port = free_port()
+        text = text.replace(f":{sshd.port}", f":{port}")
+    elif change == "host":
+        text = text.replace('host_key = "[127.0.0.1]', 'host_key = "[files.example.com]')
+    cfg.write_text(text)
+    out = mft("run", "-c", str(cfg))
+    assert out.returncode == 1
+    assert "cannot start: repository sftp://" in out.stderr
+    assert expected in out.stderr
