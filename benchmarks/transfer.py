@@ -303,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     with_http = not args.no_http
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp:
         res = run(sizes, args.runs, Path(tmp), with_http)
     print(table(res, sizes, args.runs))
