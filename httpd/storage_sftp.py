@@ -393,9 +393,13 @@ class SftpRepository:
                 # pipelining is ours.
                 return await self._timed(sftp.open(part, "xb", block_size=0))
             except asyncssh.SFTPNoSuchFile:
-                await self._makedirs(sftp, posixpath.dirname(part))
+                try:
+                    await self._makedirs(sftp, posixpath.dirname(part))
+                except asyncssh.SFTPNoSuchFile as exc:
+                    # The node directory itself is gone: a repository failure, not a 404.
+                    raise asyncssh.SFTPFailure(f"cannot create directories: {exc.reason}") from exc
         # A purge removed the fresh directory three times in a row.
-        raise asyncssh.SFTPNoSuchFile(f"cannot create {posixpath.dirname(part)}")
+        raise asyncssh.SFTPFailure(f"cannot create {posixpath.dirname(part)}")
 
     async def _makedirs(self, sftp: asyncssh.SFTPClient, directory: str) -> None:
         """``mkdir -p`` below the node directory, tolerating concurrent creators."""

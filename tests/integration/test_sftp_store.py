@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -185,6 +186,16 @@ async def test_directories_made_on_first_use_after_prune(repo: SftpRepository) -
     second = slot(hour="11")
     await repo.store(second, stream(b"y"), 1)
     assert await listing(repo) == [second]
+
+
+async def test_node_directory_removed_under_us_is_unavailable(
+    repo: SftpRepository, node_dir: Path
+) -> None:
+    """The node directory vanished after open(): a PUT gets 503, not 404."""
+    shutil.rmtree(node_dir)
+    with pytest.raises(StorageUnavailable):
+        await repo.store(slot(), stream(b"x"), 1)
+    os.mkdir(node_dir)
 
 
 async def test_open_creates_the_node_directory(
