@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from component.audit import AuditLog, open_audit_log
@@ -67,9 +67,30 @@ async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | 
     return audit, repo
 
 
-async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
+async def _announce_when_ready(
+    stop: asyncio.Event, started: list[asyncio.Event], on_ready: Callable[[], None] | None
+) -> None:
+    """Log (and call ``on_ready``) once every half has started; give up on ``stop``."""
+    ready = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in started)))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+        stopping.cancel()
+    if not stop.is_set():
+        log.info("service ready")
+        if on_ready is not None:
+            on_ready()
+
+
+async def run_command(
+    cfg: Config | None, args: argparse.Namespace, *, on_ready: Callable[[], None] | None = None
+) -> int:
     """``mft run -c FILE [--only component|httpd]`` until SIGTERM/SIGINT.
 
+    :param on_ready: called once the component has its first XMPP session and the HTTP
+        server listens (``mft sandbox`` prints its banner then).
     :returns: 0 after a clean stop; 1 if the database or repository cannot be opened
         or a server failed.
     """
@@ -82,13 +103,17 @@ async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     only = getattr(args, "only", None)
     servers: list[Coroutine[Any, Any, None]] = []
+    started: list[asyncio.Event] = []
     if only in (None, "component"):
-        # Imported here: the component helper's module, and --only httpd does not need it.
+        # Imported here: --only httpd does not need the XMPP stack.
         from component.service import serve_component
 
-        servers.append(serve_component(cfg, audit, metrics, stop))
+        started.append(asyncio.Event())
+        servers.append(serve_component(cfg, audit, metrics, stop, started[-1]))
     if only in (None, "httpd"):
-        servers.append(serve_http(cfg, repo, audit, metrics, stop))
+        started.append(asyncio.Event())
+        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1]))
+    servers.append(_announce_when_ready(stop, started, on_ready))
     failures: list[Exception] = []
     try:
         with _stop_on_signals(stop):

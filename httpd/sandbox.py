@@ -142,8 +142,12 @@ async def sandbox_command(cfg: Config | None, args: argparse.Namespace) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(prosody)
-            print(_banner(prosody, cfg, state, config), flush=True)
-            return await run_command(cfg, argparse.Namespace(only=None))
+            banner = _banner(prosody, cfg, state, config)
+            # Printed only once the component is attached, so a client that connects at
+            # once finds the upload service in disco#items.
+            return await run_command(
+                cfg, argparse.Namespace(only=None), on_ready=lambda: print(banner, flush=True)
+            )
     except ProsodyError as exc:
         print(f"mft sandbox: Prosody failed: {exc}", file=sys.stderr)
         return 1
