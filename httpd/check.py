@@ -28,9 +28,16 @@ import aiohttp
 
 from component.audit import AuditQuery, open_audit_log
 from component.config import Config
-from component.errors import NotFound, StorageUnavailable, UploadError
+from component.errors import NotFound, StorageUnavailable
 
-from .opsutil import config_secrets, human_bytes, is_loopback_host, redact, safe_url
+from .opsutil import (
+    config_secrets,
+    error_reason,
+    human_bytes,
+    is_loopback_host,
+    redact,
+    safe_url,
+)
 from .storage import Repository, open_repository
 
 log = logging.getLogger(__name__)
@@ -58,17 +65,6 @@ class CheckResult:
         """``OK    name              detail  hint: ...``."""
         text = f"{self.status:<4}  {self.name:<16}  {self.detail}"
         return f"{text}  hint: {self.hint}" if self.hint else text
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line reason: the error's text, and its cause's if that adds something."""
-    text = exc.text if isinstance(exc, UploadError) else str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None:
-        cause_text = str(cause) or type(cause).__name__
-        if cause_text not in text:
-            text = f"{text}: {cause_text}"
-    return " ".join(text.split())
 
 
 def _os_reason(exc: OSError) -> str:
@@ -106,7 +102,7 @@ async def check_database(cfg: Config) -> list[CheckResult]:
             )
         ]
     except Exception as exc:
-        return [CheckResult("FAIL", "database", f"{where}: {_reason(exc)}", hint)]
+        return [CheckResult("FAIL", "database", f"{where}: {error_reason(exc)}", hint)]
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
@@ -183,7 +179,7 @@ async def check_repository(cfg: Config) -> list[CheckResult]:
     try:
         repo = open_repository(cfg)
     except Exception as exc:  # e.g. the sftp back-end cannot be loaded
-        return [CheckResult("FAIL", "repository", f"{where}: {_reason(exc)}")]
+        return [CheckResult("FAIL", "repository", f"{where}: {error_reason(exc)}")]
     results: list[CheckResult] = []
     try:
         try:
@@ -197,7 +193,7 @@ async def check_repository(cfg: Config) -> list[CheckResult]:
                 )
             ]
         except Exception as exc:
-            reason = _reason(exc)
+            reason = error_reason(exc)
             return [
                 CheckResult(
                     "FAIL", "repository", f"{where}: {reason}", _repository_hint(cfg, reason)
@@ -222,7 +218,7 @@ async def check_repository(cfg: Config) -> list[CheckResult]:
                 CheckResult(
                     "FAIL",
                     "repository probe",
-                    _reason(exc),
+                    error_reason(exc),
                     "the service user must be able to create, read and delete files in"
                     f" {rcfg.path}",
                 )
@@ -242,7 +238,7 @@ async def _check_space(cfg: Config, repo: Repository) -> CheckResult:
         async with asyncio.timeout(cfg.repository.io_timeout):
             usage = await repo.disk_usage()
     except Exception as exc:
-        return CheckResult("WARN", "repository space", f"free space unknown: {_reason(exc)}")
+        return CheckResult("WARN", "repository space", f"free space unknown: {error_reason(exc)}")
     detail = (
         f"{usage.free_percent:.1f}% free ({human_bytes(usage.free)} of {human_bytes(usage.total)})"
     )
@@ -431,7 +427,7 @@ async def check_http(cfg: Config) -> list[CheckResult]:
         elif isinstance(exc, aiohttp.ClientConnectorError):
             reason = f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
         else:
-            reason = _reason(exc)
+            reason = error_reason(exc)
         bind = "127.0.0.1" if cfg.http.bind in ("0.0.0.0", "::", "") else cfg.http.bind
         if cfg.http.port and not await _listening(bind, cfg.http.port):
             return [

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from component.config import Config
+from component.errors import UploadError
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 # K/M/G/T and KiB/MiB/... are binary (like dd and truncate); KB/MB/GB/TB are decimal.
@@ -96,3 +97,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= 4:  # a 1-3 character "secret" would blank ordinary words
             text = text.replace(secret, "***")
     return text
+
+
+def error_reason(exc: BaseException) -> str:
+    """A one-line reason: the error's text, and its cause's if that adds something."""
+    text = exc.text if isinstance(exc, UploadError) else str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None:
+        cause_text = str(cause) or type(cause).__name__
+        if cause_text not in text:
+            text = f"{text}: {cause_text}"
+    return " ".join(text.split())
