@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.prosody",
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
+    "tests.fixtures.ejabberd",
 ]
