@@ -6,7 +6,8 @@ written through :meth:`Repository.store`, read back through :meth:`Repository.re
 (its length checked, and 16 bytes at both ends of every block: that catches shifted,
 misordered or truncated reads without a full compare slowing the measurement), and
 deleted. Speeds are in MB/s with MB = 10^6 bytes. The seed requires more than 60 MB/s
-between the service and the file server; slower results print a WARNING line but exit 0. A failing repository exits 1.
+between the service and the file server; slower results print a WARNING line but
+exit 0. A failing repository exits 1.
 """
 
 from __future__ import annotations
