@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from component.config import parse_config
 from component.deploykit import prosody_snippet
-from httpd.check import component_handshake
+from httpd.check import check_xmpp, component_handshake
 from tests.fixtures.common import ServerProcess, free_port, require_binary, running
 
 from .xmpp_helpers import bare_component
@@ -92,8 +93,19 @@ async def test_component_handshake_and_disco_items(debian_prosody: DebianProsody
         second = await component_handshake(
             "127.0.0.1", srv.component_port, srv.component_jid, srv.secret
         )
+        raw = {
+            "xmpp": {
+                "component_jid": srv.component_jid,
+                "secret": srv.secret,
+                "port": srv.component_port,
+            },
+            "http": {"public_url": "http://127.0.0.1:1", "secret": "x" * 16},
+        }
+        [line] = await check_xmpp(parse_config(raw))
     assert srv.component_jid in jids
     assert (second.accepted, second.condition) == (False, "conflict")
+    # ... which mft check reports as the service running.
+    assert line.status == "OK" and "component already connected (service running)" in line.detail
 
 
 async def test_wrong_secret_and_unknown_jid_are_refused(debian_prosody: DebianProsody) -> None:

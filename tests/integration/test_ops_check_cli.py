@@ -1,0 +1,169 @@
+"""`mft check` as a subprocess against real servers: all OK, then broken configurations.
+
+The XMPP router is the ejabberd fixture (the deploy snippet's listener); a bare
+slixmpp component holding the JID stands in for the running service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.fixtures.common import free_port
+from tests.fixtures.ejabberd import EjabberdServer
+
+from .xmpp_helpers import bare_component
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTP_SECRET = "http-secret-never-printed-0123456789"
+
+
+async def mft(*args: str) -> tuple[int, str]:
+    """Run ``python -m component ARGS``; return the exit code and stdout+stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "component", *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(90):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+def write_config(
+    tmp_path: Path, ej: EjabberdServer, http_port: int, *, secret: str, db_url: str = ""
+) -> Path:
+    """An mft.toml for this test's servers."""
+    path = tmp_path / "mft.toml"
+    path.write_text(
+        f"""
+[xmpp]
+component_jid = "{ej.component_jid}"
+secret = "{secret}"
+host = "127.0.0.1"
+port = {ej.component_port}
+[http]
+bind = "127.0.0.1"
+port = {http_port}
+public_url = "http://127.0.0.1:{http_port}"
+secret = "{HTTP_SECRET}"
+[repository]
+url = "file://{tmp_path}/repo"
+[database]
+url = "{db_url or f"sqlite:///{tmp_path}/aft_log.sqlite3"}"
+spool_path = "{tmp_path}/spool"
+"""
+    )
+    return path
+
+
+@pytest.fixture
+async def healthz() -> AsyncIterator[int]:
+    """An HTTP server on loopback answering /healthz 200, standing in for the app."""
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+async def test_all_ok_with_service_running(
+    tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """Every line OK, exit 0, and neither secret appears."""
+    cfg = write_config(tmp_path, ejabberd, healthz, secret=ejabberd.secret)
+    async with bare_component(
+        ejabberd.component_jid, ejabberd.secret, ejabberd.component_port
+    ) as service:
+        code, out = await mft("check", "-c", str(cfg))
+        # ejabberd balances over several connections of one component: the running
+        # service must still be connected and served after the check's handshake.
+        items = await service.plugin["xep_0030"].get_items(
+            jid=ejabberd.domain, ifrom=ejabberd.component_jid, timeout=10
+        )
+    assert ejabberd.component_jid in [item[0] for item in items["disco_items"]["items"]]
+    lines = out.splitlines()
+    assert code == 0, out
+    assert [line.split()[0] for line in lines] == ["OK"] * 6, out
+    assert "handshake accepted" in out
+    assert "AFT_LOG present" in out and "answers 200" in out
+    assert ejabberd.secret not in out and HTTP_SECRET not in out
+
+
+async def test_service_not_connected_is_ok(
+    tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """Before the service starts the handshake itself is accepted: still OK."""
+    cfg = write_config(tmp_path, ejabberd, healthz, secret=ejabberd.secret)
+    code, out = await mft("check", "-c", str(cfg))
+    assert code == 0, out
+    assert "handshake accepted" in out
+
+
+async def test_wrong_xmpp_secret_fails(
+    tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """A wrong secret: FAIL on the XMPP line with a hint, exit 1, secret not printed."""
+    wrong = "wrong-secret-" + ejabberd.secret
+    cfg = write_config(tmp_path, ejabberd, healthz, secret=wrong)
+    code, out = await mft("check", "-c", str(cfg))
+    assert code == 1
+    [xmpp] = [line for line in out.splitlines() if "xmpp router" in line]
+    assert xmpp.startswith("FAIL") and "not-authorized" in xmpp and "hint:" in xmpp
+    assert wrong not in out and ejabberd.secret not in out
+
+
+async def test_unusable_database_fails(
+    tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """A database that cannot be opened: FAIL on the database line, exit 1."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cfg = write_config(
+        tmp_path, ejabberd, healthz, secret=ejabberd.secret,
+        db_url=f"sqlite:///{blocker}/aft.sqlite3",
+    )  # fmt: skip
+    code, out = await mft("check", "-c", str(cfg))
+    assert code == 1
+    [db] = [line for line in out.splitlines() if line.split()[1:2] == ["database"]]
+    assert db.startswith("FAIL")
+
+
+async def test_unreachable_mysql_fails_without_password(
+    tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """mysql:// to a closed port: FAIL, the URL shown with *** for the password."""
+    pytest.importorskip("component.audit_mysql")
+    password = "db-password-never-printed"
+    url = f"mysql://mft:{password}@127.0.0.1:{free_port()}/mft"
+    cfg = write_config(tmp_path, ejabberd, healthz, secret=ejabberd.secret, db_url=url)
+    code, out = await mft("check", "-c", str(cfg))
+    assert code == 1
+    [db] = [line for line in out.splitlines() if line.split()[1:2] == ["database"]]
+    assert db.startswith("FAIL") and "mysql://mft:***@127.0.0.1" in db
+    assert password not in out
+
+
+async def test_nothing_running_warns_for_http(tmp_path: Path, ejabberd: EjabberdServer) -> None:
+    """No HTTP server on this host: the public URL line is WARN, not FAIL."""
+    cfg = write_config(tmp_path, ejabberd, free_port(), secret=ejabberd.secret)
+    code, out = await mft("check", "-c", str(cfg))
+    [http] = [line for line in out.splitlines() if "http public url" in line]
+    assert http.startswith("WARN") and "not running here" in http
+    assert code == 0, out
