@@ -16,36 +16,48 @@ pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
+UNITS = ("mft.service", "mft-purge.service", "mft-purge.timer")
+
+
 @pytest.fixture
-def unit_file(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointed at an existing binary (verify checks it exists)."""
+def unit_dir(tmp_path: Path) -> Path:
+    """The units with ExecStart pointed at an existing binary (verify checks it exists)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (package systemd)")
+    for name in UNITS:
+        text = (DEPLOY / "systemd" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/mft", "/bin/true"))
+    return tmp_path
+
+
+def test_run_command_line() -> None:
+    """The service runs `mft run -c /etc/mft/mft.toml`."""
     text = (DEPLOY / "systemd" / "mft.service").read_text()
     assert "ExecStart=/usr/local/bin/mft run -c /etc/mft/mft.toml" in text
-    path = tmp_path / "mft.service"
-    path.write_text(text.replace("/usr/local/bin/mft", "/bin/true"))
-    return path
 
 
-def test_systemd_unit_verifies_cleanly(unit_file: Path) -> None:
+def test_systemd_units_verify_cleanly(unit_dir: Path) -> None:
     """systemd-analyze verify prints no warning at all (unknown keys would be warnings)."""
     proc = subprocess.run(
-        ["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True, timeout=60
-    )
-    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if "mft.service" in line]
-    assert proc.returncode == 0 and noise == [], proc.stdout + proc.stderr
-
-
-def test_systemd_unit_is_hardened(unit_file: Path) -> None:
-    """systemd-analyze security rates the unit's exposure at 2.0 or less (OK)."""
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_file)],
+        ["systemd-analyze", "verify", *(str(unit_dir / n) for n in UNITS)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    m = re.search(r"Overall exposure level for mft\.service: ([\d.]+)", proc.stdout)
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if "mft" in line]
+    assert proc.returncode == 0 and noise == [], proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["mft.service", "mft-purge.service"])
+def test_systemd_services_are_hardened(unit_dir: Path, name: str) -> None:
+    """systemd-analyze security rates each service's exposure at 2.0 or less (OK)."""
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit_dir / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(rf"Overall exposure level for {re.escape(name)}: ([\d.]+)", proc.stdout)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= 2.0
 
