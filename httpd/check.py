@@ -18,9 +18,9 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 from xml.sax.saxutils import quoteattr
 
@@ -295,14 +295,17 @@ async def _handshake(
         ).encode()
     )
     await writer.drain()
-    parser = ET.XMLPullParser(events=("start", "end"))
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
     depth = 0
     while True:
         data = await reader.read(4096)
         if not data:
             return Handshake(False, "connection-closed", "the server closed the connection")
         parser.feed(data)
-        for event, elem in parser.read_events():
+        # typeshed types read_events() too loosely to unpack; it yields (event, element).
+        for event, elem in cast(Iterator[tuple[str, object]], parser.read_events()):
+            if not isinstance(elem, ET.Element):
+                continue  # only start/end events were asked for
             if event == "start":
                 depth += 1
                 if depth == 1:

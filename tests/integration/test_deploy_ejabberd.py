@@ -10,7 +10,7 @@ from component.deploykit import ejabberd_snippet
 from httpd.check import component_handshake
 from tests.fixtures.ejabberd import EjabberdServer
 
-from .xmpp_helpers import bare_component
+from .xmpp_helpers import bare_component, disco_items
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,7 @@ async def test_component_handshake_and_disco_items(ejabberd: EjabberdServer) -> 
     async with bare_component(
         ejabberd.component_jid, ejabberd.secret, ejabberd.component_port
     ) as comp:
-        items = await comp.plugin["xep_0030"].get_items(
-            jid=ejabberd.domain, ifrom=ejabberd.component_jid, timeout=10
-        )
-        jids = [item[0] for item in items["disco_items"]["items"]]
+        jids = await disco_items(comp, ejabberd.domain)
     assert ejabberd.component_jid in jids
 
 

@@ -19,7 +19,7 @@ from component.deploykit import prosody_snippet
 from httpd.check import check_xmpp, component_handshake
 from tests.fixtures.common import ServerProcess, free_port, require_binary, running
 
-from .xmpp_helpers import bare_component
+from .xmpp_helpers import bare_component, disco_items
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +85,7 @@ async def test_component_handshake_and_disco_items(debian_prosody: DebianProsody
     """The snippet's port and secret work, and the component shows in disco#items."""
     srv = debian_prosody
     async with bare_component(srv.component_jid, srv.secret, srv.component_port) as comp:
-        items = await comp.plugin["xep_0030"].get_items(
-            jid=srv.domain, ifrom=srv.component_jid, timeout=10
-        )
-        jids = [item[0] for item in items["disco_items"]["items"]]
+        jids = await disco_items(comp, srv.domain)
         # While the component is connected, a second one with the same JID is refused.
         second = await component_handshake(
             "127.0.0.1", srv.component_port, srv.component_jid, srv.secret

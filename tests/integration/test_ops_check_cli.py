@@ -17,7 +17,7 @@ from aiohttp import web
 from tests.fixtures.common import free_port
 from tests.fixtures.ejabberd import EjabberdServer
 
-from .xmpp_helpers import bare_component
+from .xmpp_helpers import bare_component, disco_items
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,8 @@ async def test_all_ok_with_service_running(
         code, out = await mft("check", "-c", str(cfg))
         # ejabberd balances over several connections of one component: the running
         # service must still be connected and served after the check's handshake.
-        items = await service.plugin["xep_0030"].get_items(
-            jid=ejabberd.domain, ifrom=ejabberd.component_jid, timeout=10
-        )
-    assert ejabberd.component_jid in [item[0] for item in items["disco_items"]["items"]]
+        jids = await disco_items(service, ejabberd.domain)
+    assert ejabberd.component_jid in jids
     lines = out.splitlines()
     assert code == 0, out
     assert [line.split()[0] for line in lines] == ["OK"] * 6, out

@@ -17,7 +17,7 @@ async def bare_component(
 
     :raises TimeoutError: the handshake did not complete within ``within`` seconds.
     """
-    comp = slixmpp.ComponentXMPP(jid, secret, "127.0.0.1", port)
+    comp = slixmpp.ComponentXMPP(jid, secret, "127.0.0.1", port)  # type: ignore[no-untyped-call]
     comp.register_plugin("xep_0030")
     started = asyncio.Event()
     comp.add_event_handler("session_start", lambda _event: started.set())
@@ -33,3 +33,11 @@ async def bare_component(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await ended.wait()
+
+
+async def disco_items(comp: slixmpp.ComponentXMPP, server: str) -> list[str]:
+    """The JIDs in ``server``'s disco#items, asked from the component's JID."""
+    items = await comp.plugin["xep_0030"].get_items(
+        jid=slixmpp.JID(server), ifrom=comp.boundjid, timeout=10
+    )
+    return [item[0] for item in items["disco_items"]["items"]]

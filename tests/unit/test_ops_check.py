@@ -77,7 +77,7 @@ async def test_space_thresholds(
 ) -> None:
     """WARN under the alarm threshold, and under 10 % whatever the threshold."""
     cfg = config_factory(alarm={"disk_free_min_percent": threshold})
-    line = await _check_space(cfg, Disk(tmp_path, free))  # type: ignore[arg-type]
+    line = await _check_space(cfg, Disk(tmp_path, free))
     assert line.status == status
     assert f"{free:.1f}% free" in line.detail
 
