@@ -76,24 +76,9 @@ class DiskAlarm:
         self._metrics.set("disk_free_percent", "Free space on the repository, percent", pct)
         if self.enabled:
             if not self.alarmed and pct < self._threshold:
-                self.alarmed = True
-                log.warning(
-                    "disk alarm: repository %s has %.1f%% free (%s), below %g%%",
-                    self._cfg.repository.host,
-                    pct,
-                    human_bytes(usage.free),
-                    self._threshold,
-                )
-                self._pending = self._message(usage, low=True)
+                self._transition(usage, low=True)
             elif self.alarmed and pct >= self._threshold + HYSTERESIS:
-                self.alarmed = False
-                log.warning(
-                    "disk alarm cleared: repository %s has %.1f%% free (%s)",
-                    self._cfg.repository.host,
-                    pct,
-                    human_bytes(usage.free),
-                )
-                self._pending = self._message(usage, low=False)
+                self._transition(usage, low=False)
         self._metrics.set(
             "disk_alarm",
             "1 while the repository's free space is below the alarm threshold",
@@ -101,6 +86,19 @@ class DiskAlarm:
         )
         await self._deliver()
         return usage
+
+    def _transition(self, usage: DiskUsage, *, low: bool) -> None:
+        """Raise (``low``) or clear the alarm: one log line, one queued message."""
+        self.alarmed = low
+        log.warning(
+            "disk alarm %s: repository %s has %.1f%% free (%s), threshold %g%%",
+            "raised" if low else "cleared",
+            self._cfg.repository.host,
+            usage.free_percent,
+            human_bytes(usage.free),
+            self._threshold,
+        )
+        self._pending = self._message(usage, low=low)
 
     def _message(self, usage: DiskUsage, *, low: bool) -> str:
         """The chat text for the admins."""

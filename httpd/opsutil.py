@@ -108,3 +108,9 @@ def error_reason(exc: BaseException) -> str:
         if cause_text not in text:
             text = f"{text}: {cause_text}"
     return " ".join(text.split())
+
+
+def repository_failure(cfg: Config, exc: BaseException) -> str:
+    """The ``FAIL  repository URL: reason`` line the commands print (secrets removed)."""
+    reason = redact(error_reason(exc), config_secrets(cfg))
+    return f"FAIL  repository {safe_url(cfg.repository.url)}: {reason}"

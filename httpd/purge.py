@@ -27,7 +27,7 @@ from component.config import Config
 from component.errors import NotFound, UploadError
 from component.layout import CHAT_TYPES
 
-from .opsutil import config_secrets, error_reason, human_bytes, parse_age, redact, safe_url
+from .opsutil import human_bytes, parse_age, repository_failure, safe_url
 from .storage import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ async def purge_command(cfg: Config | None, args: argparse.Namespace) -> int:
         await repo.open()
         await purge(repo, age, dry_run=args.dry_run, now=now, on_match=show, report=report)
     except (UploadError, OSError) as exc:
-        reason = redact(error_reason(exc), config_secrets(cfg))
-        print(f"FAIL  repository {safe_url(cfg.repository.url)}: {reason}")
+        print(repository_failure(cfg, exc))
         print("stopped part-way; so far:")
         for line in summary_lines(report, dry_run=args.dry_run)[:2]:
             print(line)

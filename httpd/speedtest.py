@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from component.config import Config
 from component.errors import StorageUnavailable, UploadError
 
-from .opsutil import config_secrets, error_reason, parse_size, redact, safe_url
+from .opsutil import parse_size, repository_failure, safe_url
 from .storage import Repository, open_repository
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,7 @@ async def speedtest_command(cfg: Config | None, args: argparse.Namespace) -> int
         await repo.open()
         result = await run_speedtest(repo, size)
     except (UploadError, OSError) as exc:
-        reason = redact(error_reason(exc), config_secrets(cfg))
-        print(f"FAIL  repository {safe_url(cfg.repository.url)}: {reason}")
+        print(repository_failure(cfg, exc))
         return 1
     finally:
         await repo.close()

@@ -25,6 +25,13 @@ class ControlledDisk:
         self.calls = 0
         self.called = asyncio.Event()
 
+    async def wait_calls(self, n: int, within: float = 5.0) -> None:
+        """Wait until disk_usage() has been called ``n`` times in all."""
+        async with asyncio.timeout(within):
+            while self.calls < n:
+                self.called.clear()
+                await self.called.wait()
+
     async def disk_usage(self) -> DiskUsage:
         """Free space as set by the test, or an error when ``fail`` is set."""
         self.calls += 1
@@ -162,10 +169,7 @@ async def test_run_checks_periodically_and_stops(config_factory: ConfigFactory) 
     alarm, _, _, _ = make(config_factory, disk, check_interval=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(alarm.run(stop))
-    async with asyncio.timeout(5):
-        while disk.calls < 3:
-            disk.called.clear()
-            await disk.called.wait()
+    await disk.wait_calls(3)
     stop.set()
     async with asyncio.timeout(1):
         await task
@@ -178,10 +182,7 @@ async def test_run_survives_notify_crash(config_factory: ConfigFactory) -> None:
     inbox.fail = True
     stop = asyncio.Event()
     task = asyncio.create_task(alarm.run(stop))
-    async with asyncio.timeout(5):
-        while disk.calls < 2:
-            disk.called.clear()
-            await disk.called.wait()
+    await disk.wait_calls(2)
     inbox.fail = False
     async with asyncio.timeout(5):
         while not inbox.messages:

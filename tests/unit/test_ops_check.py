@@ -17,6 +17,8 @@ from httpd.storage import DiskUsage, FileRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 
+from .ops_helpers import blocked_path, unusable_repository
+
 
 async def test_database_ok(config_factory: ConfigFactory) -> None:
     """A writable SQLite file: OK, the URL shown, the table present."""
@@ -28,8 +30,7 @@ async def test_database_ok(config_factory: ConfigFactory) -> None:
 
 async def test_database_unusable(tmp_path: Path, config_factory: ConfigFactory) -> None:
     """A database that cannot be opened is FAIL with a reason and a hint."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
+    blocker = blocked_path(tmp_path)
     cfg = config_factory(database={"url": f"sqlite:///{blocker}/sub/aft.sqlite3"})
     [line] = await check_database(cfg)
     assert line.status == "FAIL" and line.hint
@@ -50,9 +51,7 @@ async def test_repository_ok(config_factory: ConfigFactory, tmp_path: Path) -> N
 
 async def test_repository_unusable(tmp_path: Path, config_factory: ConfigFactory) -> None:
     """A repository that cannot be created is a single FAIL line with a hint."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
-    cfg = config_factory(repository={"url": f"file://{blocker}/repo"})
+    cfg = unusable_repository(tmp_path, config_factory)
     [line] = await check_repository(cfg)
     assert line.status == "FAIL" and "not writable" in line.detail and line.hint
 

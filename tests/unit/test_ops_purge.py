@@ -16,6 +16,8 @@ from httpd.purge import PART_MIN_AGE, classify, purge, purge_command
 from httpd.storage import FileRepository
 from tests.fixtures.config import ConfigFactory
 
+from .ops_helpers import unusable_repository
+
 DAY = 86400
 
 
@@ -170,8 +172,6 @@ async def test_command_reports_unusable_repository(
     tmp_path: Path, config_factory: ConfigFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A repository path that cannot be used exits 1 naming the repository."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where a directory should be")
-    cfg = config_factory(repository={"url": f"file://{blocker}/repo"})
+    cfg = unusable_repository(tmp_path, config_factory)
     assert await purge_command(cfg, args("1d")) == 1
     assert "FAIL  repository" in capsys.readouterr().out

@@ -13,6 +13,8 @@ from httpd.speedtest import SpeedResult, report_lines, run_speedtest, speedtest_
 from httpd.storage import FileRepository
 from tests.fixtures.config import ConfigFactory
 
+from .ops_helpers import unusable_repository
+
 
 class ReorderingRepository(FileRepository):
     """A file:// repository whose reads swap the second and third blocks, as a broken
@@ -90,9 +92,7 @@ async def test_command_unusable_repository(
     tmp_path: Path, config_factory: ConfigFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A repository that cannot be opened exits 1 with FAIL and the reason."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("")
-    cfg = config_factory(repository={"url": f"file://{blocker}/repo"})
+    cfg = unusable_repository(tmp_path, config_factory)
     assert await speedtest_command(cfg, argparse.Namespace(size="1M")) == 1
     assert "FAIL  repository" in capsys.readouterr().out
 
