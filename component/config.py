@@ -50,6 +50,17 @@ class XmppConfig:
     port: int = 5347
     muc_domains: tuple[str, ...] = ()
     reconnect_max_delay: float = 60.0
+    # Chat-type classification: how long to wait for disco answers, how long to cache them.
+    disco_timeout: float = 5.0
+    disco_cache_ttl: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.reconnect_max_delay <= 0:
+            raise ConfigError("[xmpp] reconnect_max_delay: more than 0 seconds")
+        if not 0 < self.disco_timeout <= 60:
+            raise ConfigError("[xmpp] disco_timeout: more than 0, at most 60 seconds")
+        if not 0 <= self.disco_cache_ttl <= 86400:
+            raise ConfigError("[xmpp] disco_cache_ttl: between 0 and 86400 seconds")
 
     @property
     def server_domain(self) -> str:
@@ -69,6 +80,8 @@ class HttpConfig:
     tls_cert: str = ""
     tls_key: str = ""
     shutdown_grace: float = 30.0
+    # Seconds an upload body may stall (no bytes arriving) before it is abandoned (408).
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -76,6 +89,10 @@ class HttpConfig:
             raise ConfigError(f"[http] public_url {self.public_url!r}: must be an http(s) URL")
         if len(self.secret) < 16:
             raise ConfigError("[http] secret: use at least 16 characters")
+        if self.shutdown_grace < 0 or self.body_timeout <= 0:
+            raise ConfigError("[http] shutdown_grace >= 0 and body_timeout > 0 seconds")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("[http] tls_cert and tls_key: give both or neither")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
 

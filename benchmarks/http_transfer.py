@@ -1,0 +1,104 @@
+"""PUT and GET throughput of the HTTP server over a file:// repository, and peak memory.
+
+Reference, measured in the same run: a plain file copy of the same size on the same disk
+(the ceiling for the file:// back-end). Usage::
+
+    python benchmarks/http_transfer.py [--size-mib 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from component.audit_sqlite import SqliteAuditLog
+from component.metrics import Metrics
+from httpd.app import make_app, make_runner
+from httpd.storage import FileRepository
+from tests.fixtures.common import free_port
+from tests.fixtures.config import make_raw_config
+from tests.unit.httpd_harness import make_slot
+
+BLOCK = b"\x5a" * (1024 * 1024)
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def body(size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes in 1 MiB blocks, never all at once."""
+    for _ in range(size // len(BLOCK)):
+        yield BLOCK
+
+
+async def main(size_mib: int) -> None:
+    """Run the reference copy, then PUT and GET through the server; print a table."""
+    from component.config import parse_config
+
+    size = size_mib * 1024 * 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        src = base / "src.bin"
+        with src.open("wb") as f:
+            for _ in range(size_mib):
+                f.write(BLOCK)
+        t = time.perf_counter()
+        shutil.copyfile(src, base / "copy.bin")
+        ref = time.perf_counter() - t
+        src.unlink()
+        (base / "copy.bin").unlink()
+
+        cfg = parse_config(make_raw_config(base), source=str(base / "mft.toml"))
+        repo, audit = FileRepository(cfg.repository.path), SqliteAuditLog(cfg)
+        await repo.open()
+        await audit.open()
+        runner = make_runner(make_app(cfg, repo, audit, Metrics()))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        rss0 = rss_mib()
+        slot = make_slot(cfg, size, "big.bin")
+        try:
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+                t = time.perf_counter()
+                headers = {"Content-Length": str(size)}
+                async with http.put(slot.put_url, data=body(size), headers=headers) as r:
+                    assert r.status == 201, r.status
+                put = time.perf_counter() - t
+                t = time.perf_counter()
+                got = 0
+                async with http.get(slot.get_url) as r:
+                    async for chunk in r.content.iter_chunked(1024 * 1024):
+                        got += len(chunk)
+                get = time.perf_counter() - t
+                assert got == size
+        finally:
+            await runner.cleanup()
+            await audit.close()
+            await repo.close()
+    print(f"{size_mib} MiB, loopback, client and server in one process")
+    print(f"{'operation':<28}{'MB/s':>10}{'seconds':>10}")
+    for name, secs in (("reference: file copy", ref), ("HTTP PUT -> file://", put)):
+        print(f"{name:<28}{size / secs / 1e6:>10.0f}{secs:>10.2f}")
+    print(f"{'HTTP GET <- file://':<28}{size / get / 1e6:>10.0f}{get:>10.2f}")
+    print(f"peak RSS before transfers {rss0:.0f} MiB, after {rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=256)
+    asyncio.run(main(parser.parse_args().size_mib))

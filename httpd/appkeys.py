@@ -1,0 +1,48 @@
+"""Typed :class:`aiohttp.web.AppKey` s through which the HTTP handlers reach their services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from aiohttp import web
+
+from component.audit import AuditLog
+from component.config import Config
+from component.metrics import Metrics
+
+from .storage import Repository
+
+CONFIG = web.AppKey("config", Config)
+REPOSITORY = web.AppKey("repository", Repository)
+AUDIT = web.AppKey("audit", AuditLog)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+class InFlight:
+    """Counts requests being handled, so a shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one request for the duration of the block."""
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is being handled."""
+        await self._idle.wait()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

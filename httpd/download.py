@@ -1,0 +1,192 @@
+"""GET and HEAD: identity ticket, 410 for purged files, Range, safe headers, AFT_LOG rows.
+
+A GET writes exactly one row: ``GET`` when the whole response body was handed to the
+connection, ``GET_INCOMPLETE`` when the client went away or the repository failed
+half-way, ``GET_REFUSED`` when the identity ticket was missing (required) or invalid,
+``GET_GONE`` when retention purged the file. HEAD reads the same headers and logs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import hdrs, web
+
+from component.audit import AuditRecord, Method
+from component.errors import AuditUnavailable, Gone, InvalidToken, NotFound, UploadError
+from component.layout import SlotPath, file_type, real_filename
+from component.tokens import DownloadTicket, verify_ticket
+
+from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from .headers import (
+    CONTENT_SECURITY_POLICY,
+    ByteRange,
+    RangeNotSatisfiable,
+    content_disposition,
+    content_type_for,
+    parse_range,
+)
+from .middleware import count_failure
+from .routing import redirect_to_owner, slot_path
+
+log = logging.getLogger(__name__)
+
+
+class _Download:
+    """One GET or HEAD request and what it needs to write its AFT_LOG row."""
+
+    def __init__(self, request: web.Request, path: SlotPath) -> None:
+        self.request = request
+        self.path = path
+        self.app = request.app
+        self.head = request.method == hdrs.METH_HEAD
+        self.ticket: DownloadTicket | None = None
+        self._upload: AuditRecord | None = None
+        self._looked_up = False
+
+    async def upload_row(self) -> AuditRecord | None:
+        """The upload's POST row (once per request); ``None`` if unknown or unreachable."""
+        if not self._looked_up:
+            self._looked_up = True
+            try:
+                self._upload = await self.app[AUDIT].find_upload(self.path.resource)
+            except AuditUnavailable as exc:
+                count_failure(self.app[METRICS], exc)
+                log.warning(
+                    "AFT_LOG lookup failed for %s; logging from the URL", self.path.resource
+                )
+        return self._upload
+
+    async def log(self, method: Method, size: int = 0) -> None:
+        """Write this request's row; a failure is logged, the response stands."""
+        if self.head:
+            return
+        up = await self.upload_row()
+        cfg = self.app[CONFIG]
+        rec = AuditRecord(
+            jid=self.ticket.jid if self.ticket else "",
+            to_jid=up.to_jid if up else "",
+            method=method,
+            filename=self.path.resource,
+            real_filename=up.real_filename if up else real_filename(self.path.filename),
+            file_type=up.file_type if up else file_type(self.path.filename),
+            chat_type=up.chat_type if up else self.path.chat_type,
+            file_server=self.app[REPOSITORY].file_server,
+            file_size=up.file_size if up else size,
+            node_id=cfg.node.id,
+            client_ip=self.request.remote or "",
+        )
+        try:
+            await self.app[AUDIT].record(rec)
+        except AuditUnavailable as exc:
+            count_failure(self.app[METRICS], exc)
+            log.error("could not record the %s row for %s", method, self.path.resource)
+
+    async def check_identity(self) -> None:
+        """Read the download ticket; refuse (and log) a bad one or a required missing one.
+
+        :raises InvalidToken: 403 for a forged, expired or malformed ticket; 401 when
+            ``[download] require_identity`` is on and there is no ticket.
+        """
+        cfg = self.app[CONFIG]
+        try:
+            self.ticket = verify_ticket(cfg.http.secret, self.path, self.request.query)
+        except InvalidToken:
+            await self.log("GET_REFUSED")
+            raise
+        if self.ticket is None and cfg.download.require_identity:
+            await self.log("GET_REFUSED")
+            raise InvalidToken("A personal download link is required", missing=True)
+
+    async def size(self) -> int:
+        """The stored file's size.
+
+        :raises Gone: the file was uploaded (AFT_LOG has its POST row) but is gone (410).
+        :raises NotFound: never uploaded here (404).
+        """
+        try:
+            return await self.app[REPOSITORY].size(self.path.repo_path)
+        except NotFound:
+            if await self.upload_row() is None:
+                raise
+        await self.log("GET_GONE")
+        raise Gone()
+
+    def headers(self, resp: web.StreamResponse, size: int, rng: ByteRange | None) -> None:
+        """Length, range and the headers that keep a browser from running the file."""
+        ctype = content_type_for(self.path.filename)
+        resp.content_type = ctype
+        resp.content_length = rng.length if rng else size
+        resp.headers[hdrs.ACCEPT_RANGES] = "bytes"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers[hdrs.CONTENT_DISPOSITION] = content_disposition(self.path.filename, ctype)
+        resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        if rng:
+            resp.headers[hdrs.CONTENT_RANGE] = rng.content_range(size)
+
+    async def stream(self, resp: web.StreamResponse, size: int, rng: ByteRange | None) -> None:
+        """Send the body from the repository and write the GET or GET_INCOMPLETE row."""
+        offset, length = (rng.start, rng.length) if rng else (0, size)
+        started, sent = time.monotonic(), 0
+        try:
+            async for block in self.app[REPOSITORY].read(self.path.repo_path, offset, length):
+                await resp.write(block)
+                sent += len(block)
+            if sent != length:
+                raise NotFound("The file changed while it was read")
+            await resp.write_eof()
+        except UploadError as exc:
+            # The headers are out: the only honest signal left is to cut the connection,
+            # so the client sees fewer bytes than Content-Length.
+            count_failure(self.app[METRICS], exc)
+            log.error("download of %s failed after %d bytes: %s", self.path.resource, sent, exc)
+            self.request.protocol.force_close()
+            await self.log("GET_INCOMPLETE", size)
+            return
+        except BaseException:
+            # ConnectionError: the client went away; CancelledError: shutdown grace over.
+            log.info(
+                "download of %s cut off after %d of %d bytes", self.path.resource, sent, length
+            )
+            await self.log("GET_INCOMPLETE", size)
+            raise
+        metrics, labels = self.app[METRICS], {"chat_type": self.path.chat_type}
+        metrics.inc("downloads", "Downloads completed", labels)
+        metrics.inc("download_bytes", "Bytes of downloads sent", labels, sent)
+        metrics.observe(
+            "download_seconds", "Time to send a download", time.monotonic() - started, labels
+        )
+        await self.log("GET", size)
+
+
+async def get_download(request: web.Request) -> web.StreamResponse:
+    """GET or HEAD of a stored file.
+
+    :raises InvalidRequest: malformed path (400).
+    :raises InvalidToken: ticket refused (401/403), see :meth:`_Download.check_identity`.
+    :raises NotFound: unknown file or node (404); :raises Gone: purged file (410).
+    :raises aiohttp.web.HTTPTemporaryRedirect: the file belongs to another node (307).
+    """
+    path = slot_path(request)
+    redirect_to_owner(request, path)
+    dl = _Download(request, path)
+    await dl.check_identity()
+    size = await dl.size()
+    try:
+        rng = parse_range(request.headers.get(hdrs.RANGE), size)
+    except RangeNotSatisfiable:
+        return web.Response(
+            status=416, text="Range not satisfiable\n", headers={"Content-Range": f"bytes */{size}"}
+        )
+    resp = web.StreamResponse(status=206 if rng else 200)
+    dl.headers(resp, size, rng)
+    await resp.prepare(request)
+    if dl.head:
+        await resp.write_eof()
+        return resp
+    try:
+        await dl.stream(resp, size, rng)
+    except ConnectionError:
+        pass  # logged as GET_INCOMPLETE; aiohttp drops the connection quietly
+    return resp

@@ -1,0 +1,69 @@
+"""The route handlers: thin entries into :mod:`httpd.upload` and :mod:`httpd.download`,
+plus the CORS preflight, ``/metrics`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from .appkeys import AUDIT, METRICS, REPOSITORY
+from .download import get_download
+from .headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE
+from .upload import expect_upload, put_upload
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT = 3.0  # seconds each health probe may take
+
+__all__ = ["expect_upload", "get_download", "healthz", "metrics_page", "preflight", "put_upload"]
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """CORS preflight for web clients (converse.js, Movim): any origin may PUT and GET."""
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": CORS_MAX_AGE,
+        },
+    )
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text exposition format 0.0.4."""
+    resp = web.Response(text=request.app[METRICS].render())
+    resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return resp
+
+
+async def _probe(name: str, check: Awaitable[object]) -> str | None:
+    """``None`` if ``check`` succeeds in time, else a short reason naming ``name``."""
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await check
+    except TimeoutError:
+        return f"{name}: no answer within {HEALTH_TIMEOUT:g}s"
+    except Exception as exc:  # any failure makes the node unhealthy; the reason is logged
+        log.warning("health check of the %s failed: %s", name, exc)
+        return f"{name}: unavailable"
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: 200 ``ok`` only when the database and the repository answer."""
+    failures = [
+        reason
+        for reason in await asyncio.gather(
+            _probe("database", request.app[AUDIT].ping()),
+            _probe("repository", request.app[REPOSITORY].disk_usage()),
+        )
+        if reason
+    ]
+    if failures:
+        return web.Response(status=503, text="\n".join(failures) + "\n")
+    return web.Response(text="ok\n")

@@ -1,0 +1,109 @@
+"""``mft run``: the component and the HTTP server in one asyncio loop.
+
+Seed ("service activation"): the service starts only when it can reach the database and
+the file server. So the audit log and the repository are opened first; if either fails
+the command says which and why on stderr and exits non-zero before anything listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+from component.audit import AuditLog, open_audit_log
+from component.config import Config
+from component.errors import UploadError
+from component.metrics import Metrics
+
+from .app import serve_http
+from .storage import Repository, open_repository
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1  # database or repository unreachable at start, or a server failed
+
+
+def _fail(what: str, exc: BaseException) -> int:
+    """Tell the operator which dependency failed and why; the exit code for it."""
+    reason = exc.text if isinstance(exc, UploadError) else (str(exc) or type(exc).__name__)
+    print(f"mft: cannot start: {what}: {reason}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (graceful shutdown) for the duration."""
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+async def _open(cfg: Config) -> tuple[AuditLog, Repository] | int:
+    """Open the audit log, then the repository; an exit code if either fails."""
+    audit = open_audit_log(cfg)
+    try:
+        await audit.open()
+    except Exception as exc:  # any failure to open is reported, by name, once
+        return _fail(f"database {cfg.database.safe_url}", exc)
+    try:
+        repo = open_repository(cfg)
+        await repo.open()
+    except Exception as exc:
+        await audit.close()
+        return _fail(f"repository {cfg.repository.url}", exc)
+    return audit, repo
+
+
+async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
+    """``mft run -c FILE [--only component|httpd]`` until SIGTERM/SIGINT.
+
+    :returns: 0 after a clean stop; 1 if the database or repository cannot be opened
+        or a server failed.
+    """
+    assert cfg is not None  # cli.py loads the configuration for this command
+    opened = await _open(cfg)
+    if isinstance(opened, int):
+        return opened
+    audit, repo = opened
+    metrics = Metrics()
+    stop = asyncio.Event()
+    only = getattr(args, "only", None)
+    servers: list[Coroutine[Any, Any, None]] = []
+    if only in (None, "component"):
+        # Imported here: the component helper's module, and --only httpd does not need it.
+        from component.service import serve_component
+
+        servers.append(serve_component(cfg, audit, metrics, stop))
+    if only in (None, "httpd"):
+        servers.append(serve_http(cfg, repo, audit, metrics, stop))
+    failures: list[Exception] = []
+    try:
+        with _stop_on_signals(stop):
+            async with asyncio.TaskGroup() as tg:
+                for coro in servers:
+                    tg.create_task(coro)
+    except* Exception as group:
+        failures.extend(group.exceptions)
+    finally:
+        await repo.close()
+        await audit.close()
+    for exc in failures:
+        log.error("server failed: %s", exc, exc_info=exc)
+        print(f"mft: stopped: {exc}", file=sys.stderr)
+    if failures:
+        return EXIT_UNAVAILABLE
+    log.info("stopped cleanly")
+    return EXIT_OK

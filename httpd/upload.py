@@ -1,0 +1,185 @@
+"""PUT: check the slot token and size, stream the body into the repository, log POST.
+
+The checks run twice for a client that sends ``Expect: 100-continue``: once in
+:func:`expect_upload` before ``100 Continue`` (so a bad token or size is refused before
+any body byte is sent) and once in :func:`put_upload` (for clients without ``Expect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import ClientPayloadError, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from component.audit import AuditLog, AuditRecord
+from component.errors import (
+    AlreadyUploaded,
+    FileTooLarge,
+    InvalidRequest,
+    NotFound,
+    SizeMismatch,
+    UploadError,
+)
+from component.layout import SlotPath, file_type, real_filename
+from component.tokens import UploadGrant, verify_upload
+
+from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from .middleware import answer_and_close, error_response, http_exception_response
+from .routing import redirect_to_owner, slot_path
+from .storage import Repository
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024  # read size; the repository re-blocks as it needs
+
+
+class BodyStalled(Exception):
+    """No body byte arrived for ``[http] body_timeout`` seconds (answered 408)."""
+
+
+async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
+    """Everything that can refuse a PUT before its body is read.
+
+    :raises InvalidRequest: malformed path (400) or Content-Length (400).
+    :raises InvalidToken: token missing (401), forged, for another path or expired (403).
+    :raises FileTooLarge: Content-Length or the slot over ``[upload] max_file_size`` (413).
+    :raises SizeMismatch: Content-Length not the slot's size (413 larger, 400 shorter).
+    :raises AlreadyUploaded: the slot already holds a file (409).
+    :raises aiohttp.web.HTTPLengthRequired: no Content-Length (a chunked body) (411).
+    :raises aiohttp.web.HTTPTemporaryRedirect: the slot belongs to another node (307).
+    """
+    cfg = request.app[CONFIG]
+    path = slot_path(request)
+    redirect_to_owner(request, path)
+    grant = verify_upload(cfg.http.secret, path, request.query)
+    length = request.content_length
+    if length is None:
+        # XEP-0363 binds the slot to a size; without Content-Length it cannot be checked
+        # before the body arrives.
+        raise web.HTTPLengthRequired(text="Content-Length is required")
+    limit = cfg.upload.max_file_size
+    if length > limit or grant.size > limit:
+        # The limit holds whatever the slot said: it may predate a lowered limit.
+        raise FileTooLarge(max(length, grant.size), limit)
+    if length != grant.size:
+        # XEP-0363 §Upload: MUST reject a PUT whose Content-Length differs from the slot.
+        raise SizeMismatch(grant.size, length)
+    try:
+        await request.app[REPOSITORY].size(path.repo_path)
+    except NotFound:
+        return path, grant
+    raise AlreadyUploaded()
+
+
+async def expect_upload(request: web.Request) -> web.StreamResponse | None:
+    """Route ``expect_handler``: refuse early, or send ``100 Continue``."""
+    try:
+        await check_upload(request)
+    except UploadError as exc:
+        log.info("PUT %s refused before the body: %d %s", request.path, exc.http_status, exc.text)
+        return error_response(exc)
+    except web.HTTPException as exc:
+        return http_exception_response(exc)
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= (1, 1):
+        if expect.lower() != "100-continue":
+            return http_exception_response(web.HTTPExpectationFailed())
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started
+    return None
+
+
+async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The request body in chunks as they arrive, never the whole body in memory.
+
+    :raises BodyStalled: no byte arrived for ``idle_timeout`` seconds.
+    :raises InvalidRequest: the connection ended before the declared length.
+    """
+    chunks = request.content.iter_chunked(CHUNK)
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise BodyStalled() from exc
+        except (ConnectionError, ClientPayloadError, HttpProcessingError) as exc:
+            raise InvalidRequest("Upload interrupted before the end of the body") from exc
+        yield chunk
+
+
+async def _record_or_discard(
+    audit: AuditLog, repo: Repository, rec: AuditRecord, repo_path: str
+) -> None:
+    """Log the POST row; if that fails, delete the stored file (never an unlogged file).
+
+    Runs to its end even if the handler is cancelled (server shutdown), so the file and
+    its row always agree.
+
+    :raises AuditUnavailable: the row could not be recorded; the file is gone again.
+    """
+
+    async def commit() -> None:
+        try:
+            await audit.record(rec)
+        except BaseException:
+            await repo.delete(repo_path)
+            raise
+
+    task = asyncio.create_task(commit())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
+async def put_upload(request: web.Request) -> web.StreamResponse:
+    """Store one upload and answer 201 once the file is published and logged.
+
+    :raises UploadError: see :func:`check_upload`; ``SizeMismatch``/``InvalidRequest``
+        when the body ends early; ``StorageUnavailable``/``AuditUnavailable`` (503).
+    """
+    cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
+    path, grant = await check_upload(request)
+    started = time.monotonic()
+    try:
+        await repo.store(path.repo_path, body_chunks(request, cfg.http.body_timeout), grant.size)
+    except BodyStalled:
+        log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
+        return await answer_and_close(request, web.Response(status=408, text="Upload stalled\n"))
+    rec = AuditRecord(
+        jid=grant.uploader.partition("/")[0],
+        to_jid=grant.recipient,
+        method="POST",
+        filename=path.resource,
+        real_filename=real_filename(path.filename),
+        file_type=file_type(path.filename),
+        chat_type=path.chat_type,
+        file_server=repo.file_server,
+        file_size=grant.size,
+        node_id=cfg.node.id,
+        client_ip=request.remote or "",
+    )
+    await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
+    elapsed = time.monotonic() - started
+    metrics, labels = request.app[METRICS], {"chat_type": path.chat_type}
+    metrics.inc("uploads", "Uploads stored and logged", labels)
+    metrics.inc("upload_bytes", "Bytes of uploads stored", labels, grant.size)
+    metrics.observe("upload_seconds", "Time to receive and store an upload", elapsed, labels)
+    log.info(
+        "upload stored: %s %s/%s %d bytes in %.2fs from %s (Content-Type %r)",
+        path.chat_type,
+        path.hour_dir,
+        path.resource,
+        grant.size,
+        elapsed,
+        rec.jid,
+        request.headers.get(hdrs.CONTENT_TYPE, ""),
+    )
+    return web.Response(status=201)

@@ -1,0 +1,41 @@
+"""Injected fakes for unit tests (never of the real servers in integration tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from component.audit import AuditQuery, AuditRecord
+
+
+class FakeAudit:
+    """An AuditLog that answers quota questions from fixed numbers."""
+
+    def __init__(self, files: int = 0, nbytes: int = 0, fail: BaseException | None = None):
+        self.files, self.nbytes, self.fail = files, nbytes, fail
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Rows are not kept."""
+
+    async def find_upload(self, resource: str) -> AuditRecord | None:
+        """No upload is ever found."""
+        return None
+
+    async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
+        """No rows."""
+        return []
+
+    async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
+        """The fixed usage (or the configured failure)."""
+        if self.fail is not None:
+            raise self.fail
+        return self.files, self.nbytes
