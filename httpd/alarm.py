@@ -35,13 +35,16 @@ Notify = Callable[[str], Awaitable[None]]
 class DiskAlarm:
     """Watches the repository's free space; one message per crossing, not per check."""
 
-    def __init__(self, cfg: Config, repo: Repository, metrics: Metrics, notify: Notify) -> None:
+    def __init__(
+        self, cfg: Config, repo: Repository, metrics: Metrics, notify: Notify | None
+    ) -> None:
         """
         :param cfg: the configuration (``[alarm]``, ``[node]``, ``[repository]``).
         :param repo: an opened repository; only :meth:`Repository.disk_usage` is used.
         :param metrics: the process's registry for the three gauges.
         :param notify: sends a chat message to every admin, e.g.
-            ``UploadComponent.notify_admins``.
+            ``UploadComponent.notify_admins``; ``None`` where no component runs
+            (``mft run --only httpd``): log line and gauges only.
         """
         self._cfg = cfg
         self._repo = repo
@@ -118,7 +121,7 @@ class DiskAlarm:
         """Send the pending message, if any; keep it for the next check if that fails."""
         if self._pending is None:
             return
-        if not self._cfg.alarm.admins:
+        if not self._cfg.alarm.admins or self._notify is None:
             self._pending = None  # nobody to tell: the log line and the gauge remain
             return
         try:

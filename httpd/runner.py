@@ -21,6 +21,7 @@ from component.config import Config
 from component.errors import UploadError
 from component.metrics import Metrics
 
+from .alarm import DiskAlarm, Notify
 from .app import serve_http
 from .storage import Repository, open_repository
 
@@ -82,13 +83,24 @@ async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     only = getattr(args, "only", None)
     servers: list[Coroutine[Any, Any, None]] = []
+    notify: Notify | None = None
     if only in (None, "component"):
         # Imported here: the component helper's module, and --only httpd does not need it.
-        from component.service import serve_component
+        from component.service import UploadComponent, serve_component
 
-        servers.append(serve_component(cfg, audit, metrics, stop))
+        ready: list[UploadComponent] = []
+
+        async def notify_admins(text: str) -> None:
+            if not ready:
+                raise ConnectionError("the component has not connected yet")
+            await ready[0].notify_admins(text)
+
+        notify = notify_admins
+        servers.append(serve_component(cfg, audit, metrics, stop, on_ready=ready.append))
     if only in (None, "httpd"):
         servers.append(serve_http(cfg, repo, audit, metrics, stop))
+    # The disk alarm: gauges for /metrics always, chat messages where the component runs.
+    servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     failures: list[Exception] = []
     try:
         with _stop_on_signals(stop):
