@@ -126,8 +126,8 @@ class DiskAlarm:
             return
         try:
             await self._notify(self._pending)
-        except Exception:
-            log.warning("disk alarm: could not message the admins; will retry", exc_info=True)
+        except Exception as exc:
+            log.warning("disk alarm: could not message the admins (%r); will retry", exc)
             return
         self._pending = None
 

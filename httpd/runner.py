@@ -89,14 +89,16 @@ async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
         from component.service import UploadComponent, serve_component
 
         ready: list[UploadComponent] = []
+        connected = asyncio.Event()
 
         async def notify_admins(text: str) -> None:
-            if not ready:
-                raise ConnectionError("the component has not connected yet")
+            # The first disk check runs at start-up, usually before the first session.
+            async with asyncio.timeout(cfg.repository.connect_timeout):
+                await connected.wait()
             await ready[0].notify_admins(text)
 
         notify = notify_admins
-        servers.append(serve_component(cfg, audit, metrics, stop, on_ready=ready.append))
+        servers.append(serve_component(cfg, audit, metrics, stop, connected, on_ready=ready.append))
     if only in (None, "httpd"):
         servers.append(serve_http(cfg, repo, audit, metrics, stop))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.

@@ -192,3 +192,12 @@ async def test_run_survives_notify_crash(config_factory: ConfigFactory) -> None:
     async with asyncio.timeout(1):
         await task
     assert len(inbox.messages) == 1
+
+
+async def test_without_component_only_logs_and_exports(config_factory: ConfigFactory) -> None:
+    """notify=None (mft run --only httpd): the alarm is raised and exported, nobody messaged."""
+    cfg = config_factory(alarm={"disk_free_min_percent": 10, "admins": ["admin@localhost"]})
+    metrics = Metrics()
+    alarm = DiskAlarm(cfg, ControlledDisk(2.0), metrics, None)  # type: ignore[arg-type]
+    await alarm.check_once()
+    assert alarm.alarmed and metrics.value("disk_alarm") == 1
