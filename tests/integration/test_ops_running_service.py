@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from slixmpp import JID
 
 from component.prosody import ProsodyInstance
 from tests.fixtures.common import free_port, wait_for_port_async
@@ -66,7 +67,7 @@ async def test_alarm_message_and_check_of_running_service(
     client.add_event_handler("message", inbox.put_nowait)
     client.send_presence()  # available: messages to the bare JID reach this client
     # A round trip on the same stream: the server has processed the presence after it.
-    await client.plugin["xep_0030"].get_info(jid=prosody.domain, timeout=10)
+    await client.plugin["xep_0030"].get_info(jid=JID(prosody.domain), timeout=10)
 
     http_port = free_port()
     cfg = service_config(tmp_path, prosody, http_port, admin.jid)
