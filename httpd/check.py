@@ -134,7 +134,11 @@ def _repository_hint(cfg: Config, reason: str) -> str:
         return (
             f"create {cfg.repository.path} on the file server, owned by {cfg.repository.username}"
         )
-    return f"is sshd running on {host}:{port} and reachable from this host?"
+    return (
+        f"is sshd running on {host}:{port} and reachable from this host? If it is, the key"
+        f" type in [repository] host_key must be one the server offers (`mft keyscan {host}"
+        f" -p {port}`)"
+    )
 
 
 async def _probe_chunks(payload: bytes) -> AsyncIterator[bytes]:
