@@ -10,6 +10,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -156,6 +157,22 @@ async def test_unreachable_mysql_fails_without_password(
     [db] = [line for line in out.splitlines() if line.split()[1:2] == ["database"]]
     assert db.startswith("FAIL") and "mysql://mft:***@127.0.0.1" in db
     assert password not in out
+
+
+async def test_mariadb_ok_without_password(
+    request: pytest.FixtureRequest, tmp_path: Path, ejabberd: EjabberdServer, healthz: int
+) -> None:
+    """A real MariaDB: database OK, AFT_LOG present, the password shown as ***."""
+    pytest.importorskip("component.audit_mysql")
+    url: str = request.getfixturevalue("mariadb_url")
+    password = urlsplit(url).password
+    assert password
+    cfg = write_config(tmp_path, ejabberd, healthz, secret=ejabberd.secret, db_url=url)
+    code, out = await mft("check", "-c", str(cfg))
+    [db] = [line for line in out.splitlines() if line.split()[1:2] == ["database"]]
+    assert db.startswith("OK") and "AFT_LOG present" in db and ":***@" in db
+    assert password not in out
+    assert code == 0, out
 
 
 async def test_nothing_running_warns_for_http(tmp_path: Path, ejabberd: EjabberdServer) -> None:
