@@ -91,6 +91,7 @@ async def purge(
         elif age > older_than and (kind == "file" or age > PART_MIN_AGE):
             victims.append((item, kind))
     # Collected first, deleted after: the walk never sees a tree changing under it.
+    victims.sort(key=lambda v: v[0].path)  # oldest day and hour first, stable output
     for item, kind in victims:
         if on_match is not None:
             on_match(item, kind)
