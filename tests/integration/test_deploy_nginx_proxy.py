@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import pytest
 from tests.fixtures.common import ServerProcess, free_port, require_binary, running
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import httpd_env
+
+from .ops_helpers import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +37,7 @@ def proxy_config(site: str, tmp: Path, upstream: int, tls_port: int, plain_port:
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
     """A self-signed certificate and key in ``tmp_path``."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=upload.example.com",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return tmp_path
+    return self_signed(tmp_path)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import pytest
 
 from tests.fixtures.common import require_binary
 
+from .ops_helpers import self_signed
+
 pytestmark = pytest.mark.integration
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -65,12 +67,7 @@ def test_systemd_services_are_hardened(unit_dir: Path, name: str) -> None:
 def test_nginx_accepts_the_example(tmp_path: Path) -> None:
     """nginx -t accepts deploy/nginx/mft.conf with dummy certificates."""
     nginx = require_binary("nginx", "/usr/sbin/nginx")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=upload.example.com",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    self_signed(tmp_path)
     site = (DEPLOY / "nginx" / "mft.conf").read_text()
     live = "/etc/letsencrypt/live/upload.example.com"
     assert f"{live}/fullchain.pem" in site

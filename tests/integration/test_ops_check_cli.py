@@ -1,87 +1,48 @@
 """`mft check` as a subprocess against real servers: all OK, then broken configurations.
 
 The XMPP router is the ejabberd fixture (the deploy snippet's listener); a bare
-slixmpp component holding the JID stands in for the running service.
+slixmpp component holding the JID stands in for the running service, and the real HTTP
+app answers /healthz. The full `mft run` case is in test_ops_running_service.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 
 from tests.fixtures.common import free_port
+from tests.fixtures.config import ConfigFactory
 from tests.fixtures.ejabberd import EjabberdServer
+from tests.unit.httpd_harness import httpd_env
 
+from .ops_helpers import HTTP_SECRET, mft, write_node_config
 from .xmpp_helpers import bare_component, disco_items
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-HTTP_SECRET = "http-secret-never-printed-0123456789"
-
-
-async def mft(*args: str) -> tuple[int, str]:
-    """Run ``python -m component ARGS``; return the exit code and stdout+stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "component", *args,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(90):
-        out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
 
 
 def write_config(
     tmp_path: Path, ej: EjabberdServer, http_port: int, *, secret: str, db_url: str = ""
 ) -> Path:
     """An mft.toml for this test's servers."""
-    path = tmp_path / "mft.toml"
-    path.write_text(
-        f"""
-[xmpp]
-component_jid = "{ej.component_jid}"
-secret = "{secret}"
-host = "127.0.0.1"
-port = {ej.component_port}
-[http]
-bind = "127.0.0.1"
-port = {http_port}
-public_url = "http://127.0.0.1:{http_port}"
-secret = "{HTTP_SECRET}"
-[repository]
-url = "file://{tmp_path}/repo"
-[database]
-url = "{db_url or f"sqlite:///{tmp_path}/aft_log.sqlite3"}"
-spool_path = "{tmp_path}/spool"
-"""
+    return write_node_config(
+        tmp_path,
+        component_jid=ej.component_jid,
+        secret=secret,
+        xmpp_port=ej.component_port,
+        http_port=http_port,
+        db_url=db_url,
     )
-    return path
 
 
 @pytest.fixture
-async def healthz() -> AsyncIterator[int]:
-    """An HTTP server on loopback answering /healthz 200, standing in for the app."""
-
-    async def ok(_request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/healthz", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield port
-    finally:
-        await runner.cleanup()
+async def healthz(config_factory: ConfigFactory) -> AsyncIterator[int]:
+    """The real HTTP app serving on loopback (its own repository and database)."""
+    async with httpd_env(config_factory()) as env:
+        yield env.port
 
 
 async def test_all_ok_with_service_running(

@@ -17,41 +17,22 @@ from component.prosody import ProsodyInstance
 from tests.fixtures.common import free_port, wait_for_port_async
 from tests.fixtures.prosody import ClientFactory, UserFactory
 
-from .test_ops_check_cli import mft
+from .ops_helpers import HTTP_SECRET, ROOT, mft, write_node_config
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-HTTP_SECRET = "http-secret-never-printed-0123456789"
 
 
 def service_config(tmp_path: Path, prosody: ProsodyInstance, http_port: int, admin: str) -> Path:
     """mft.toml for a node on ``prosody`` whose alarm threshold is above any real disk."""
-    path = tmp_path / "mft.toml"
-    path.write_text(
-        f"""
-[xmpp]
-component_jid = "{prosody.component_jid}"
-secret = "{prosody.component_secret}"
-host = "127.0.0.1"
-port = {prosody.component_port}
-[http]
-bind = "127.0.0.1"
-port = {http_port}
-public_url = "http://127.0.0.1:{http_port}"
-secret = "{HTTP_SECRET}"
-[repository]
-url = "file://{tmp_path}/repo"
-[database]
-url = "sqlite:///{tmp_path}/aft_log.sqlite3"
-spool_path = "{tmp_path}/spool"
-[alarm]
-disk_free_min_percent = 99.99
-admins = ["{admin}"]
-check_interval = 0.5
-"""
+    return write_node_config(
+        tmp_path,
+        component_jid=prosody.component_jid,
+        secret=prosody.component_secret,
+        xmpp_port=prosody.component_port,
+        http_port=http_port,
+        extra=f'[alarm]\ndisk_free_min_percent = 99.99\nadmins = ["{admin}"]\n'
+        "check_interval = 0.5\n",
     )
-    return path
 
 
 async def test_alarm_message_and_check_of_running_service(
