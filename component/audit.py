@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from .config import Config
+from .errors import AuditUnavailable
+from .metrics import Metrics
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
@@ -96,7 +98,7 @@ class AuditRecord:
             "CHAT_TYPE": self.chat_type,
             "FILE_SERVER": self.file_server,
             "FILE_SIZE": self.file_size,
-            "DATE_TIME": self.date_time.astimezone(UTC).replace(tzinfo=None),
+            "DATE_TIME": naive_utc(self.date_time),
             "NODE_ID": self.node_id,
             "CLIENT_IP": self.client_ip,
         }
@@ -150,24 +152,70 @@ class AuditLog(Protocol):
         """``(files, bytes)`` uploaded by bare ``jid`` since ``since`` (for quotas)."""
 
 
-def open_audit_log(cfg: Config) -> AuditLog:
-    """The back-end for ``cfg.database.url`` (not yet opened)."""
+def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool = True) -> AuditLog:
+    """The back-end for ``cfg.database.url`` (not yet opened).
+
+    ``mysql://`` is wrapped in a :class:`~component.audit_spooled.SpooledAuditLog` so that a
+    database outage does not fail transfers; ``spool=False`` gives the bare back-end (for
+    read-only tools such as ``mft log``, which must not take the running service's spool).
+    A local SQLite file needs no spool.
+    """
     if cfg.database.scheme == "mysql":
         from .audit_mysql import MysqlAuditLog
 
-        return MysqlAuditLog(cfg)
+        inner = MysqlAuditLog(cfg, metrics)
+        if not spool:
+            return inner
+        from .audit_spooled import SpooledAuditLog
+
+        return SpooledAuditLog(inner, cfg.spool_path, metrics or Metrics())
     from .audit_sqlite import SqliteAuditLog
 
     return SqliteAuditLog(cfg)
 
 
+class AuditWriteFailed(AuditUnavailable):
+    """A row did not reach the database.
+
+    ``maybe_index`` is the AFT_INDEX the row was given when the failure hit the COMMIT
+    itself, whose outcome is then unknown; the spool checks that index before delivering
+    the row again, so the row is stored exactly once.
+    """
+
+    def __init__(self, text: str | None = None, *, maybe_index: int | None = None) -> None:
+        super().__init__(text)
+        self.maybe_index = maybe_index
+
+
+def bare_jid(jid: str) -> str:
+    """``user@host/resource`` -> ``user@host`` (lower-cased: bare JIDs compare caselessly)."""
+    return jid.partition("/")[0].lower()
+
+
+def jid_matches(stored: str, jid: str) -> bool:
+    """Whether the stored (bare or full) JID ``stored`` belongs to the bare JID of ``jid``."""
+    return bare_jid(stored) == bare_jid(jid)
+
+
+def _like_escape(text: str) -> str:
+    # '!' as the LIKE escape: both SQLite (no default escape) and MySQL accept ESCAPE '!'.
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
 def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
-    """SQL ``WHERE ...`` (or ``''``) and its parameters for ``q``; both back-ends use it."""
+    """SQL ``WHERE ...`` (or ``''``) and its parameters for ``q``; both back-ends use it.
+
+    JIDs are matched as bare JIDs: ``alice@example.com`` finds rows stored with that bare
+    JID and with any of its full JIDs (``alice@example.com/phone``).
+    """
     conds: list[str] = []
     params: list[object] = []
+    for column, jid in (("JID", q.jid), ("TO_JID", q.to_jid)):
+        if jid is not None:
+            bare = bare_jid(jid)
+            conds.append(f"({column} = {placeholder} OR {column} LIKE {placeholder} ESCAPE '!')")
+            params += [bare, _like_escape(bare) + "/%"]
     for column, value in (
-        ("JID", q.jid),
-        ("TO_JID", q.to_jid),
         ("METHOD", q.method),
         ("CHAT_TYPE", q.chat_type),
         ("FILENAME", q.filename),
@@ -177,8 +225,54 @@ def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
             params.append(value)
     if q.since is not None:
         conds.append(f"DATE_TIME >= {placeholder}")
-        params.append(q.since.astimezone(UTC).replace(tzinfo=None))
+        params.append(naive_utc(q.since))
     if q.until is not None:
         conds.append(f"DATE_TIME < {placeholder}")
-        params.append(q.until.astimezone(UTC).replace(tzinfo=None))
+        params.append(naive_utc(q.until))
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def naive_utc(dt: datetime) -> datetime:
+    """``dt`` in UTC without tzinfo, as both databases store DATE_TIME (naive means UTC)."""
+    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+def insert_sql(placeholder: str) -> str:
+    """``INSERT INTO AFT_LOG`` of every column but AFT_INDEX, in :data:`COLUMNS` order."""
+    names = COLUMNS[1:]
+    return (
+        f"INSERT INTO AFT_LOG ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
+    )
+
+
+SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM AFT_LOG"
+
+
+def record_values(rec: AuditRecord) -> tuple[object, ...]:
+    """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes)."""
+    row = rec.clipped().as_row()
+    return tuple(row[c] for c in COLUMNS[1:])
+
+
+def row_to_record(row: Sequence[object]) -> AuditRecord:
+    """A row in :data:`SELECT_SQL` column order -> :class:`AuditRecord` (DATE_TIME is UTC)."""
+    dt = row[10]
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt)
+    if not isinstance(dt, datetime):
+        raise TypeError(f"DATE_TIME is {type(dt).__name__}, not a timestamp")
+    return AuditRecord(
+        index=int(row[0]),  # type: ignore[call-overload]
+        jid=str(row[1]),
+        to_jid=str(row[2]),
+        method=str(row[3]),  # type: ignore[arg-type]
+        filename=str(row[4]),
+        real_filename=str(row[5]),
+        file_type=str(row[6]),
+        chat_type=str(row[7]),
+        file_server=str(row[8]),
+        file_size=int(row[9]),  # type: ignore[call-overload]
+        date_time=dt.replace(tzinfo=UTC),
+        node_id=str(row[11]),
+        client_ip=str(row[12]),
+    )

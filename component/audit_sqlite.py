@@ -5,13 +5,21 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from .audit import AuditQuery, AuditRecord, where_clause
+from .audit import (
+    SELECT_SQL,
+    AuditQuery,
+    AuditRecord,
+    insert_sql,
+    record_values,
+    row_to_record,
+    where_clause,
+)
 from .config import Config
 from .errors import AuditUnavailable
 
@@ -38,14 +46,7 @@ CREATE INDEX IF NOT EXISTS AFT_LOG_TO_JID ON AFT_LOG (TO_JID, DATE_TIME);
 CREATE INDEX IF NOT EXISTS AFT_LOG_DATE ON AFT_LOG (DATE_TIME);
 CREATE INDEX IF NOT EXISTS AFT_LOG_FILENAME ON AFT_LOG (FILENAME);
 """
-_INSERT = (
-    "INSERT INTO AFT_LOG (JID, TO_JID, METHOD, FILENAME, REAL_FILENAME, FILE_TYPE, CHAT_TYPE,"
-    " FILE_SERVER, FILE_SIZE, DATE_TIME, NODE_ID, CLIENT_IP) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_SELECT = (
-    "SELECT AFT_INDEX, JID, TO_JID, METHOD, FILENAME, REAL_FILENAME, FILE_TYPE, CHAT_TYPE,"
-    " FILE_SERVER, FILE_SIZE, DATE_TIME, NODE_ID, CLIENT_IP FROM AFT_LOG"
-)
+_INSERT = insert_sql("?")
 
 
 def sqlite_path(url: str) -> Path:
@@ -54,26 +55,11 @@ def sqlite_path(url: str) -> Path:
     return Path(unquote(parts.netloc + parts.path))
 
 
-def row_to_record(row: Sequence[object]) -> AuditRecord:
-    """A SELECT row in :data:`_SELECT` column order -> :class:`AuditRecord`."""
-    dt = row[10]
-    if isinstance(dt, str):
-        dt = datetime.fromisoformat(dt)
-    assert isinstance(dt, datetime)
-    return AuditRecord(
-        index=int(row[0]),  # type: ignore[call-overload]
-        jid=str(row[1]),
-        to_jid=str(row[2]),
-        method=str(row[3]),  # type: ignore[arg-type]
-        filename=str(row[4]),
-        real_filename=str(row[5]),
-        file_type=str(row[6]),
-        chat_type=str(row[7]),
-        file_server=str(row[8]),
-        file_size=int(row[9]),  # type: ignore[call-overload]
-        date_time=dt.replace(tzinfo=UTC),
-        node_id=str(row[11]),
-        client_ip=str(row[12]),
+def schema_script() -> str:
+    """The DDL as ``deploy/sql/aft_log_sqlite.sql`` holds it (a test keeps the two equal)."""
+    return (
+        "-- AFT_LOG for SQLite, as component/audit_sqlite.py creates it when missing.\n"
+        "-- sqlite3 /var/lib/mft/aft_log.sqlite3 < aft_log_sqlite.sql\n" + SCHEMA.lstrip("\n")
     )
 
 
@@ -84,8 +70,7 @@ def _sql_value(value: object) -> object:
 
 def record_params(rec: AuditRecord) -> tuple[object, ...]:
     """INSERT parameters for ``rec`` in column order (texts clipped to column sizes)."""
-    row = rec.clipped().as_row()
-    return tuple(_sql_value(row[c]) for c in list(row)[1:])
+    return tuple(_sql_value(v) for v in record_values(rec))
 
 
 class SqliteAuditLog:
@@ -137,7 +122,7 @@ class SqliteAuditLog:
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""
         rows = await self._select(
-            _SELECT + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
+            SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
             [resource],
         )
         return rows[0] if rows else None
@@ -145,19 +130,19 @@ class SqliteAuditLog:
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows matching ``q``, oldest first."""
         where, params = where_clause(q, "?")
-        sql = _SELECT + where + " ORDER BY AFT_INDEX"
+        sql = SELECT_SQL + where + " ORDER BY AFT_INDEX"
         if q.limit:
             sql += f" LIMIT {int(q.limit)}"
         return await self._select(sql, params)
 
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
-        """``(files, bytes)`` of POST rows by ``jid`` since ``since``."""
+        """``(files, bytes)`` of POST rows by bare ``jid`` since ``since``."""
+        where, params = where_clause(AuditQuery(jid=jid, method="POST", since=since), "?")
         db = self._conn()
         try:
             async with db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG"
-                " WHERE JID = ? AND METHOD = 'POST' AND DATE_TIME >= ?",
-                (jid, _sql_value(since.astimezone(UTC).replace(tzinfo=None))),
+                "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG" + where,
+                tuple(_sql_value(p) for p in params),
             ) as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:

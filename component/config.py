@@ -183,10 +183,17 @@ class DatabaseConfig:
     # Durable local spool for rows while the database is unreachable.
     spool_path: str = ""
     connect_timeout: float = 10.0
+    # mysql: connections kept in the pool, and the bound on any one statement.
+    pool_size: int = 8
+    query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).scheme not in ("mysql", "sqlite"):
             raise ConfigError("[database] url: use mysql://user:pw@host:port/db or sqlite:///path")
+        if not 1 <= self.pool_size <= 100:
+            raise ConfigError("[database] pool_size: between 1 and 100")
+        if self.connect_timeout <= 0 or self.query_timeout <= 0:
+            raise ConfigError("[database] connect_timeout and query_timeout: more than 0 seconds")
 
     @property
     def scheme(self) -> str:

@@ -52,9 +52,9 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _open(cfg: Config) -> tuple[AuditLog, Repository] | int:
+async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | int:
     """Open the audit log, then the repository; an exit code if either fails."""
-    audit = open_audit_log(cfg)
+    audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
     try:
         await audit.open()
     except Exception as exc:  # any failure to open is reported, by name, once
@@ -75,11 +75,11 @@ async def run_command(cfg: Config | None, args: argparse.Namespace) -> int:
         or a server failed.
     """
     assert cfg is not None  # cli.py loads the configuration for this command
-    opened = await _open(cfg)
+    metrics = Metrics()
+    opened = await _open(cfg, metrics)
     if isinstance(opened, int):
         return opened
     audit, repo = opened
-    metrics = Metrics()
     stop = asyncio.Event()
     only = getattr(args, "only", None)
     servers: list[Coroutine[Any, Any, None]] = []

@@ -149,10 +149,10 @@ class FileRepository:
             raise AlreadyUploaded()
         part = self._abs(part_name(path))
         try:
-            await asyncio.to_thread(part.parent.mkdir, parents=True, exist_ok=True)
-            fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = await asyncio.to_thread(self._create_part, part)
         except OSError as exc:
             raise StorageUnavailable() from exc
+        published = False
         try:
             written = 0
             try:
@@ -171,11 +171,41 @@ class FileRepository:
                 await asyncio.to_thread(os.link, part, final)
             except FileExistsError as exc:
                 raise AlreadyUploaded() from exc
+            published = True
         except OSError as exc:
             raise StorageUnavailable() from exc
         finally:
             with contextlib.suppress(OSError):
                 part.unlink()
+            if not published:
+                # DESIGN.md: no directory for an hour without transfers.
+                self._prune_empty(part.parent)
+
+    @staticmethod
+    def _create_part(part: Path) -> int:
+        """Create ``part`` exclusively, making its directories on first use.
+
+        A failed upload beside this one may remove the (then empty) directories between
+        ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
+        """
+        for attempt in range(3):
+            try:
+                part.parent.mkdir(parents=True, exist_ok=True)
+                return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _prune_empty(self, directory: Path) -> None:
+        """Remove ``directory`` and its parents below ``files/`` while they are empty."""
+        top = self._root / "files"
+        while directory != top and top in directory.parents:
+            try:
+                os.rmdir(directory)  # only ever removes an empty directory
+            except OSError:
+                return
+            directory = directory.parent
 
     async def size(self, path: str) -> int:
         """Size of ``path``."""

@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.fixtures.prosody",
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
+    "tests.fixtures.stack",
     "tests.fixtures.ejabberd",
 ]

@@ -18,7 +18,7 @@ from component.layout import SlotPath
 from component.metrics import Metrics
 from component.prosody import ProsodyInstance
 from component.service import serve_component
-from component.stanza import NS, NS_LEGACY, NS_MFT, register_stanzas
+from component.stanza import NS, NS_LEGACY
 from component.tokens import verify_ticket, verify_upload
 from tests.fakes import FakeAudit
 from tests.fixtures.prosody import (
@@ -37,76 +37,28 @@ from tests.fixtures.prosody import (
     start_component,
     stop_component,
 )
+from tests.fixtures.slots import (
+    ask_slot,
+    error_of,
+    make_room,
+    personal_url,
+    slot_urls,
+    url_slot_path,
+)
 
 pytestmark = pytest.mark.integration
-register_stanzas()
-
 STANZA_ERR = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
-
-
-async def ask_slot(
-    client: slixmpp.ClientXMPP,
-    filename: str,
-    size: int | str,
-    *,
-    content_type: str | None = "text/plain",
-    recipient: str | None = None,
-    legacy: bool = False,
-) -> slixmpp.Iq:
-    """Send a slot request (either syntax); return the result or the error IQ."""
-    iq = client.make_iq_get(ito=COMPONENT_JID)
-    if legacy:
-        req = iq["http_upload_legacy_request"]
-        req["filename"] = filename
-        req["size"] = str(size)
-        if content_type is not None:
-            req["mime-type"] = content_type
-    else:
-        req = iq["http_upload_request"]
-        req["filename"] = filename
-        req["size"] = str(size)
-        if content_type is not None:
-            req["content-type"] = content_type
-    if recipient is not None:
-        req["mft_recipient"]["jid"] = recipient
-    try:
-        return await iq.send(timeout=TIMEOUT)
-    except IqError as exc:
-        return exc.iq
-
-
-def slot_urls(reply: slixmpp.Iq) -> tuple[str, str]:
-    """(PUT URL, GET URL) of a slot in either syntax."""
-    assert reply["type"] == "result", reply
-    if reply.xml.find(f"{{{NS_LEGACY}}}slot") is not None:
-        slot = reply["http_upload_legacy_slot"]
-        return slot["put"], slot["get"]
-    slot = reply["http_upload_slot"]
-    return slot["put"]["url"], slot["get"]["url"]
-
-
-def slot_path(rc: RunningComponent, url: str) -> SlotPath:
-    """The SlotPath of a PUT or GET URL handed out by ``rc``."""
-    path = urlsplit(url).path
-    base = urlsplit(rc.cfg.http.public_url).path
-    return SlotPath.parse(*(unquote(s) for s in path[len(base) + 1 :].split("/")))
 
 
 def check_put(rc: RunningComponent, put_url: str, get_url: str, size: int) -> SlotPath:
     """The PUT URL verifies, matches the GET URL, and binds ``size``; returns the path."""
-    path = slot_path(rc, put_url)
+    path = url_slot_path(rc.cfg, put_url)
     assert put_url.split("?")[0] == get_url
     grant = verify_upload(
         rc.cfg.http.secret, path, dict(parse_qsl(urlsplit(put_url).query, keep_blank_values=True))
     )
     assert grant.size == size
     return path
-
-
-def error_of(reply: slixmpp.Iq) -> tuple[str, str]:
-    """(condition, type) of an error reply."""
-    assert reply["type"] == "error", reply
-    return reply["error"]["condition"], reply["error"]["type"]
 
 
 async def test_service_found_through_server_disco(
@@ -266,21 +218,6 @@ async def test_daily_bytes_quota_legacy(
     slot_urls(await ask_slot(client, "c.txt", 40, legacy=True))
 
 
-async def make_room(client: slixmpp.ClientXMPP, *, persistent: bool) -> str:
-    """Create a room on the MUC service by joining; configure it (persistent or not)."""
-    room = f"room-{secrets.token_hex(4)}@{MUC_DOMAIN}"
-    muc = client.plugin["xep_0045"]
-    await muc.join_muc_wait(slixmpp.JID(room), "owner", maxstanzas=0, timeout=TIMEOUT)
-    form = await muc.get_room_config(room, timeout=TIMEOUT)
-    values = {"muc#roomconfig_persistentroom": persistent}
-    reply_form = client.plugin["xep_0004"].make_form(ftype="submit")
-    reply_form.add_field(var="FORM_TYPE", ftype="hidden", value=form["values"]["FORM_TYPE"])
-    for var, value in values.items():
-        reply_form.add_field(var=var, value=value)
-    await muc.set_room_config(room, reply_form, timeout=TIMEOUT)
-    return room
-
-
 async def test_recipient_classification(
     component_factory: ComponentFactory, xmpp_client: ClientFactory, xmpp_user: UserFactory
 ) -> None:
@@ -330,14 +267,10 @@ async def test_download_ticket(
     uploader = await xmpp_client()
     downloader = await xmpp_client()
     _put, get_url = slot_urls(await ask_slot(uploader, "notes 1.txt", 3))
-    iq = downloader.make_iq_get(ito=COMPONENT_JID)
-    iq["mft_download"]["url"] = get_url
-    reply = await iq.send(timeout=TIMEOUT)
-    personal = reply["mft_download"]["url"]
-    assert reply.xml.find(f"{{{NS_MFT}}}download") is not None
+    personal = await personal_url(downloader, get_url)
     assert personal.split("?")[0] == get_url
     query = dict(parse_qsl(urlsplit(personal).query, keep_blank_values=True))
-    ticket = verify_ticket(rc.cfg.http.secret, slot_path(rc, get_url), query)
+    ticket = verify_ticket(rc.cfg.http.secret, url_slot_path(rc.cfg, get_url), query)
     assert ticket is not None and ticket.jid == downloader.boundjid.bare
     assert ticket.expires <= datetime.now(UTC).timestamp() + rc.cfg.download.ticket_lifetime + 1
 

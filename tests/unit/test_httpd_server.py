@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,11 +15,9 @@ from component.audit_sqlite import SqliteAuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd.app import serve_http
-from tests.fixtures.common import free_port, require_binary, wait_for_port_async
-from tests.fixtures.config import ConfigFactory, make_raw_config
+from tests.fixtures.common import free_port, require_binary, spawn_mft, wait_for_port_async
+from tests.fixtures.config import ConfigFactory, ConfigFileFactory
 from tests.unit.httpd_harness import ObservedRepository, Slot, make_slot
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _wait_refused(port: int) -> None:
@@ -132,50 +127,12 @@ async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
             assert (resp.status, await resp.text()) == (200, "ok\n")
 
 
-def _toml(raw: dict[str, dict[str, Any]]) -> str:
-    """The flat two-level TOML of a config dict (strings, numbers, booleans)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = []
-    for section, keys in raw.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {value(v)}" for k, v in keys.items()]
-    return "\n".join(lines) + "\n"
-
-
-async def _mft(*args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "component", *args,
-        cwd=REPO_ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-
-
-@pytest.fixture
-async def config_file(tmp_path: Path) -> AsyncIterator[Any]:
-    """Writes mft.toml files in tmp_path from section overrides."""
-
-    def write(**sections: dict[str, Any]) -> Path:
-        path = tmp_path / "mft.toml"
-        path.write_text(_toml(make_raw_config(tmp_path, **sections)))
-        return path
-
-    yield write
-
-
 @pytest.mark.parametrize(
     ("section", "key", "named"),
     [("repository", "url", "repository"), ("database", "url", "database")],
 )
 async def test_mft_run_refuses_to_start_without_storage(
-    config_file: Any, tmp_path: Path, section: str, key: str, named: str
+    config_file: ConfigFileFactory, tmp_path: Path, section: str, key: str, named: str
 ) -> None:
     """`mft run` exits 1 naming the repository or database it cannot open; nothing listens."""
     blocker = tmp_path / "a-file"
@@ -183,7 +140,7 @@ async def test_mft_run_refuses_to_start_without_storage(
     scheme = "file://" if section == "repository" else "sqlite:///"
     port = free_port()
     path = config_file(http={"port": port}, **{section: {key: f"{scheme}{blocker}/sub/target"}})
-    proc = await _mft("run", "-c", str(path))
+    proc = await spawn_mft("run", "-c", str(path))
     _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     message = err.decode()
@@ -191,11 +148,13 @@ async def test_mft_run_refuses_to_start_without_storage(
     assert "Not a directory" in message or "not writable" in message
 
 
-async def test_mft_run_only_httpd_serves_and_stops_on_sigterm(config_file: Any) -> None:
+async def test_mft_run_only_httpd_serves_and_stops_on_sigterm(
+    config_file: ConfigFileFactory,
+) -> None:
     """`mft run --only httpd` serves /healthz and exits 0 on SIGTERM."""
     port = free_port()
     path = config_file(http={"port": port, "shutdown_grace": 2.0})
-    proc = await _mft("run", "-c", str(path), "--only", "httpd")
+    proc = await spawn_mft("run", "-c", str(path), "--only", "httpd")
     try:
         await wait_for_port_async(port, 30)
         async with aiohttp.ClientSession() as http:

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
 from component.errors import InvalidRequest, StorageUnavailable
+from httpd.storage import FileRepository
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import RECIPIENT, UPLOADER, HttpdEnv, httpd_env
 
@@ -217,6 +219,7 @@ async def test_client_disconnect_mid_body_leaves_nothing(env: HttpdEnv) -> None:
     outcome = await asyncio.wait_for(env.repo.stores.get(), 10)
     assert isinstance(outcome, InvalidRequest)
     assert env.repo.files() == []
+    assert list((env.repo.root / "files").iterdir()) == []  # no directory for the hour
     assert await env.rows() == []
 
 
@@ -240,6 +243,7 @@ async def test_repository_failure_mid_body_is_503(config_factory: ConfigFactory)
         assert await env.put(slot, b"q" * 60_000) == 503
         assert isinstance(await env.repo.stores.get(), StorageUnavailable)
         assert env.repo.files() == []
+        assert list((env.repo.root / "files").iterdir()) == []
         assert await env.rows() == []
         assert env.metrics.value("repository_errors") == 1
 
@@ -288,3 +292,36 @@ async def test_no_token_or_put_url_in_logs(env: HttpdEnv, caplog: pytest.LogCapt
     for secret in secrets:
         assert secret not in text
     assert urlencode(slot.query) not in text
+
+
+async def test_failed_stores_prune_dirs_without_breaking_others(tmp_path: Path) -> None:
+    """Failing stores remove their empty directories; stores beside them still succeed."""
+    repo = FileRepository(tmp_path)
+    await repo.open()
+    hour = "files/im/20240101/10"
+
+    async def body(fail: bool) -> AsyncIterator[bytes]:
+        yield b"01234"
+        await asyncio.sleep(0)  # let the other stores interleave
+        if fail:
+            raise StorageUnavailable("injected")
+        yield b"56789"
+
+    async def store(i: int, fail: bool) -> bool:
+        try:
+            await repo.store(f"{hour}/r{i:030d}", body(fail), 10)
+        except StorageUnavailable:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(store(i, i % 2 == 1) for i in range(40)))
+    assert outcomes == [i % 2 == 0 for i in range(40)]
+    assert sorted(p.name for p in (tmp_path / hour).iterdir()) == [
+        f"r{i:030d}" for i in range(0, 40, 2)
+    ]
+    assert not any(await asyncio.gather(*(store(i, True) for i in range(100, 110))))
+    for i in range(0, 40, 2):
+        await repo.delete(f"{hour}/r{i:030d}")
+    assert await repo.remove_empty_dirs() == 3  # 10, 20240101, im
+    assert not any(await asyncio.gather(*(store(i, True) for i in range(200, 210))))
+    assert list((tmp_path / "files").iterdir()) == []

@@ -1,0 +1,187 @@
+"""AFT_LOG throughput: rows/s into MariaDB from concurrent writers, and whether logging slows
+small-file uploads (10 KiB PUT + GET through the HTTP app, SQLite log vs MariaDB log).
+
+Starts its own ``mariadbd`` in a temp dir (the test fixture's launcher). References measured
+in the same run: the SQLite log for rows/s, and a log that stores nothing for uploads/s.
+
+    python benchmarks/auditlog.py [--rows 3000] [--writers 1,8,32] [--uploads 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from component.audit import AuditLog, AuditRecord, open_audit_log
+from component.audit_spooled import SpooledAuditLog
+from component.config import Config, parse_config
+from component.metrics import Metrics
+from tests.fakes import FakeAudit
+from tests.fixtures.config import make_raw_config
+from tests.fixtures.mariadb import MariaDB, find_binaries, mariadb_running
+
+ROW = AuditRecord(
+    jid="alice@example.test/phone",
+    to_jid="bob@example.test",
+    method="POST",
+    filename="x",
+    real_filename="holiday photo.jpg",
+    file_type="jpg",
+    chat_type="im",
+    file_server="files.example.test",
+    file_size=10240,
+    node_id="node_1",
+    client_ip="192.0.2.10",
+)
+
+
+def config(base: Path, url: str, **sections: dict[str, Any]) -> Config:
+    """A config under ``base`` whose AFT_LOG is ``url``."""
+    base.mkdir(parents=True, exist_ok=True)
+    raw = make_raw_config(base, database={"url": url, "spool_path": str(base / "spool")})
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_config(raw, source=str(base / "mft.toml"))
+
+
+async def run_writers(n_writers: int, total: int, job: Callable[[int], Awaitable[None]]) -> float:
+    """Run ``total`` jobs over ``n_writers`` concurrent tasks; returns jobs per second."""
+    counter = iter(range(total))
+
+    async def writer() -> None:
+        for i in counter:
+            await job(i)
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(n_writers):
+            tg.create_task(writer())
+    return total / (time.perf_counter() - t0)
+
+
+async def rows_per_second(cfg: Config, writers: int, rows: int) -> float:
+    """record() throughput of the configured log (mysql: with its spool wrapper)."""
+    audit = open_audit_log(cfg, Metrics())
+    await audit.open()
+    try:
+        return await run_writers(
+            writers, rows, lambda i: audit.record(replace(ROW, filename=f"w{writers}-{i}"))
+        )
+    finally:
+        await audit.close()
+
+
+async def spool_drain_rate(cfg: Config, db: MariaDB, rows: int) -> tuple[float, float]:
+    """(rows/s spooled while the database is down, rows/s delivered once it is back)."""
+    audit = open_audit_log(cfg, Metrics())
+    assert isinstance(audit, SpooledAuditLog)
+    await audit.open()
+    try:
+        await asyncio.to_thread(db.stop)
+        spooled = await run_writers(
+            8, rows, lambda i: audit.record(replace(ROW, filename=f"spool-{i}"))
+        )
+        await asyncio.to_thread(db.start)
+        t0 = time.perf_counter()
+        async with asyncio.timeout(300):
+            await audit.flush()
+        return spooled, rows / (time.perf_counter() - t0)
+    finally:
+        await audit.close()
+
+
+def table(title: str, header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
+    """Print an aligned table."""
+    cells = [list(map(str, header))] + [[str(c) for c in line] for line in lines]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, r in enumerate(cells):
+        print(
+            "  ".join(
+                c.rjust(w) if n and i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Run the benchmarks and print the tables."""
+    found = find_binaries()
+    if found is None:
+        print("mariadbd / mariadb-install-db not installed", file=sys.stderr)
+        return 1
+    writers = [int(w) for w in args.writers.split(",")]
+    with (
+        tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp,
+        mariadb_running(Path(tmp) / "mariadb", *found) as db,
+    ):
+        base = Path(tmp)
+        lines = []
+        for n in writers:
+            sqlite_cfg = config(base / f"sqlite{n}", f"sqlite:///{base}/sqlite{n}/aft.sqlite3")
+            mysql_cfg = config(base / f"mysql{n}", db.url(db.create_database()))
+            lite = await rows_per_second(sqlite_cfg, n, args.rows)
+            maria = await rows_per_second(mysql_cfg, n, args.rows)
+            lines.append((n, f"{lite:,.0f}", f"{maria:,.0f}", f"{maria / lite:.2f}"))
+        table(
+            f"AFT_LOG record(): rows/s, {args.rows} rows per cell (reference: SQLite, same run)",
+            ("writers", "sqlite rows/s", "mariadb rows/s", "mariadb/sqlite"),
+            lines,
+        )
+        spool_cfg = config(base / "spool", db.url(db.create_database()))
+        spooled, drained = await spool_drain_rate(spool_cfg, db, args.rows)
+        table(
+            "MariaDB outage: durable spool (fsync per row) and delivery once it is back",
+            ("rows", "spooled rows/s", "delivered rows/s"),
+            [(args.rows, f"{spooled:,.0f}", f"{drained:,.0f}")],
+        )
+        if args.uploads:
+            await upload_benchmark(base, db, args)
+    return 0
+
+
+async def upload_benchmark(base: Path, db: MariaDB, args: argparse.Namespace) -> None:
+    """10 KiB uploads + downloads per second through the HTTP app with each audit log."""
+    try:
+        from benchmarks.auditlog_http import uploads_per_second
+    except ImportError as exc:  # httpd.app not merged yet
+        print(f"\n(upload benchmark skipped: {exc})")
+        return
+    lines = []
+    logs: list[tuple[str, Callable[[Config], AuditLog]]] = [
+        ("none (reference)", lambda cfg: FakeAudit()),  # stores nothing
+        ("sqlite", lambda cfg: open_audit_log(cfg, Metrics())),
+        ("mariadb", lambda cfg: open_audit_log(cfg, Metrics())),
+    ]
+    for name, factory in logs:
+        url = (
+            db.url(db.create_database())
+            if name == "mariadb"
+            else f"sqlite:///{base}/http-{name[:4]}/aft.sqlite3"
+        )
+        cfg = config(base / f"http-{name[:4]}", url)
+        up, down = await uploads_per_second(cfg, factory(cfg), args.uploads, args.clients)
+        lines.append((name, f"{up:,.0f}", f"{down:,.0f}"))
+    table(
+        f"10 KiB files through the HTTP app, {args.clients} clients, {args.uploads} files",
+        ("audit log", "uploads/s", "downloads/s"),
+        lines,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=3000, help="rows per measurement")
+    parser.add_argument("--writers", default="1,8,32", help="concurrent writers to try")
+    parser.add_argument("--uploads", type=int, default=600, help="files per upload run (0: skip)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    sys.exit(asyncio.run(main(parser.parse_args())))

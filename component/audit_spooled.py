@@ -1,0 +1,283 @@
+"""An audit log that never loses a row: the database, or the durable spool while it is away.
+
+:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit_mysql.MysqlAuditLog`).
+``record()`` inserts directly while the spool is empty; when the database fails, the row
+goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
+new rows queue behind them, and one background task delivers them in order, in batches,
+with exponential back-off. Only a spool that cannot be written fails ``record()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from .audit import AuditLog, AuditQuery, AuditRecord, jid_matches
+from .errors import AuditUnavailable
+from .metrics import Metrics
+from .spool import SpoolEntry, SpoolFile
+
+log = logging.getLogger(__name__)
+
+SPOOL_HELP = "AFT_LOG rows waiting in the local spool for the database"
+
+
+class SpoolTarget(AuditLog, Protocol):
+    """A database back-end the spool can deliver to."""
+
+    async def deliver(self, entries: Sequence[SpoolEntry]) -> None:
+        """Store ``entries`` in order, each exactly once, in one transaction.
+
+        :raises AuditUnavailable: nothing was stored.
+        """
+
+    async def prune_delivered(self) -> None:
+        """Forget old delivered event ids."""
+
+
+class SpooledAuditLog:
+    """:class:`~component.audit.AuditLog` over ``inner`` with a durable spool at ``spool_path``."""
+
+    def __init__(
+        self,
+        inner: SpoolTarget,
+        spool_path: Path,
+        metrics: Metrics,
+        *,
+        batch_size: int = 200,
+        retry_min: float = 0.25,
+        retry_max: float = 30.0,
+        recent_uploads: int = 4096,
+    ) -> None:
+        self._inner = inner
+        self._spool = SpoolFile(spool_path)
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        # POST rows this process wrote, by resource: GET rows copy their columns without
+        # a query, and still can while the database is away.
+        self._recent: OrderedDict[str, AuditRecord] = OrderedDict()
+        self._recent_max = recent_uploads
+        self._wake = asyncio.Event()  # rows to deliver
+        self._kick = asyncio.Event()  # cut a back-off short (flush, close)
+        self._drained = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._delivered = 0
+        self._opened = False
+        self._spooling = False  # an outage is under way: warned once, until drained
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool file."""
+        return self._spool.path
+
+    @property
+    def spooled(self) -> int:
+        """Rows waiting in the spool."""
+        return len(self._spool)
+
+    async def open(self) -> None:
+        """Open the spool and the database, then deliver rows a previous run left.
+
+        :raises AuditUnavailable: the database cannot be reached (the service must not
+            start) or the spool cannot be used.
+        """
+        try:
+            await self._spool.open()
+        except OSError as exc:
+            raise AuditUnavailable(
+                f"cannot use the AFT_LOG spool {self._spool.path}: {exc}"
+            ) from exc
+        try:
+            await self._inner.open()
+        except BaseException:
+            await self._spool.close()
+            raise
+        self._opened = True
+        self._update_gauge()
+        if len(self._spool):
+            self._spooling = True
+            log.warning(
+                "AFT_LOG spool %s holds %d rows from a previous run; delivering them",
+                self._spool.path,
+                len(self._spool),
+            )
+            self._wake.set()
+        else:
+            self._drained.set()
+        task = asyncio.create_task(self._deliver_forever(), name="AFT_LOG spool delivery")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop the delivery task, try one last delivery (bounded), close everything.
+
+        Rows still spooled stay in the file and are delivered at the next start.
+        """
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if len(self._spool) and self._opened:
+            # One last attempt, no retries: a database that is down fails at once.
+            with contextlib.suppress(AuditUnavailable, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._deliver_all()
+        if len(self._spool):
+            log.warning(
+                "AFT_LOG: %d rows stay in the spool %s until the next start",
+                len(self._spool),
+                self._spool.path,
+            )
+        self._opened = False
+        await self._inner.close()
+        await self._spool.close()
+
+    async def flush(self) -> None:
+        """Wait until the spool is empty, retrying the database now (bound it by a timeout)."""
+        while len(self._spool):
+            self._kick.set()
+            self._wake.set()
+            await self._drained.wait()
+
+    async def ping(self) -> None:
+        """Check the database answers.
+
+        :raises AuditUnavailable: it does not (rows are being spooled).
+        """
+        await self._inner.ping()
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Store ``rec`` in the database, or durably in the spool.
+
+        :raises AuditUnavailable: the database failed and the spool cannot be written.
+        """
+        rec = rec.clipped()
+        if not len(self._spool):
+            try:
+                await self._inner.record(rec)
+            except AuditUnavailable as exc:
+                if not self._spooling:
+                    self._spooling = True
+                    log.warning(
+                        "AFT_LOG database unreachable (%s): spooling rows in %s until it returns",
+                        exc.text,
+                        self._spool.path,
+                    )
+                await self._to_spool(SpoolEntry(rec, maybe_index=getattr(exc, "maybe_index", None)))
+        else:
+            await self._to_spool(SpoolEntry(rec))
+        if rec.method == "POST":
+            self._remember(rec)
+
+    async def _to_spool(self, entry: SpoolEntry) -> None:
+        try:
+            await self._spool.append(entry)
+        except OSError as exc:
+            log.error(
+                "AFT_LOG spool %s cannot be written: %s", self._spool.path, exc, exc_info=True
+            )
+            raise AuditUnavailable() from exc
+        self._drained.clear()
+        self._update_gauge()
+        self._wake.set()
+
+    def _remember(self, rec: AuditRecord) -> None:
+        self._recent[rec.filename] = rec
+        self._recent.move_to_end(rec.filename)
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    def _update_gauge(self) -> None:
+        self._metrics.set("spool_rows", SPOOL_HELP, len(self._spool))
+
+    async def _deliver_all(self) -> None:
+        """Deliver batches until the spool is empty.
+
+        :raises AuditUnavailable: a batch failed (it stays at the head of the spool).
+        """
+        while len(self._spool):
+            batch = self._spool.head(self._batch_size)
+            await self._inner.deliver(batch)
+            await self._spool.remove_head(len(batch))
+            self._delivered += len(batch)
+            self._update_gauge()
+        self._spooling = False
+        if self._delivered:
+            log.info("AFT_LOG spool drained: %d rows delivered", self._delivered)
+            self._delivered = 0
+            with contextlib.suppress(AuditUnavailable):
+                await self._inner.prune_delivered()
+
+    async def _deliver_forever(self) -> None:
+        delay = self._retry_min
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._deliver_all()
+            except Exception as exc:  # keep trying whatever went wrong; rows wait safely
+                if not isinstance(exc, AuditUnavailable):
+                    log.exception("AFT_LOG spool delivery failed unexpectedly")
+                log.info(
+                    "AFT_LOG spool: %d rows wait, retrying in %.1f s (%s)",
+                    len(self._spool),
+                    delay,
+                    exc,
+                )
+                await self._backoff(delay)
+                delay = min(delay * 2, self._retry_max)
+                self._wake.set()
+                continue
+            delay = self._retry_min
+            # Only when empty right now: a row appended meanwhile has set _wake again.
+            if not len(self._spool):
+                self._drained.set()
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait ``delay`` seconds before the next retry, or less if someone calls flush()."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._kick.wait()
+        self._kick.clear()
+
+    async def find_upload(self, resource: str) -> AuditRecord | None:
+        """The POST row of ``resource``: from the spool, this process's recent uploads,
+        or the database.
+
+        :raises AuditUnavailable: not known locally and the database did not answer.
+        """
+        for entry in reversed(tuple(self._spool)):
+            if entry.record.method == "POST" and entry.record.filename == resource:
+                return entry.record
+        if resource in self._recent:
+            return self._recent[resource]
+        return await self._inner.find_upload(resource)
+
+    async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
+        """Rows in the database matching ``q`` (spooled rows appear once delivered).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.query(q)
+
+    async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
+        """``(files, bytes)`` uploaded by bare ``jid`` since ``since``, spooled rows included.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        files, size = await self._inner.count_uploads(jid, since)
+        for entry in self._spool:
+            r = entry.record
+            if r.method == "POST" and r.date_time >= since and jid_matches(r.jid, jid):
+                files += 1
+                size += r.file_size
+        return files, size

@@ -1,0 +1,131 @@
+"""AFT_LOG rows in MariaDB for uploads and downloads through the real HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from component.audit import AuditQuery, AuditRecord, open_audit_log
+from component.audit_spooled import SpooledAuditLog
+from component.config import Config
+from component.metrics import Metrics
+from httpd.app import make_app, make_runner
+from httpd.storage import FileRepository
+from tests.fixtures.common import free_port
+from tests.fixtures.config import ConfigFactory
+from tests.fixtures.mariadb import MariaDB
+from tests.unit.httpd_harness import RECIPIENT, UPLOADER, Slot, make_slot
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cfg(config_factory: ConfigFactory, mariadb_url: str) -> Config:
+    """A config whose AFT_LOG is this test's MariaDB database."""
+    return config_factory(database={"url": mariadb_url, "connect_timeout": 3.0})
+
+
+@contextlib.asynccontextmanager
+async def serving(cfg: Config, audit: SpooledAuditLog) -> AsyncIterator[aiohttp.ClientSession]:
+    """The app on a loopback port with ``audit`` (opened by the caller) and a client.
+
+    Leaving the block runs the runner's cleanup, which waits for handlers in flight: a
+    download's row is written after its last byte, so rows are complete afterwards.
+    """
+    repo = FileRepository(Path(cfg.repository.path))
+    await repo.open()
+    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
+    await runner.setup()
+    try:
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        await runner.cleanup()
+        await repo.close()
+
+
+async def opened(cfg: Config) -> SpooledAuditLog:
+    """The service's audit log for ``cfg``, opened."""
+    audit = open_audit_log(cfg, Metrics())
+    assert isinstance(audit, SpooledAuditLog)
+    await audit.open()
+    return audit
+
+
+async def put(client: aiohttp.ClientSession, slot: Slot, body: bytes) -> None:
+    """PUT ``body``; it must be stored (201)."""
+    async with client.put(slot.put_url, data=body) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+async def get(client: aiohttp.ClientSession, slot: Slot, body: bytes) -> None:
+    """GET the slot; it must return ``body``."""
+    async with client.get(slot.get_url) as resp:
+        assert resp.status == 200 and await resp.read() == body
+
+
+def check_rows(rows: list[AuditRecord], slot: Slot, size: int) -> None:
+    """Exactly one POST then one GET row for ``slot``, the GET repeating the upload."""
+    assert [r.method for r in rows] == ["POST", "GET"]
+    post, got = rows
+    assert post.jid == UPLOADER and post.to_jid == RECIPIENT
+    assert {r.filename for r in rows} == {slot.path.resource}
+    for r in rows:
+        assert (r.to_jid, r.real_filename, r.file_type, r.chat_type, r.file_size) == (
+            RECIPIENT,
+            "Quartalsbericht Q3.pdf",
+            "pdf",
+            "groupchat",
+            size,
+        )
+        assert (r.node_id, r.client_ip, r.file_server) == ("node_1", "127.0.0.1", "localhost")
+    assert post.index is not None and got.index is not None and post.index < got.index
+    assert post.date_time <= got.date_time
+
+
+async def test_upload_then_download_after_restart(cfg: Config) -> None:
+    """PUT, restart the app and its log, GET: one POST and one GET row, columns repeated."""
+    body = os.urandom(20_000)
+    slot = make_slot(cfg, len(body), "Quartalsbericht Q3.pdf", chat_type="groupchat")
+    audit = await opened(cfg)
+    async with serving(cfg, audit) as client:
+        await put(client, slot, body)
+    await audit.close()
+    audit = await opened(cfg)  # a new process: nothing cached, the POST row from MariaDB
+    try:
+        async with serving(cfg, audit) as client:
+            await get(client, slot, body)
+        rows = list(await audit.query(AuditQuery(filename=slot.path.resource)))
+    finally:
+        await audit.close()
+    check_rows(rows, slot, len(body))
+
+
+async def test_transfers_during_outage_are_logged_once(cfg: Config, mariadb: MariaDB) -> None:
+    """Database down during PUT and GET: both succeed, rows arrive once, in order, complete."""
+    body = os.urandom(5000)
+    slot = make_slot(cfg, len(body), "Quartalsbericht Q3.pdf", chat_type="groupchat")
+    audit = await opened(cfg)
+    try:
+        await asyncio.to_thread(mariadb.stop)
+        async with serving(cfg, audit) as client:
+            await put(client, slot, body)
+            await get(client, slot, body)  # the POST row is found in the spool
+        assert audit.spooled == 2
+        await asyncio.to_thread(mariadb.start)
+        async with asyncio.timeout(30):
+            await audit.flush()
+        rows = list(await audit.query(AuditQuery(filename=slot.path.resource)))
+    finally:
+        await asyncio.to_thread(mariadb.start)
+        await audit.close()
+    check_rows(rows, slot, len(body))

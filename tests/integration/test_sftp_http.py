@@ -1,0 +1,149 @@
+"""Uploads and downloads through the HTTP app into a real sshd (SftpRepository)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from component.audit import AuditQuery, open_audit_log
+from component.audit_sqlite import SqliteAuditLog
+from component.config import Config
+from component.layout import SlotPath
+from component.metrics import Metrics
+from httpd.app import make_app, make_runner
+from httpd.storage_sftp import SftpRepository
+from tests.fixtures.common import free_port
+from tests.fixtures.config import ConfigFactory
+from tests.fixtures.sshd import SshServer
+from tests.integration.bodies import MiB, PausingBody, stream
+from tests.unit.httpd_harness import make_slot
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Service:
+    """The app serving on a loopback port over an open SftpRepository."""
+
+    cfg: Config
+    repo: SftpRepository
+    audit: SqliteAuditLog
+    client: aiohttp.ClientSession
+    node_dir: Path
+
+    def slot(self, size: int) -> tuple[SlotPath, str, str]:
+        """A fresh slot: its path, PUT URL (signed) and GET URL."""
+        made = make_slot(self.cfg, size, "report 2024 ü.pdf")
+        return made.path, made.put_url, made.get_url
+
+    def files(self) -> list[str]:
+        """Every file below the node directory on the "file server" (parts included)."""
+        return sorted(
+            str(p.relative_to(self.node_dir)) for p in self.node_dir.rglob("*") if p.is_file()
+        )
+
+
+@asynccontextmanager
+async def service(cfg: Config, node_dir: Path) -> AsyncIterator[Service]:
+    """make_app over SftpRepository and SQLite, on a free port; all closed afterwards."""
+    repo = SftpRepository(cfg.repository)
+    await repo.open()
+    audit = open_audit_log(cfg)
+    await audit.open()
+    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
+    await runner.setup()
+    try:
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+            assert isinstance(audit, SqliteAuditLog)
+            yield Service(cfg, repo, audit, client, node_dir)
+    finally:
+        await runner.cleanup()
+        await audit.close()
+        await repo.close()
+
+
+async def test_put_get_range_through_app(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """PUT 201 stores identical bytes on the file server; GET and Range read them back."""
+    cfg = config_factory(repository=sshd.repository(node_dir))
+    async with service(cfg, node_dir) as svc:
+        data = os.urandom(5 * MiB + 3)
+        path, put, get = svc.slot(len(data))
+        length = {"Content-Length": str(len(data))}
+        async with svc.client.put(put, data=stream(data), headers=length) as resp:
+            assert resp.status == 201, await resp.text()
+        assert (node_dir / path.repo_path).read_bytes() == data
+        async with svc.client.get(get) as resp:
+            assert resp.status == 200
+            assert resp.content_length == len(data)
+            assert await resp.read() == data
+        async with svc.client.get(get, headers={"Range": "bytes=261000-262000"}) as resp:
+            assert resp.status == 206
+            assert await resp.read() == data[261000:262001]
+        async with svc.client.put(put, data=stream(data), headers=length) as resp:
+            assert resp.status == 409  # a slot is never overwritten
+        rows = await svc.audit.query(AuditQuery())
+        assert [r.method for r in rows][:1] == ["POST"]
+        assert rows[0].file_server == "127.0.0.1" and rows[0].file_size == len(data)
+        assert svc.files() == [path.repo_path]
+
+
+async def test_missing_file_is_404(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """GET of a slot never uploaded is 404 (SFTPNoSuchFile translated)."""
+    cfg = config_factory(repository=sshd.repository(node_dir))
+    async with service(cfg, node_dir) as svc:
+        _path, _put, get = svc.slot(10)
+        async with svc.client.get(get) as resp:
+            assert resp.status == 404
+
+
+async def test_sshd_killed_mid_put_gives_error_then_recovers(
+    sshd_factory: Callable[[], SshServer], config_factory: ConfigFactory
+) -> None:
+    """sshd dies during a PUT: the client gets an error, nothing is published; later PUTs work."""
+    server = sshd_factory()
+    node_dir = server.store / "node_1"
+    cfg = config_factory(repository=server.repository(node_dir, connect_timeout=2.0))
+    async with service(cfg, node_dir) as svc:
+        body = PausingBody()
+        path, put, _get = svc.slot(body.size)
+        request = asyncio.create_task(
+            svc.client.put(put, data=aiter(body), headers={"Content-Length": str(body.size)})
+        )
+        async with asyncio.timeout(20):
+            await body.half.wait()
+        server.kill()
+        body.resume.set()
+        try:
+            async with asyncio.timeout(30):
+                resp = await request
+            status = resp.status
+            resp.release()
+        except aiohttp.ClientError:
+            status = None  # the server may also cut the connection: an error either way
+        assert status != 201
+        assert status in (None, 503)
+        assert not (node_dir / path.repo_path).exists()
+
+        server.start()
+        data = b"after the outage"
+        path2, put2, get2 = svc.slot(len(data))
+        async with asyncio.timeout(30):
+            async with svc.client.put(put2, data=data) as resp:
+                assert resp.status == 201
+            async with svc.client.get(get2) as resp:
+                assert await resp.read() == data
+        assert svc.files() == [path2.repo_path]  # the killed upload's part file is gone

@@ -1,0 +1,92 @@
+"""SQL pieces without a server: mysql:// URLs, the DDL files, bare-JID matching."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from component.audit import AuditQuery, bare_jid, where_clause
+from component.audit_mysql import MIGRATIONS, SCHEMA_VERSION, parse_mysql_url, schema_script
+from component.audit_sqlite import schema_script as sqlite_schema_script
+from component.errors import ConfigError
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sql"
+
+
+def test_url_credentials_are_percent_decoded() -> None:
+    """User, password and database come out decoded; the port defaults to 3306."""
+    t = parse_mysql_url("mysql://m%40ft:p%40ss%3Aw%2Frd%25@db.example.test/aft%5Flog")
+    assert (t.user, t.password, t.host, t.port, t.database) == (
+        "m@ft",
+        "p@ss:w/rd%",
+        "db.example.test",
+        3306,
+        "aft_log",
+    )
+    assert t.unix_socket is None
+    assert "p@ss" not in repr(t)
+
+
+def test_url_with_unix_socket() -> None:
+    """``?unix_socket=`` selects the socket."""
+    t = parse_mysql_url("mysql://mft:pw@localhost:3307/mft?unix_socket=/run/mysqld/mysqld.sock")
+    assert (t.unix_socket, t.port, t.database) == ("/run/mysqld/mysqld.sock", 3307, "mft")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://mft:pw@host/", "database name"),
+        ("mysql://mft:pw@host:99999/mft", "bad port"),
+        ("mysql://mft:pw@host/mft?ssl=1", "unknown option 'ssl'"),
+        ("mysql://mft:pw@host/a/b", "database name"),
+    ],
+)
+def test_bad_urls_are_named(url: str, message: str) -> None:
+    """A URL the pool could not use is a ConfigError saying why."""
+    with pytest.raises(ConfigError, match=message):
+        parse_mysql_url(url)
+
+
+def test_deploy_sql_files_are_the_code_ddl() -> None:
+    """deploy/sql holds exactly the DDL the code runs (one source of truth)."""
+    assert (SQL_DIR / "aft_log_mysql.sql").read_text() == schema_script()
+    assert (SQL_DIR / "aft_log_sqlite.sql").read_text() == sqlite_schema_script()
+
+
+def test_mysql_migrations_are_numbered_from_one() -> None:
+    """Versions are 1..N without gaps, and the script ends at the newest version."""
+    assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+    assert f"VALUES ({SCHEMA_VERSION});" in schema_script().splitlines()[-1]
+
+
+def test_mysql_ddl_keeps_index_keys_under_innodb_limit() -> None:
+    """The 3071-character JID columns are indexed by prefix (3072-byte key limit)."""
+    ddl = "\n".join(MIGRATIONS[1])
+    assert "KEY AFT_LOG_JID (JID(255), DATE_TIME)" in ddl
+    assert "KEY AFT_LOG_TO_JID (TO_JID(255), DATE_TIME)" in ddl
+    assert "DATE_TIME     TIMESTAMP(6)" in ddl
+
+
+def test_sqlite_script_runs() -> None:
+    """The SQLite file creates the table in an empty database."""
+    db = sqlite3.connect(":memory:")
+    db.executescript((SQL_DIR / "aft_log_sqlite.sql").read_text())
+    names = [r[1] for r in db.execute("PRAGMA table_info(AFT_LOG)")]
+    assert names[0] == "AFT_INDEX" and names[-1] == "CLIENT_IP"
+    db.close()
+
+
+def test_bare_jid_matching_in_where_clause() -> None:
+    """A JID filter matches the bare JID and its full JIDs, with LIKE wildcards escaped."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE AFT_LOG (JID TEXT, TO_JID TEXT)")
+    stored = ["a_b@x.test", "a_b@x.test/phone", "axb@x.test/phone", "a_b@x.test.evil/r", "a%@x"]
+    db.executemany("INSERT INTO AFT_LOG VALUES (?, '')", [(j,) for j in stored])
+    where, params = where_clause(AuditQuery(jid="A_B@x.test/laptop"), "?")
+    rows = [r[0] for r in db.execute("SELECT JID FROM AFT_LOG" + where, params)]
+    assert rows == ["a_b@x.test", "a_b@x.test/phone"]
+    assert bare_jid("Alice@Example.test/Phone") == "alice@example.test"
+    db.close()
