@@ -89,7 +89,9 @@ async def check_database(cfg: Config) -> list[CheckResult]:
         if cfg.database.scheme == "mysql"
         else "the file's directory must exist or be creatable and writable by the service user"
     )
-    audit = open_audit_log(cfg)
+    # The bare back-end: the durable spool belongs to the running service, and a check
+    # must test the database itself, not succeed by spooling.
+    audit = open_audit_log(cfg, spool=False)
     try:
         async with asyncio.timeout(cfg.database.connect_timeout + 5):
             await audit.open()

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -22,10 +23,13 @@ from .ops_helpers import HTTP_SECRET, ROOT, mft, write_node_config
 pytestmark = pytest.mark.integration
 
 
-def service_config(tmp_path: Path, prosody: ProsodyInstance, http_port: int, admin: str) -> Path:
+def service_config(
+    tmp_path: Path, prosody: ProsodyInstance, http_port: int, admin: str, db_url: str
+) -> Path:
     """mft.toml for a node on ``prosody`` whose alarm threshold is above any real disk."""
     return write_node_config(
         tmp_path,
+        db_url=db_url,
         component_jid=prosody.component_jid,
         secret=prosody.component_secret,
         xmpp_port=prosody.component_port,
@@ -40,8 +44,13 @@ async def test_alarm_message_and_check_of_running_service(
     prosody: ProsodyInstance,
     xmpp_user: UserFactory,
     xmpp_client: ClientFactory,
+    mariadb_url: str,
 ) -> None:
-    """The admin gets one 'low on disk space' chat from the component; check is OK."""
+    """The admin gets one 'low on disk space' chat from the component; check is OK.
+
+    The node uses MariaDB, so the running service holds the AFT_LOG spool: the check
+    must test the database without taking the spool.
+    """
     admin = await xmpp_user("admin")
     client = await xmpp_client(admin)
     inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -51,7 +60,7 @@ async def test_alarm_message_and_check_of_running_service(
     await client.plugin["xep_0030"].get_info(jid=JID(prosody.domain), timeout=10)
 
     http_port = free_port()
-    cfg = service_config(tmp_path, prosody, http_port, admin.jid)
+    cfg = service_config(tmp_path, prosody, http_port, admin.jid, mariadb_url)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "component", "run", "-c", str(cfg),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -83,6 +92,7 @@ async def test_alarm_message_and_check_of_running_service(
         assert code == 0
         assert "component already connected (service running)" in out
         assert prosody.component_secret not in out and HTTP_SECRET not in out
+        assert ":***@" in out and str(urlsplit(mariadb_url).password) not in out
 
         # Still below the threshold at every later check: no second message.
         with pytest.raises(TimeoutError):
