@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .deploykit import prosody_snippet
+
 log = logging.getLogger(__name__)
 
 MODULES = ("roster", "saslauth", "tls", "disco", "ping", "posix", "version", "time")
@@ -294,8 +296,6 @@ class ProsodyInstance:
             'interfaces = { "127.0.0.1" }',
             f"c2s_ports = {{ {self.c2s_port} }}",
             'c2s_interfaces = { "127.0.0.1" }',
-            f"component_ports = {{ {self.component_port} }}",
-            'component_interface = "127.0.0.1"',
             f"http_ports = {{ {self.http_port} }}",
             'http_interfaces = { "127.0.0.1" }',
         ]
@@ -308,8 +308,9 @@ class ProsodyInstance:
             "",
             f"VirtualHost {lua(self.domain)}",
             "",
-            f"Component {lua(self.component_jid)}",
-            f"    component_secret = {lua(self.component_secret)}",
+            # The component entry admins install (deploy/prosody/mft.cfg.lua), verbatim;
+            # it sets component_ports and component_interface (set twice, Prosody warns).
+            prosody_snippet(self.component_jid, self.component_secret, self.component_port),
         ]
         if self.muc_domain:
             lines += [

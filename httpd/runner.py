@@ -21,6 +21,7 @@ from component.config import Config
 from component.errors import UploadError
 from component.metrics import Metrics
 
+from .alarm import DiskAlarm, Notify
 from .app import serve_http
 from .storage import Repository, open_repository
 
@@ -104,15 +105,28 @@ async def run_command(
     only = getattr(args, "only", None)
     servers: list[Coroutine[Any, Any, None]] = []
     started: list[asyncio.Event] = []
+    notify: Notify | None = None
     if only in (None, "component"):
         # Imported here: --only httpd does not need the XMPP stack.
-        from component.service import serve_component
+        from component.service import UploadComponent, serve_component
 
-        started.append(asyncio.Event())
-        servers.append(serve_component(cfg, audit, metrics, stop, started[-1]))
+        ready: list[UploadComponent] = []
+        connected = asyncio.Event()
+        started.append(connected)
+
+        async def notify_admins(text: str) -> None:
+            # The first disk check runs at start-up, usually before the first session.
+            async with asyncio.timeout(cfg.repository.connect_timeout):
+                await connected.wait()
+            await ready[0].notify_admins(text)
+
+        notify = notify_admins
+        servers.append(serve_component(cfg, audit, metrics, stop, connected, on_ready=ready.append))
     if only in (None, "httpd"):
         started.append(asyncio.Event())
         servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1]))
+    # The disk alarm: gauges for /metrics always, chat messages where the component runs.
+    servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))
     failures: list[Exception] = []
     try:

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
     "tests.fixtures.stack",
+    "tests.fixtures.ejabberd",
 ]

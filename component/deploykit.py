@@ -1,0 +1,112 @@
+"""Snippets that attach the component to an XMPP server (Prosody, ejabberd).
+
+``deploy/prosody/mft.cfg.lua`` and ``deploy/ejabberd/mft.yml`` are these templates
+rendered with the values of ``deploy/mft.example.toml`` (a test keeps them equal), and
+the test fixtures render the same templates with their own JIDs, ports and secrets,
+so what the suite runs is what an admin installs.
+"""
+
+from __future__ import annotations
+
+import json
+from string import Template
+
+EXAMPLE_COMPONENT_JID = "upload.example.com"
+EXAMPLE_SECRET = "component-secret"
+EXAMPLE_PORT = 5347
+EXAMPLE_INTERFACE = "127.0.0.1"
+
+PROSODY_TEMPLATE = Template(
+    """\
+-- xmpp-mft: attach the upload component (XEP-0114) to Prosody 0.12.
+--
+-- Save as /etc/prosody/conf.d/mft.cfg.lua (Debian's prosody.cfg.lua ends with
+-- Include "conf.d/*.cfg.lua"), then `prosodyctl check config` and restart Prosody.
+-- The values must match mft.toml: [xmpp] component_jid, secret, host and port.
+
+-- Global section. This file is read after the VirtualHost entries, so return to
+-- the global section first: `Host "*"` does that. XEP-0114 is unencrypted: keep the
+-- component port on loopback (or a private link between the two machines).
+Host "*"
+    component_ports = { $port }
+    component_interface = $interface
+
+-- The component's JID should be a subdomain of the VirtualHost: then it shows in
+-- the host's disco#items, where clients look for an upload service.
+Component $component_jid
+    component_secret = $secret
+
+-- If Prosody's own upload service (http_file_share, or mod_http_upload from the
+-- community modules) is enabled, remove it or give it another name, so that
+-- clients find one upload service.
+"""
+)
+
+EJABBERD_TEMPLATE = Template(
+    """\
+# xmpp-mft: attach the upload component (XEP-0114) to ejabberd 23.01.
+#
+# Save as /etc/ejabberd/mft.yml and add this line to ejabberd.yml:
+#     include_config_file: /etc/ejabberd/mft.yml
+# (its listen and modules entries are merged with those of ejabberd.yml), or paste
+# the two blocks into ejabberd.yml by hand. Then `ejabberdctl reload_config`.
+# The values must match mft.toml: [xmpp] component_jid, secret, host and port.
+#
+# If mod_http_upload is enabled in ejabberd.yml, remove it (or give it another
+# host), so that clients find one upload service. Debian's default c2s shaper
+# (normal: 3000 B/s) throttles slot requests; raise it for busy servers.
+
+listen:
+  -
+    port: $port
+    # XEP-0114 is unencrypted: keep it on loopback or a private link.
+    ip: $interface
+    module: ejabberd_service
+    # hosts: names the one component allowed here and its password. Without it a
+    # top-level password would let any component name connect.
+    hosts:
+      $component_jid:
+        password: $secret
+
+modules:
+  # Needed for the component to show in the server's disco#items.
+  mod_disco: {}
+"""
+)
+
+
+def _lua_string(value: str) -> str:
+    """A double-quoted Lua string literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def prosody_snippet(
+    component_jid: str = EXAMPLE_COMPONENT_JID,
+    secret: str = EXAMPLE_SECRET,
+    port: int = EXAMPLE_PORT,
+    interface: str = EXAMPLE_INTERFACE,
+) -> str:
+    """The Prosody config snippet for one component."""
+    return PROSODY_TEMPLATE.substitute(
+        component_jid=_lua_string(component_jid),
+        secret=_lua_string(secret),
+        port=int(port),
+        interface=_lua_string(interface),
+    )
+
+
+def ejabberd_snippet(
+    component_jid: str = EXAMPLE_COMPONENT_JID,
+    secret: str = EXAMPLE_SECRET,
+    port: int = EXAMPLE_PORT,
+    interface: str = EXAMPLE_INTERFACE,
+) -> str:
+    """The ejabberd config snippet (YAML) for one component."""
+    # JSON strings are valid YAML double-quoted scalars.
+    return EJABBERD_TEMPLATE.substitute(
+        component_jid=json.dumps(component_jid),
+        secret=json.dumps(secret),
+        port=int(port),
+        interface=json.dumps(interface),
+    )

@@ -1,0 +1,116 @@
+"""Small helpers shared by the operations commands (check, speedtest, purge, alarm).
+
+Sizes given on the command line, ages, human-readable byte counts, URLs with the
+password removed, and scrubbing secrets out of text printed for an admin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from component.config import Config
+from component.errors import UploadError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+# K/M/G/T and KiB/MiB/... are binary (like dd and truncate); KB/MB/GB/TB are decimal.
+_BINARY = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_DECIMAL = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_AGE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``"256M"`` -> 268435456; ``K M G T`` (and ``KiB``...) are binary, ``KB MB GB`` decimal.
+
+    :raises ValueError: not a size, or zero.
+    """
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"size {text!r}: use a number with an optional K, M, G or T suffix")
+    unit = (m.group(2) or "").lower()
+    factor = _DECIMAL.get(unit) or _BINARY[unit[:1]]
+    size = int(float(m.group(1)) * factor)
+    if size <= 0:
+        raise ValueError(f"size {text!r}: must be more than 0 bytes")
+    return size
+
+
+def parse_age(text: str) -> int:
+    """``"30d"`` -> seconds; units ``s m h d w`` (m is minutes).
+
+    :raises ValueError: not an age, or zero.
+    """
+    m = _AGE_RE.match(text)
+    if not m:
+        raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w (e.g. 30d)")
+    seconds = int(m.group(1)) * AGE_UNITS[m.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError(f"age {text!r}: must be more than 0")
+    return seconds
+
+
+def human_bytes(n: float) -> str:
+    """``1234567`` -> ``"1.2 MB"`` (decimal units, as the MB/s figures)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, ``*.localhost`` and loopback addresses."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_secrets(cfg: Config) -> list[str]:
+    """Every secret string in ``cfg`` that must never be printed."""
+    found = [cfg.xmpp.secret, cfg.http.secret]
+    for url in (cfg.database.url, cfg.repository.url):
+        password = urlsplit(url).password
+        if password:
+            found.append(password)
+    return [s for s in found if s]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (belt and braces for printed reasons)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:  # a 1-3 character "secret" would blank ordinary words
+            text = text.replace(secret, "***")
+    return text
+
+
+def error_reason(exc: BaseException) -> str:
+    """A one-line reason: the error's text, and its cause's if that adds something."""
+    text = exc.text if isinstance(exc, UploadError) else str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None:
+        cause_text = str(cause) or type(cause).__name__
+        if cause_text not in text:
+            text = f"{text}: {cause_text}"
+    return " ".join(text.split())
+
+
+def repository_failure(cfg: Config, exc: BaseException) -> str:
+    """The ``FAIL  repository URL: reason`` line the commands print (secrets removed)."""
+    reason = redact(error_reason(exc), config_secrets(cfg))
+    return f"FAIL  repository {safe_url(cfg.repository.url)}: {reason}"

@@ -1,0 +1,174 @@
+"""``mft purge``: retention — delete files older than an age and report the space freed.
+
+Only what the service itself writes is touched: published files at
+``files/{chat_type}/{YYYYMMDD}/{HH[.n]}/{resource}`` and hidden ``.part`` files in hour
+directories (uploads that died without cleaning up). Anything else under ``files/`` is
+counted as skipped and left alone. Age is taken from the file's modification time;
+a ``.part`` file is removed only when older than the age AND older than
+:data:`PART_MIN_AGE`, because an upload in progress keeps touching its part file.
+
+Afterwards empty date and hour directories are removed; ``files/`` and the three
+chat-type directories stay (they were made by the first upload or by the admin's
+preparation script, and keeping them keeps their ownership). AFT_LOG is never opened:
+the audit outlives the file, and the HTTP server answers 410 Gone for a purged file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from component.config import Config
+from component.errors import NotFound, UploadError
+from component.layout import CHAT_TYPES
+
+from .opsutil import human_bytes, parse_age, repository_failure, safe_url
+from .storage import Repository, StoredFile, open_repository
+
+log = logging.getLogger(__name__)
+
+PART_MIN_AGE = 3600  # seconds; an active upload's part file is never this stale
+_HOUR_DIR = re.compile(
+    r"^files/(?:" + "|".join(CHAT_TYPES) + r")/\d{8}/(?:[01]\d|2[0-3])(?:\.[1-9]\d{0,5})?/"
+)
+_RESOURCE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+
+
+def classify(path: str) -> str:
+    """``"file"``, ``"part"`` or ``"other"`` for a path relative to the node directory."""
+    m = _HOUR_DIR.match(path)
+    if not m:
+        return "other"
+    name = path[m.end() :]
+    if _RESOURCE.match(name):
+        return "file"
+    if name.startswith(".") and name.endswith(".part") and "/" not in name:
+        return "part"
+    return "other"
+
+
+@dataclass(slots=True)
+class PurgeReport:
+    """What a purge deleted (or, in a dry run, would delete)."""
+
+    files: int = 0
+    file_bytes: int = 0
+    parts: int = 0
+    part_bytes: int = 0
+    dirs: int = 0
+    skipped: int = 0
+
+
+async def purge(
+    repo: Repository,
+    older_than: float,
+    *,
+    dry_run: bool = False,
+    now: float | None = None,
+    on_match: Callable[[StoredFile, str], None] | None = None,
+    report: PurgeReport | None = None,
+) -> PurgeReport:
+    """Delete published and stale ``.part`` files older than ``older_than`` seconds.
+
+    :param on_match: called with each file to delete and its kind (``file``/``part``)
+        before it is deleted (or instead, in a dry run).
+    :param report: filled in as the purge goes (so a caller can show partial progress).
+    :raises StorageUnavailable: the repository failed; what was counted so far was deleted.
+    """
+    now = time.time() if now is None else now
+    report = PurgeReport() if report is None else report
+    victims: list[tuple[StoredFile, str]] = []
+    async for item in repo.walk("files"):
+        kind = classify(item.path)
+        age = now - item.mtime
+        if kind == "other":
+            report.skipped += 1
+        elif age > older_than and (kind == "file" or age > PART_MIN_AGE):
+            victims.append((item, kind))
+    # Collected first, deleted after: the walk never sees a tree changing under it.
+    victims.sort(key=lambda v: v[0].path)  # oldest day and hour first, stable output
+    for item, kind in victims:
+        if on_match is not None:
+            on_match(item, kind)
+        if not dry_run:
+            await repo.delete(item.path)
+            log.info("purged %s (%d bytes)", item.path, item.size)
+        if kind == "file":
+            report.files += 1
+            report.file_bytes += item.size
+        else:
+            report.parts += 1
+            report.part_bytes += item.size
+    if not dry_run:
+        for chat_type in CHAT_TYPES:
+            try:
+                report.dirs += await repo.remove_empty_dirs(f"files/{chat_type}")
+            except NotFound:
+                pass  # no upload of this chat type yet
+    return report
+
+
+def _plural(n: int, word: str, words: str = "") -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def summary_lines(report: PurgeReport, *, dry_run: bool) -> list[str]:
+    """The printed totals."""
+    verb = "would delete" if dry_run else "deleted"
+    lines = [
+        f"{verb} {_plural(report.files, 'file')},"
+        f" {report.file_bytes:,} bytes ({human_bytes(report.file_bytes)})",
+        f"{verb} {_plural(report.parts, 'stale .part file')}, {report.part_bytes:,} bytes",
+    ]
+    if dry_run:
+        lines.append("dry run: nothing was deleted")
+    else:
+        lines.append(f"removed {_plural(report.dirs, 'empty directory', 'empty directories')}")
+    if report.skipped:
+        lines.append(f"left alone {_plural(report.skipped, 'file')} not made by the service")
+    lines.append("AFT_LOG rows are kept")
+    return lines
+
+
+async def purge_command(cfg: Config | None, args: argparse.Namespace) -> int:
+    """``mft purge -c FILE --older-than 30d [--dry-run]``: 0 on success, 1 when the
+    repository fails, 2 for a bad age."""
+    assert cfg is not None  # the CLI requires -c for this command
+    try:
+        age = parse_age(args.older_than)
+    except ValueError as exc:
+        print(f"mft purge: {exc}")
+        return 2
+    now = time.time()
+    cutoff = datetime.fromtimestamp(now - age, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    print(
+        f"{'Dry run: ' if args.dry_run else ''}files older than {args.older_than}"
+        f" (modified before {cutoff}) in {safe_url(cfg.repository.url)}"
+    )
+
+    def show(item: StoredFile, kind: str) -> None:
+        if args.dry_run:
+            when = datetime.fromtimestamp(item.mtime, UTC).strftime("%Y-%m-%d %H:%M")
+            print(f"  {item.path}  {item.size:,} bytes  {when} UTC")
+
+    repo = open_repository(cfg)
+    report = PurgeReport()
+    try:
+        await repo.open()
+        await purge(repo, age, dry_run=args.dry_run, now=now, on_match=show, report=report)
+    except (UploadError, OSError) as exc:
+        print(repository_failure(cfg, exc))
+        print("stopped part-way; so far:")
+        for line in summary_lines(report, dry_run=args.dry_run)[:2]:
+            print(line)
+        return 1
+    finally:
+        await repo.close()
+    for line in summary_lines(report, dry_run=args.dry_run):
+        print(line)
+    return 0
