@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,8 +23,7 @@ UNITS = ("mft.service", "mft-purge.service", "mft-purge.timer")
 @pytest.fixture
 def unit_dir(tmp_path: Path) -> Path:
     """The units with ExecStart pointed at an existing binary (verify checks it exists)."""
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed (package systemd)")
+    require_binary("systemd-analyze")
     for name in UNITS:
         text = (DEPLOY / "systemd" / name).read_text()
         (tmp_path / name).write_text(text.replace("/usr/local/bin/mft", "/bin/true"))
