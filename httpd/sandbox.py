@@ -111,7 +111,7 @@ xmpp-mft sandbox (throwaway: everything is in {config.parent})
   Upload        {cfg.xmpp.component_jid} (XEP-0363), files up to {cfg.upload.max_file_size} bytes
   Rooms         conference.{prosody.domain}
   HTTP          {cfg.http.public_url}  (plain http: fine for profanity, go-sendxmpp,
-                slixmpp; Gajim and Dino want https, see README "Production")
+                slixmpp; Gajim and Dino want https, see README "TLS reverse proxy")
   Files         {cfg.repository.path}/files/<im|groupchat|persistent>/...
   Audit log     mft log -c {config}
 
