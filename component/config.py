@@ -23,10 +23,8 @@ from .errors import ConfigError
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
-_Frozen = dict(frozen=True, slots=True, kw_only=True)
 
-
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """``[node]``: which node this process is."""
 
@@ -39,7 +37,7 @@ class NodeConfig:
             )
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class XmppConfig:
     """``[xmpp]``: the XEP-0114 connection to the XMPP server's component port."""
 
@@ -69,7 +67,7 @@ class XmppConfig:
         return parent or self.component_jid
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     """``[http]``: the upload/download HTTP server."""
 
@@ -96,7 +94,7 @@ class HttpConfig:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UploadConfig:
     """``[upload]``: slot policy."""
 
@@ -121,7 +119,7 @@ class UploadConfig:
             raise ConfigError("[upload] daily_bytes and files_per_hour: 0 (no limit) or more")
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DownloadConfig:
     """``[download]``: downloader identity tickets."""
 
@@ -129,7 +127,7 @@ class DownloadConfig:
     ticket_lifetime: int = 300
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RepositoryConfig:
     """``[repository]``: where files are stored (``sftp://`` or ``file://``)."""
 
@@ -175,7 +173,7 @@ class RepositoryConfig:
         return unquote(urlsplit(self.url).path).rstrip("/") or "/"
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
     """``[database]``: the AFT_LOG database (``mysql://`` or ``sqlite://``)."""
 
@@ -210,14 +208,14 @@ class DatabaseConfig:
         return parts._replace(netloc=netloc).geturl()
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterConfig:
     """``[cluster]``: the other nodes' public base URLs, for 307 redirects."""
 
     nodes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlarmConfig:
     """``[alarm]``: disk-space alarm on the repository."""
 
@@ -230,7 +228,7 @@ class AlarmConfig:
             raise ConfigError("[alarm] disk_free_min_percent: between 0 (off) and 100")
 
 
-@dataclass(**_Frozen)  # type: ignore[call-overload]
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration; built by :func:`load_config` or :func:`parse_config`."""
 

@@ -94,7 +94,7 @@ class SlotPath:
         ):
             raise InvalidRequest("Malformed file path")
         check_filename(filename)
-        return cls(node, chat_type, date, hour, resource, filename)  # type: ignore[arg-type]
+        return cls(node, chat_type, date, hour, resource, filename)
 
     @property
     def signed_path(self) -> str:

@@ -72,8 +72,8 @@ async def _announce_when_ready(
     stop: asyncio.Event, started: list[asyncio.Event], on_ready: Callable[[], None] | None
 ) -> None:
     """Log (and call ``on_ready``) once every half has started; give up on ``stop``."""
-    ready = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in started)))
-    stopping = asyncio.ensure_future(stop.wait())
+    ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in started)))
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
