@@ -38,7 +38,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy component httpd
 
 bench: install
 	$(VENV)/bin/python benchmarks/slots.py
