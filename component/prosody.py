@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .childproc import die_with_parent
 from .deploykit import prosody_component, prosody_snippet
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ class ProsodyInstance:
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.directory,
                 start_new_session=True,  # a Ctrl-C in `mft sandbox` reaches us, not prosody
+                preexec_fn=die_with_parent(),  # and if we are killed, prosody goes too
             )
         finally:
             logf.close()
