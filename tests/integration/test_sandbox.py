@@ -22,6 +22,7 @@ from httpd.sandbox import READY_LINE
 from tests.fixtures.common import (
     free_port,
     process_gone,
+    reaping,
     require_binary,
     spawn_mft,
     wait_gone,
@@ -123,19 +124,13 @@ async def test_sandbox_killed_hard_takes_prosody_along(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     drain_err = asyncio.create_task(proc.stderr.read())  # never block on a full pipe
-    pid = 0
-    try:
+    async with reaping(proc) as orphans:
         async with asyncio.timeout(30):
             await _read_until_ready(proc.stdout, [])
         pid = int((directory / "prosody" / "prosody.pid").read_text())
+        orphans.append(pid)
         assert not process_gone(pid)
         proc.kill()
         assert await proc.wait() == -signal.SIGKILL
         await wait_gone(pid, within=15)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if pid and not process_gone(pid):
-            os.kill(pid, signal.SIGKILL)  # our own orphan, should the test fail
-        await drain_err
+    await drain_err

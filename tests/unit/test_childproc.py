@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 
 import pytest
 
 from component.childproc import die_with_parent
-from tests.fixtures.common import REPO_ROOT, process_gone, require_binary, wait_gone
+from tests.fixtures.common import REPO_ROOT, process_gone, reaping, require_binary, wait_gone
 
 # The "parent": starts a long sleep the way the launchers start servers, prints its pid.
 PARENT = """
@@ -33,17 +32,11 @@ async def test_child_ends_when_parent_is_killed() -> None:
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )  # fmt: skip
     assert parent.stdout is not None
-    child = 0
-    try:
+    async with reaping(parent) as orphans:
         async with asyncio.timeout(10):
             child = int(await parent.stdout.readline())
+        orphans.append(child)
         assert not process_gone(child)
         parent.kill()
         await parent.wait()
         await wait_gone(child, within=10)
-    finally:
-        if parent.returncode is None:
-            parent.kill()
-            await parent.wait()
-        if child and not process_gone(child):
-            os.kill(child, signal.SIGKILL)
