@@ -36,10 +36,11 @@ def _prctl() -> Callable[..., int] | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
-    prctl: Callable[..., int] = libc.prctl
+    prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4  # option, arg2..arg5
     prctl.restype = ctypes.c_int
-    return prctl
+    fn: Callable[..., int] = prctl
+    return fn
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
