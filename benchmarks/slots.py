@@ -25,6 +25,7 @@ import slixmpp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from component.childproc import die_with_parent  # noqa: E402
 from component.prosody import ProsodyInstance  # noqa: E402
 
 DOMAIN = "localhost"
@@ -130,7 +131,7 @@ url = "sqlite:///{base}/aft.sqlite3"
             )
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "component", "run", "--only", "component", "-c", str(config),
-                cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+                cwd=ROOT, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(),
             )  # fmt: skip
             client = make_client(f"bench@{DOMAIN}", "bench-pw")
             try:

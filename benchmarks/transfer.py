@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from component.childproc import die_with_parent  # noqa: E402
 from component.config import Config, load_config  # noqa: E402
 from tests.fixtures.common import free_port, wait_for_port  # noqa: E402
 from tests.fixtures.sshd import SshServer  # noqa: E402
@@ -182,7 +183,9 @@ def new_slot(cfg: Config, size: int) -> tuple[str, str]:
 @contextmanager
 def service(cfg_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(cfg_path)], stdin=subprocess.DEVNULL
+        [sys.executable, __file__, "--serve", str(cfg_path)],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),
     )
     try:
         wait_for_port(port, proc, 30)

@@ -151,6 +151,14 @@ class AuditLog(Protocol):
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
         """``(files, bytes)`` uploaded by bare ``jid`` since ``since`` (for quotas)."""
 
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        """Uploads (POST rows) completed on ``node_id`` since ``since``, per chat type.
+
+        For the ``HH.n`` roll-over after a restart (:meth:`DirectoryAllocator.seed`).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
 
 def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool = True) -> AuditLog:
     """The back-end for ``cfg.database.url`` (not yet opened).
@@ -246,6 +254,18 @@ def insert_sql(placeholder: str) -> str:
 
 
 SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM AFT_LOG"
+
+
+def count_by_chat_type_sql(placeholder: str) -> str:
+    """``SELECT CHAT_TYPE, COUNT(*)`` of POST rows by NODE_ID since DATE_TIME, grouped.
+
+    Parameters: node id, then the start time (naive UTC). A range on the DATE_TIME
+    index: one hour of rows is read, not the table.
+    """
+    return (
+        "SELECT CHAT_TYPE, COUNT(*) FROM AFT_LOG WHERE METHOD = 'POST'"
+        f" AND NODE_ID = {placeholder} AND DATE_TIME >= {placeholder} GROUP BY CHAT_TYPE"
+    )
 
 
 def record_values(rec: AuditRecord) -> tuple[object, ...]:

@@ -29,7 +29,9 @@ from .audit import (
     AuditQuery,
     AuditRecord,
     AuditWriteFailed,
+    count_by_chat_type_sql,
     insert_sql,
+    naive_utc,
     record_values,
     row_to_record,
     where_clause,
@@ -437,6 +439,14 @@ class MysqlAuditLog:
             "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG" + where, params
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch(count_by_chat_type_sql("%s"), [node_id, naive_utc(since)])
+        return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
         return [row_to_record(r) for r in await self._fetch(sql, params)]

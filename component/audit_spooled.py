@@ -281,3 +281,15 @@ class SpooledAuditLog:
                 files += 1
                 size += r.file_size
         return files, size
+
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        """POST rows of ``node_id`` since ``since`` per chat type, spooled rows included.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        counts = await self._inner.count_by_chat_type(since, node_id)
+        for entry in self._spool:
+            r = entry.record
+            if r.method == "POST" and r.node_id == node_id and r.date_time >= since:
+                counts[r.chat_type] = counts.get(r.chat_type, 0) + 1
+        return counts

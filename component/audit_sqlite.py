@@ -15,7 +15,9 @@ from .audit import (
     SELECT_SQL,
     AuditQuery,
     AuditRecord,
+    count_by_chat_type_sql,
     insert_sql,
+    naive_utc,
     record_values,
     row_to_record,
     where_clause,
@@ -148,6 +150,17 @@ class SqliteAuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable() from exc
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE."""
+        db = self._conn()
+        params = (node_id, _sql_value(naive_utc(since)))
+        try:
+            async with db.execute(count_by_chat_type_sql("?"), params) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable() from exc
+        return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
         db = self._conn()

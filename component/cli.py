@@ -109,6 +109,17 @@ def resolve(command: str) -> CommandFn:
     return fn
 
 
+# Libraries that log routine events at INFO (asyncssh: every SSH connection and SFTP
+# session, several lines per transfer under `mft run`): WARNING unless -vv.
+CHATTY_LIBRARIES = ("asyncssh",)
+
+
+def quiet_libraries(verbose: int) -> None:
+    """Raise :data:`CHATTY_LIBRARIES` to WARNING, unless ``-vv`` asks for everything."""
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mft`` console script."""
     args = build_parser().parse_args(argv)
@@ -120,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.WARNING
     )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.verbose)
     cfg: Config | None = None
     try:
         if getattr(args, "config", None):

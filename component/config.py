@@ -8,6 +8,7 @@ the section and key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -22,6 +23,8 @@ from .errors import ConfigError
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +83,9 @@ class HttpConfig:
     shutdown_grace: float = 30.0
     # Seconds an upload body may stall (no bytes arriving) before it is abandoned (408).
     body_timeout: float = 60.0
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For / Forwarded headers
+    # name the client. Empty: those headers are never believed (anyone can send them).
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -91,7 +97,25 @@ class HttpConfig:
             raise ConfigError("[http] shutdown_grace >= 0 and body_timeout > 0 seconds")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("[http] tls_cert and tls_key: give both or neither")
+        object.__setattr__(self, "trusted_proxies", tuple(map(str, self.trusted_networks)))
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` as networks (a bare address is a /32 or /128).
+
+        :raises ConfigError: an entry is not an IP address or network.
+        """
+        networks = []
+        for entry in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"[http] trusted_proxies: {entry!r} is not an IP address or network"
+                    ' (e.g. "127.0.0.1", "10.0.0.0/8", "::1")'
+                ) from None
+        return tuple(networks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,12 +33,18 @@ Host "*"
 
 -- The component's JID should be a subdomain of the VirtualHost: then it shows in
 -- the host's disco#items, where clients look for an upload service.
-Component $component_jid
-    component_secret = $secret
-
+$component
 -- If Prosody's own upload service (http_file_share, or mod_http_upload from the
 -- community modules) is enabled, remove it or give it another name, so that
 -- clients find one upload service.
+"""
+)
+
+# One component entry; each node of a cluster attached to the same Prosody has its own.
+PROSODY_COMPONENT_TEMPLATE = Template(
+    """\
+Component $component_jid
+    component_secret = $secret
 """
 )
 
@@ -89,10 +95,16 @@ def prosody_snippet(
 ) -> str:
     """The Prosody config snippet for one component."""
     return PROSODY_TEMPLATE.substitute(
-        component_jid=_lua_string(component_jid),
-        secret=_lua_string(secret),
+        component=prosody_component(component_jid, secret),
         port=int(port),
         interface=_lua_string(interface),
+    )
+
+
+def prosody_component(component_jid: str, secret: str) -> str:
+    """One ``Component`` entry (for more components on the same component port)."""
+    return PROSODY_COMPONENT_TEMPLATE.substitute(
+        component_jid=_lua_string(component_jid), secret=_lua_string(secret)
     )
 
 

@@ -133,7 +133,8 @@ class DirectoryAllocator:
 
     Counts slots issued by this process per chat type and UTC hour. Counting slots (not
     finished uploads) may roll over a little early, never late. After a restart the
-    counts can be seeded from AFT_LOG with :meth:`seed`.
+    component seeds the counts from AFT_LOG with :meth:`seed`
+    (:meth:`~component.service.UploadComponent.resume_directories`).
     """
 
     def __init__(self, per_dir: int = 1000) -> None:

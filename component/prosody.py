@@ -3,8 +3,8 @@
 Used by ``mft sandbox`` and by the test fixtures. Settings follow FIELD-NOTES.md: run
 unprivileged-style from the directory (own pid file and data path), ``daemonize =
 false``, every port a free one on 127.0.0.1, plain c2s allowed (optionally TLS with a
-self-signed certificate), one external ``Component`` entry for the upload service and an
-optional MUC component.
+self-signed certificate), one external ``Component`` entry for the upload service (more
+on request, for a cluster) and an optional MUC component.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .deploykit import prosody_snippet
+from .childproc import die_with_parent
+from .deploykit import prosody_component, prosody_snippet
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class ProsodyInstance:
     :param component_jid: the external component's JID (``upload.<domain>`` by default).
     :param component_secret: its XEP-0114 secret.
     :param muc_domain: a ``muc`` component's domain, or ``None`` for none.
+    :param extra_components: more external components on the same component port, JID ->
+        secret (e.g. the other nodes of a cluster, each with its own JID).
     :param users: user name -> password, registered with ``prosodyctl`` before start.
     :param tls: make a self-signed certificate so TLS clients can connect as well.
     :param extra_config: raw config lines appended at the end (e.g. more components).
@@ -108,6 +111,7 @@ class ProsodyInstance:
         component_jid: str | None = None,
         component_secret: str = "component-secret",
         muc_domain: str | None = None,
+        extra_components: Mapping[str, str] | None = None,
         users: Mapping[str, str] | None = None,
         tls: bool = False,
         extra_config: str | Sequence[str] = (),
@@ -121,6 +125,7 @@ class ProsodyInstance:
         self.component_jid = component_jid or f"upload.{domain}"
         self.component_secret = component_secret
         self.muc_domain = muc_domain
+        self.extra_components: dict[str, str] = dict(extra_components or {})
         self.users: dict[str, str] = dict(users or {})
         self.tls = tls
         self.extra_config = [extra_config] if isinstance(extra_config, str) else list(extra_config)
@@ -200,6 +205,7 @@ class ProsodyInstance:
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.directory,
                 start_new_session=True,  # a Ctrl-C in `mft sandbox` reaches us, not prosody
+                preexec_fn=die_with_parent(),  # and if we are killed, prosody goes too
             )
         finally:
             logf.close()
@@ -312,6 +318,7 @@ class ProsodyInstance:
             # it sets component_ports and component_interface (set twice, Prosody warns).
             prosody_snippet(self.component_jid, self.component_secret, self.component_port),
         ]
+        lines += [prosody_component(jid, secret) for jid, secret in self.extra_components.items()]
         if self.muc_domain:
             lines += [
                 "",

@@ -259,6 +259,37 @@ class UploadComponent(ComponentXMPP):
             resource,
         )
 
+    async def resume_directories(self, now: datetime | None = None) -> None:
+        """Seed the ``HH.n`` roll-over from AFT_LOG, so a restart keeps counting.
+
+        Without it a service restarted at 10:40 would count this hour from zero and put
+        up to ``files_per_directory`` more files into a full ``HH``. AFT_LOG's DATE_TIME is
+        when an upload *completed*, not when its slot (and directory) was handed out, so
+        this is an approximation: an upload whose slot came before the hour began counts
+        for the new hour, and slots handed out before the restart but not yet used do not
+        count. Either way a directory overflows by a few files at most, never by a
+        thousand. A failing audit log only costs the seed: logged, and counting starts
+        from zero.
+        """
+        now = (now or datetime.now(UTC)).astimezone(UTC)
+        since = hour_start(now)
+        try:
+            async with asyncio.timeout(self.cfg.database.connect_timeout):
+                counts = await self.audit.count_by_chat_type(since, self.cfg.node.id)
+        except (AuditUnavailable, TimeoutError) as exc:
+            log.warning(
+                "AFT_LOG unavailable: HH.n roll-over counts from zero (%s)",
+                exc or type(exc).__name__,
+            )
+            return
+        date, hour = since.strftime("%Y%m%d"), since.strftime("%H")
+        self._allocator.seed({(ct, date, hour): n for ct, n in counts.items() if n})
+        if counts:
+            log.info(
+                "uploads this hour so far (from AFT_LOG): %s",
+                ", ".join(f"{ct} {n}" for ct, n in sorted(counts.items())),
+            )
+
     @contextlib.asynccontextmanager
     async def _quota_lock(self, jid: str) -> AsyncIterator[None]:
         """Serialise one user's quota check and ledger update.
@@ -460,9 +491,11 @@ async def serve_component(
     The delay starts at 0.5 s, doubles after each failed attempt (refused connection or
     refused handshake) up to ``[xmpp] reconnect_max_delay``, and starts over after a
     session that was accepted. ``on_ready`` is called with the component and ``started``
-    is set after the first accepted session.
+    is set after the first accepted session. Before connecting, the ``HH.n`` counts of
+    this hour are read back from AFT_LOG (:meth:`UploadComponent.resume_directories`).
     """
     xmpp = UploadComponent(cfg, audit, metrics)
+    await xmpp.resume_directories()
     first = True
 
     def on_start() -> None:

@@ -16,7 +16,8 @@ from component.config import Config
 from component.metrics import Metrics
 
 from . import handlers
-from .appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, InFlight
+from .appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
+from .clientip import client_ip
 from .middleware import add_cors_headers, error_middleware, in_flight_middleware
 from .routing import FILE_ROUTE
 from .storage import Repository
@@ -30,13 +31,16 @@ __all__ = ["AUDIT", "CONFIG", "METRICS", "REPOSITORY", "make_app", "make_runner"
 
 
 class SafeAccessLogger(AbstractAccessLogger):
-    """Access log without the query string: PUT tokens and tickets are bearer secrets."""
+    """Access log without the query string: PUT tokens and tickets are bearer secrets.
+
+    The client is the one behind trusted proxies (:func:`httpd.clientip.client_ip`).
+    """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         """One line per request: client, method, path, status, body bytes, seconds."""
         self.logger.info(
             '%s "%s %s" %d %d %.3fs',
-            request.remote,
+            client_ip(request),
             request.method,
             request.path,
             response.status,
@@ -65,6 +69,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[REPOSITORY] = repo
     app[AUDIT] = audit
     app[METRICS] = metrics
+    app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)
         files.add_route("PUT", handlers.put_upload, expect_handler=handlers.expect_upload)

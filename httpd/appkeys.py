@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from component.audit import AuditLog
-from component.config import Config
+from component.config import Config, IPNetwork
 from component.metrics import Metrics
 
 from .storage import Repository
@@ -18,6 +18,8 @@ CONFIG = web.AppKey("config", Config)
 REPOSITORY = web.AppKey("repository", Repository)
 AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
+# [http] trusted_proxies, parsed once (see httpd.clientip).
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
 
 
 class InFlight:

@@ -19,6 +19,7 @@ from component.layout import SlotPath, file_type, real_filename
 from component.tokens import DownloadTicket, verify_ticket
 
 from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from .clientip import client_ip
 from .headers import (
     CONTENT_SECURITY_POLICY,
     ByteRange,
@@ -75,7 +76,7 @@ class _Download:
             file_server=self.app[REPOSITORY].file_server,
             file_size=up.file_size if up else size,
             node_id=cfg.node.id,
-            client_ip=self.request.remote or "",
+            client_ip=client_ip(self.request),
         )
         try:
             await self.app[AUDIT].record(rec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from yarl import URL
 
 from component.errors import NotFound
 from component.layout import SlotPath
@@ -28,7 +29,8 @@ def slot_path(request: web.Request) -> SlotPath:
 def redirect_to_owner(request: web.Request, path: SlotPath) -> None:
     """Return if ``path`` belongs to this node; else send the client to the node that has it.
 
-    The query (token or ticket) is passed on unchanged: every node shares the secret.
+    The path and the query (token or ticket) are passed on unchanged: every node shares
+    the secret.
 
     :raises aiohttp.web.HTTPTemporaryRedirect: 307 to the owner from ``[cluster] nodes``
         (307 keeps the method and body, so a PUT is redirected as a PUT).
@@ -44,4 +46,6 @@ def redirect_to_owner(request: web.Request, path: SlotPath) -> None:
     query = request.rel_url.raw_query_string
     if query:
         location += f"?{query}"
-    raise web.HTTPTemporaryRedirect(location)
+    # encoded=True: the path and query go out byte for byte as they came in (aiohttp
+    # would otherwise re-quote the Location, e.g. %40 -> @).
+    raise web.HTTPTemporaryRedirect(URL(location, encoded=True))

@@ -28,6 +28,7 @@ from component.layout import SlotPath, file_type, real_filename
 from component.tokens import UploadGrant, verify_upload
 
 from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from .clientip import client_ip
 from .middleware import answer_and_close, error_response, http_exception_response
 from .routing import redirect_to_owner, slot_path
 from .storage import Repository
@@ -164,7 +165,7 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         file_server=repo.file_server,
         file_size=grant.size,
         node_id=cfg.node.id,
-        client_ip=request.remote or "",
+        client_ip=client_ip(request),
     )
     await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
     elapsed = time.monotonic() - started

@@ -9,10 +9,17 @@ from component.audit import AuditQuery, AuditRecord
 
 
 class FakeAudit:
-    """An AuditLog that answers quota questions from fixed numbers."""
+    """An AuditLog that answers quota and roll-over questions from fixed numbers."""
 
-    def __init__(self, files: int = 0, nbytes: int = 0, fail: BaseException | None = None):
+    def __init__(
+        self,
+        files: int = 0,
+        nbytes: int = 0,
+        fail: BaseException | None = None,
+        by_chat_type: dict[str, int] | None = None,
+    ):
         self.files, self.nbytes, self.fail = files, nbytes, fail
+        self.by_chat_type = by_chat_type or {}
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -39,3 +46,9 @@ class FakeAudit:
         if self.fail is not None:
             raise self.fail
         return self.files, self.nbytes
+
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        """The fixed per-chat-type counts (or the configured failure)."""
+        if self.fail is not None:
+            raise self.fail
+        return dict(self.by_chat_type)

@@ -26,6 +26,7 @@ from component.metrics import Metrics
 from component.spool import SpoolEntry, SpoolFile
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
+from tests.unit.test_audit_sql import check_count_by_chat_type
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -185,6 +186,11 @@ async def test_query_filters_and_counts(mysql_log: MysqlAuditLog) -> None:
     assert await mysql_log.count_uploads("alice@example.test", SINCE_EVER) == (2, 1001 + 1002)
     assert await mysql_log.count_uploads("alice@example.test", t2) == (1, 1002)
     assert await mysql_log.count_uploads("carol@example.test", SINCE_EVER) == (0, 0)
+
+
+async def test_counts_uploads_per_chat_type(mysql_log: MysqlAuditLog) -> None:
+    """MariaDB counts this node's POST rows since the hour began, per chat type."""
+    await check_count_by_chat_type(mysql_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, mariadb: MariaDB) -> None:

@@ -41,6 +41,8 @@ from tests.fixtures.prosody import (
     component_overrides,
     connect_client,
     disconnect_client,
+    start_component,
+    stop_component,
 )
 from tests.fixtures.slots import (
     ask_slot,
@@ -282,6 +284,33 @@ async def test_rollover_to_next_directory(
     assert got == bodies[third.path.resource]
     assert (row.filename, row.real_filename) == (third.path.resource, third.row.real_filename)
     assert len(await stack.rows("POST")) == len(bodies)
+
+
+async def test_rollover_resumes_after_restart(
+    mft_stack: StackFactory, xmpp_client: ClientFactory
+) -> None:
+    """Two uploads, component restarted on the same AFT_LOG: the next file goes to HH.1."""
+    stack = await mft_stack(repository={"files_per_directory": 2})
+    client = await xmpp_client()
+    for i in range(2):
+        await stack.upload(client, f"before-{i}.txt", b"before restart\n")
+    # Stop the component only: the HTTP server and its audit log stay up (the stack's
+    # clean-up stops it again harmlessly and closes the log).
+    stack.component.stop.set()
+    async with asyncio.timeout(TIMEOUT):
+        await stack.component.task
+    restarted = await start_component(stack.cfg)
+    try:
+        third = await stack.upload(client, "after.txt", b"after restart\n")
+    finally:
+        await stop_component(restarted)
+    date, base = third.path.date, third.path.hour.split(".")[0]
+    # Uploads are counted by completion time: normally both fall in this hour (-> HH.1);
+    # only if an hour began in between does the new hour count from fewer.
+    same_hour = [r for r in await stack.rows("POST") if hour_of(r.date_time) == (date, base)]
+    before = len(same_hour) - 1
+    assert third.path.hour == (base if before < 2 else f"{base}.1")
+    assert (stack.root / third.path.repo_path).read_bytes() == b"after restart\n"
 
 
 # -- 6: legacy namespace ---------------------------------------------------------------

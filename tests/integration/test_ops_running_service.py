@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from slixmpp import JID
 
+from component.childproc import die_with_parent
 from component.prosody import ProsodyInstance
 from tests.fixtures.common import free_port, wait_for_port_async
 from tests.fixtures.prosody import ClientFactory, UserFactory
@@ -64,6 +65,7 @@ async def test_alarm_message_and_check_of_running_service(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "component", "run", "-c", str(cfg),
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent(),
     )  # fmt: skip
     try:
         async with asyncio.timeout(30):

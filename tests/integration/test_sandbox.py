@@ -16,9 +16,17 @@ import pytest
 
 from component.audit import AuditQuery
 from component.audit_sqlite import SqliteAuditLog
+from component.childproc import die_with_parent
 from component.config import load_config
 from httpd.sandbox import READY_LINE
-from tests.fixtures.common import free_port, require_binary
+from tests.fixtures.common import (
+    free_port,
+    process_gone,
+    reaping,
+    require_binary,
+    spawn_mft,
+    wait_gone,
+)
 from tests.fixtures.prosody import XmppUser, client_for, connect_client, disconnect_client
 
 pytestmark = pytest.mark.integration
@@ -44,6 +52,7 @@ async def test_sandbox_serves_a_real_client(tmp_path: Path) -> None:
         sys.executable, "-m", "component", "sandbox", "--dir", str(directory),
         "--c2s-port", str(free_port()), "--http-port", str(free_port()),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+        preexec_fn=die_with_parent(),
     )  # fmt: skip
     seen: list[str] = []
     try:
@@ -103,3 +112,25 @@ async def test_sandbox_serves_a_real_client(tmp_path: Path) -> None:
             proc.kill()
             with contextlib.suppress(Exception):
                 await proc.wait()
+
+
+async def test_sandbox_killed_hard_takes_prosody_along(tmp_path: Path) -> None:
+    """SIGKILL to `mft sandbox` (no clean-up runs): its Prosody still exits (PDEATHSIG)."""
+    require_binary("prosody")
+    directory = tmp_path / "sbx"
+    proc = await spawn_mft(
+        "sandbox", "--dir", str(directory),
+        "--c2s-port", str(free_port()), "--http-port", str(free_port()),
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    drain_err = asyncio.create_task(proc.stderr.read())  # never block on a full pipe
+    async with reaping(proc) as orphans:
+        async with asyncio.timeout(30):
+            await _read_until_ready(proc.stdout, [])
+        pid = int((directory / "prosody" / "prosody.pid").read_text())
+        orphans.append(pid)
+        assert not process_gone(pid)
+        proc.kill()
+        assert await proc.wait() == -signal.SIGKILL
+        await wait_gone(pid, within=15)
+    await drain_err

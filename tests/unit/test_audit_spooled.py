@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +79,14 @@ class FakeDatabase:
         self._check()
         mine = [r for r in self.rows if r.method == "POST" and jid_matches(r.jid, jid)]
         return len(mine), sum(r.file_size for r in mine)
+
+    async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
+        self._check()
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            if r.method == "POST" and r.node_id == node_id and r.date_time >= since:
+                counts[r.chat_type] = counts.get(r.chat_type, 0) + 1
+        return counts
 
 
 @pytest.fixture
@@ -191,16 +200,17 @@ async def test_find_upload_sees_spooled_and_recent_rows(
         await audit.find_upload("unknown")
 
 
-async def test_count_uploads_includes_spooled_rows(
-    audit: SpooledAuditLog, db: FakeDatabase
-) -> None:
-    """Quota counting sees rows still waiting in the spool, matched by bare JID."""
+async def test_counts_include_spooled_rows(audit: SpooledAuditLog, db: FakeDatabase) -> None:
+    """Quota (by bare JID) and roll-over (by node, chat type) counts see spooled rows."""
     await audit.record(rec(1))
     db.writable = False
     await audit.record(rec(2))
     await audit.record(rec(3, method="GET"))
-    assert audit.spooled == 2
-    since = datetime(2000, 1, 1, tzinfo=UTC)
-    files, size = await audit.count_uploads("ALICE@example.test", since)
-    assert (files, size) == (2, rec(1).file_size + rec(2).file_size)
+    await audit.record(replace(rec(4), chat_type="groupchat"))
+    await audit.record(replace(rec(5), node_id="node_2"))
+    assert audit.spooled == 4
+    files, size = await audit.count_uploads("ALICE@example.test", datetime(2000, 1, 1, tzinfo=UTC))
+    assert (files, size) == (4, sum(rec(n).file_size for n in (1, 2, 4, 5)))
+    since = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    assert await audit.count_by_chat_type(since, "node_1") == {"im": 2, "groupchat": 1}
     db.writable = True

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from component.audit import AuditQuery, bare_jid, where_clause
+from component.audit import AuditLog, AuditQuery, AuditRecord, bare_jid, where_clause
 from component.audit_mysql import MIGRATIONS, SCHEMA_VERSION, parse_mysql_url, schema_script
+from component.audit_sqlite import SqliteAuditLog
 from component.audit_sqlite import schema_script as sqlite_schema_script
 from component.errors import ConfigError
+from tests.fixtures.config import ConfigFactory
+from tests.unit.test_spool import rec
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "deploy" / "sql"
 
@@ -90,3 +95,38 @@ def test_bare_jid_matching_in_where_clause() -> None:
     assert rows == ["a_b@x.test", "a_b@x.test/phone"]
     assert bare_jid("Alice@Example.test/Phone") == "alice@example.test"
     db.close()
+
+
+# rec(n) completes at 2024-05-01 12:00:0n UTC on node_1, chat type im.
+HOUR = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def rollover_rows() -> list[AuditRecord]:
+    """Rows of which two im and one groupchat upload count for node_1 since :data:`HOUR`."""
+    return [
+        rec(1),
+        replace(rec(2), chat_type="groupchat"),
+        rec(3),
+        rec(4, method="GET"),  # downloads take no directory entry
+        replace(rec(5), node_id="node_2"),  # another node's directory
+        replace(rec(6), date_time=HOUR - timedelta(seconds=1)),  # the previous hour
+    ]
+
+
+async def check_count_by_chat_type(audit: AuditLog) -> None:
+    """Store :func:`rollover_rows` in ``audit`` and check what it counts."""
+    for row in rollover_rows():
+        await audit.record(row)
+    assert await audit.count_by_chat_type(HOUR, "node_1") == {"im": 2, "groupchat": 1}
+    assert await audit.count_by_chat_type(HOUR, "node_3") == {}
+    assert await audit.count_by_chat_type(HOUR + timedelta(hours=1), "node_1") == {}
+
+
+async def test_sqlite_counts_uploads_per_chat_type(config_factory: ConfigFactory) -> None:
+    """SQLite counts this node's POST rows since the hour began, per chat type."""
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await check_count_by_chat_type(audit)
+    finally:
+        await audit.close()

@@ -35,6 +35,9 @@ def test_defaults_fill_optional_sections(config_factory: ConfigFactory) -> None:
         ("repository", {"url": "sftp://host/path"}, "sftp://user@host:port/path"),
         ("database", {"url": "postgres://x"}, "[database] url"),
         ("xmpp", {"muc_domains": "conference.example.com"}, "expected a list of strings"),
+        ("http", {"trusted_proxies": ["nginx.local"]}, "[http] trusted_proxies: 'nginx.local'"),
+        ("http", {"trusted_proxies": ["10.0.0.0/33"]}, "not an IP address or network"),
+        ("http", {"trusted_proxies": "127.0.0.1"}, "expected a list of strings"),
     ],
 )
 def test_bad_values_are_named(
@@ -101,3 +104,12 @@ def test_repository_url_parts(config_factory: ConfigFactory) -> None:
         "mftuser",
         "/opt/mftFileStore/node_1",
     )
+
+
+def test_trusted_proxies_are_normalised(tmp_path: Path) -> None:
+    """Addresses become networks (host bits dropped); the default trusts nobody."""
+    assert parse_config(make_raw_config(tmp_path)).http.trusted_proxies == ()
+    raw = make_raw_config(tmp_path, http={"trusted_proxies": ["127.0.0.1", "10.1.2.3/8", "::1"]})
+    cfg = parse_config(raw)
+    assert cfg.http.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
+    assert [n.version for n in cfg.http.trusted_networks] == [4, 4, 6]

@@ -20,12 +20,13 @@ def test_lua_literals() -> None:
 
 
 def test_config_has_loopback_ports_and_entries(tmp_path: Path) -> None:
-    """The config binds every port on 127.0.0.1 and declares host, component and MUC."""
+    """The config binds every port on 127.0.0.1 and declares host, components and MUC."""
     p = ProsodyInstance(
         tmp_path,
         domain="example.test",
         component_secret='s"cret',
         muc_domain="rooms.example.test",
+        extra_components={"upload.node-2.test": "n2-secret"},
         extra_config=['Component "share.example.test" "http_file_share"'],
     )
     text = p.render_config()
@@ -37,6 +38,7 @@ def test_config_has_loopback_ports_and_entries(tmp_path: Path) -> None:
     assert 'VirtualHost "example.test"' in text
     assert 'Component "upload.example.test"\n    component_secret = "s\\"cret"' in text
     assert 'Component "rooms.example.test" "muc"' in text
+    assert 'Component "upload.node-2.test"\n    component_secret = "n2-secret"' in text
     assert text.rstrip().endswith('Component "share.example.test" "http_file_share"')
     assert len({p.c2s_port, p.component_port, p.http_port}) == 3
     assert "ssl =" not in text
