@@ -6,6 +6,8 @@ slots, first one request at a time (latency-bound), then with a
 window of requests in flight (throughput-bound). Prints a table.
 
     python benchmarks/slots.py [--requests 2000] [--window 64] [--rounds 3]
+
+``MFT_BENCH_PROFILE="-m cProfile -o slots.prof"`` runs our component under a profiler.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +34,7 @@ from component.prosody import ProsodyInstance  # noqa: E402
 DOMAIN = "localhost"
 OURS = f"upload.{DOMAIN}"
 PROSODY_SHARE = f"share.{DOMAIN}"
+PROFILE = os.environ.get("MFT_BENCH_PROFILE", "").split()
 
 
 def share_config(http_port: int) -> list[str]:
@@ -64,14 +68,13 @@ async def connect(client: slixmpp.ClientXMPP, port: int) -> None:
 
 
 async def wait_for_component(
-    client: slixmpp.ClientXMPP, service: asyncio.subprocess.Process
+    client: slixmpp.ClientXMPP, service: asyncio.subprocess.Process, log: Path
 ) -> None:
     """Until the component answers disco#info (it connects to Prosody on its own)."""
     async with asyncio.timeout(20):
         while True:
             if service.returncode is not None:
-                assert service.stderr is not None
-                raise RuntimeError((await service.stderr.read()).decode())
+                raise RuntimeError(log.read_text())  # noqa: ASYNC240 - failure path only
             try:
                 await client.plugin["xep_0030"].get_info(jid=OURS, timeout=2)
                 return
@@ -129,14 +132,17 @@ url = "file://{base}/repo"
 url = "sqlite:///{base}/aft.sqlite3"
 """
             )
+            # A file, not a pipe: an undrained pipe fills up and stalls the component.
+            log_file = (base / "component.log").open("wb")
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "component", "run", "--only", "component", "-c", str(config),
-                cwd=ROOT, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(),
+                sys.executable, *PROFILE, "-m", "component",
+                "run", "--only", "component", "-c", str(config),
+                cwd=ROOT, stderr=log_file, preexec_fn=die_with_parent(),
             )  # fmt: skip
             client = make_client(f"bench@{DOMAIN}", "bench-pw")
             try:
                 await connect(client, prosody.c2s_port)
-                await wait_for_component(client, process)
+                await wait_for_component(client, process, base / "component.log")
                 results: list[tuple[str, str, float]] = []
                 cases: list[tuple[str, int, int]] = [
                     ("1 in flight", max(requests // 4, 50), 1),
@@ -158,6 +164,7 @@ url = "sqlite:///{base}/aft.sqlite3"
                         await client.disconnected
                 process.terminate()
                 await process.wait()
+                log_file.close()
 
 
 def print_table(results: list[tuple[str, str, float]], requests: int, rounds: int) -> None:
