@@ -30,6 +30,7 @@ from component.audit import AuditQuery, open_audit_log
 from component.config import Config
 from component.errors import NotFound, StorageUnavailable
 
+from .headers import NODE_HEADER
 from .opsutil import (
     config_secrets,
     error_reason,
@@ -422,6 +423,7 @@ async def check_http(cfg: Config) -> list[CheckResult]:
             session.get(url, allow_redirects=False) as resp,
         ):
             status = resp.status
+            node = resp.headers.get(NODE_HEADER)
             body = (await resp.content.read(200)).decode("utf-8", "replace")
     except aiohttp.ClientConnectorCertificateError as exc:
         return [
@@ -468,6 +470,17 @@ async def check_http(cfg: Config) -> list[CheckResult]:
                 f"{url}: HTTP {status}" + (f" {said}" if said else ""),
                 "503 means the service cannot reach its database or repository (see above);"
                 " 404/502 usually a reverse-proxy location or upstream mistake",
+            )
+        ]
+    if node != cfg.node.id:
+        return [
+            CheckResult(
+                "FAIL",
+                name,
+                f"{url}: answers 200, but "
+                + (f"from node {node!r}, not {cfg.node.id!r}" if node else "not from xmpp-mft"),
+                "public_url must lead to this node's HTTP server: check DNS, the reverse"
+                " proxy and [http] port",
             )
         ]
     if plain_public:

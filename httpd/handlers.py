@@ -9,9 +9,9 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from .appkeys import AUDIT, METRICS, REPOSITORY
+from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
 from .download import get_download
-from .headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE
+from .headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, NODE_HEADER
 from .upload import expect_upload, put_upload
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ async def healthz(request: web.Request) -> web.Response:
         )
         if reason
     ]
+    # The node header lets `mft check` tell this node's /healthz from another service's.
+    node = {NODE_HEADER: request.app[CONFIG].node.id}
     if failures:
-        return web.Response(status=503, text="\n".join(failures) + "\n")
-    return web.Response(text="ok\n")
+        return web.Response(status=503, text="\n".join(failures) + "\n", headers=node)
+    return web.Response(text="ok\n", headers=node)

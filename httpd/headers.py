@@ -35,6 +35,8 @@ INLINE_PREFIXES = ("audio/", "video/")
 CORS_ALLOW_METHODS = "PUT, GET, HEAD, OPTIONS"
 CORS_ALLOW_HEADERS = "Content-Type, Content-Length, Authorization, Range"
 CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, Content-Disposition"
+# On /healthz: which node answered (`mft check` compares it with [node] id).
+NODE_HEADER = "X-MFT-Node"
 CORS_MAX_AGE = "86400"
 # Even an inline image must not load scripts or be framed by another site.
 CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from httpd.check import (
     CheckResult,
     _check_space,
     check_database,
+    check_http,
     check_repository,
     check_xmpp,
 )
@@ -17,6 +19,7 @@ from httpd.storage import DiskUsage, FileRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 
+from .httpd_harness import httpd_env
 from .ops_helpers import blocked_path, unusable_repository
 
 
@@ -92,3 +95,35 @@ def test_line_format() -> None:
     """STATUS, name and detail in columns; the hint after 'hint:'."""
     line = CheckResult("WARN", "repository space", "5% free", "purge").line()
     assert line == "WARN  repository space  5% free  hint: purge"
+
+
+@pytest.mark.parametrize(("served_node", "status"), [("node_1", "OK"), ("node_2", "FAIL")])
+async def test_http_public_url_must_reach_this_node(
+    config_factory: ConfigFactory, tmp_path: Path, served_node: str, status: str
+) -> None:
+    """/healthz names its node: a public_url leading to another node is FAIL."""
+    served = config_factory(node={"id": served_node}, repository={"url": f"file://{tmp_path}/s"})
+    async with httpd_env(served) as env:
+        cfg = config_factory(http={"public_url": f"http://127.0.0.1:{env.port}"})
+        [line] = await check_http(cfg)
+    assert line.status == status
+    if status == "FAIL":
+        assert "from node 'node_2', not 'node_1'" in line.detail and line.hint
+
+
+async def test_http_public_url_answered_by_something_else(config_factory: ConfigFactory) -> None:
+    """A 200 from a server that is not xmpp-mft is FAIL, not OK."""
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        [line] = await check_http(config_factory(http={"public_url": f"http://127.0.0.1:{port}"}))
+    finally:
+        await runner.cleanup()
+    assert line.status == "FAIL" and "not from xmpp-mft" in line.detail
