@@ -569,7 +569,7 @@ class SftpRepository:
                     break  # not empty: a concurrent store's file is in it
                 self._fresh.removed(directory)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
-            log.warning("could not remove part file %s yet: %s", part, exc)
+            log.warning("could not clean up after the failed store of %s yet: %s", path, exc)
             return False
         self._orphans.pop(part, None)
         return True
