@@ -226,6 +226,32 @@ async def scan_host_key(
         return await asyncssh.get_server_host_key(host, port, server_host_key_algs=algs, config=[])
 
 
+def key_type(key: asyncssh.SSHKey) -> str:
+    """The key's type as ``ssh-keyscan -t`` names it (``rsa``, ``ecdsa``, ``ed25519``),
+    or its algorithm name for any other type."""
+    algs = {alg.decode() for alg in key.sig_algorithms}
+    for name, type_algs in KEY_TYPES.items():
+        if algs.intersection(type_algs):
+            return name
+    return str(key.get_algorithm())
+
+
+async def offered_key_types(host: str, port: int = DEFAULT_PORT, within: float = 15.0) -> list[str]:
+    """The types of :data:`KEY_TYPES` that ``host:port`` has a host key of (asked at once).
+
+    An empty list when none answered, whatever the reason (unreachable, going down).
+    """
+
+    async def has(kind: str) -> bool:
+        try:
+            return await scan_host_key(host, port, kind, within) is not None
+        except (asyncssh.Error, OSError, TimeoutError):
+            return False
+
+    found = await asyncio.gather(*(has(kind) for kind in KEY_TYPES))
+    return [kind for kind, ok in zip(KEY_TYPES, found, strict=True) if ok]
+
+
 async def keyscan_command(cfg: Config | None, args: argparse.Namespace) -> int:
     """``mft keyscan HOST [-p PORT] [-t TYPE]``: print the line to pin and its fingerprint.
 

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -106,12 +106,59 @@ def part_name(path: str) -> str:
     return f"{head}/.{tail}.{secrets.token_hex(4)}.part" if head else f".{tail}.part"
 
 
+def store_dirs(path: str) -> list[str]:
+    """The directories holding ``path``, shallowest first: ``files``, ``files/im``, ...
+
+    A store makes the missing ones on first use (DESIGN.md); see :class:`FreshDirs` for
+    which of them a failed store removes again.
+    """
+    head = path.split("/")[:-1]
+    return ["/".join(head[: i + 1]) for i in range(len(head))]
+
+
+class FreshDirs:
+    """Directories a repository made for uploads none of which has been published yet.
+
+    DESIGN.md: no directory for an hour without transfers. A failed or cancelled store
+    removes, deepest first and each only while empty, the directories of its path that
+    are still fresh: made by this store or by a concurrent one that failed before it (so
+    the last failure in a new hour clears it), never a directory that was there before,
+    one holding a published file, or the layout root ``files``. A store racing with the
+    removal finds its directory gone when it creates the part file and makes it again.
+    """
+
+    def __init__(self) -> None:
+        self._dirs: set[str] = set()
+
+    def made(self, directories: Iterable[str]) -> None:
+        """Record directories a store has just created."""
+        self._dirs.update(directories)
+
+    def published(self, path: str) -> None:
+        """A file was published at ``path``: its directories are in use now."""
+        self._dirs.difference_update(store_dirs(path))
+
+    def removable(self, path: str) -> list[str]:
+        """The directories a failed store of ``path`` may remove, deepest first."""
+        found = []
+        for directory in reversed(store_dirs(path)[1:]):
+            if directory not in self._dirs:
+                break
+            found.append(directory)
+        return found
+
+    def removed(self, directory: str) -> None:
+        """``directory`` is gone (removed by us or by a purge)."""
+        self._dirs.discard(directory)
+
+
 class FileRepository:
     """A repository in a local directory (``file://``), the embedded default."""
 
     def __init__(self, root: str | os.PathLike[str], file_server: str = "localhost") -> None:
         self._root = Path(root)
         self._file_server = file_server
+        self._fresh = FreshDirs()
 
     @property
     def file_server(self) -> str:
@@ -148,14 +195,15 @@ class FileRepository:
         if await asyncio.to_thread(final.exists):
             raise AlreadyUploaded()
         part = self._abs(part_name(path))
-        try:
-            fd = await asyncio.to_thread(self._create_part, part)
-        except OSError as exc:
-            raise StorageUnavailable() from exc
+        made: list[str] = []
         published = False
         try:
-            written = 0
             try:
+                fd = await asyncio.to_thread(self._create_part, part, path, made)
+            finally:
+                self._fresh.made(made)
+            try:
+                written = 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
@@ -172,40 +220,43 @@ class FileRepository:
             except FileExistsError as exc:
                 raise AlreadyUploaded() from exc
             published = True
+            self._fresh.published(path)
         except OSError as exc:
             raise StorageUnavailable() from exc
         finally:
             with contextlib.suppress(OSError):
                 part.unlink()
             if not published:
-                # DESIGN.md: no directory for an hour without transfers.
-                self._prune_empty(part.parent)
+                self._prune_fresh(path)
 
-    @staticmethod
-    def _create_part(part: Path) -> int:
-        """Create ``part`` exclusively, making its directories on first use.
+    def _create_part(self, part: Path, path: str, made: list[str]) -> int:
+        """Create ``part`` exclusively, making its directories on first use (into ``made``).
 
         A failed upload beside this one may remove the (then empty) directories between
         ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
         """
-        for attempt in range(3):
+        for attempt in range(4):
             try:
-                part.parent.mkdir(parents=True, exist_ok=True)
                 return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             except FileNotFoundError:
-                if attempt == 2:
+                if attempt == 3:
                     raise
+            for directory in store_dirs(path):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self._root / directory)
+                    made.append(directory)
         raise AssertionError("unreachable")
 
-    def _prune_empty(self, directory: Path) -> None:
-        """Remove ``directory`` and its parents below ``files/`` while they are empty."""
-        top = self._root / "files"
-        while directory != top and top in directory.parents:
+    def _prune_fresh(self, path: str) -> None:
+        """Remove what a failed store of ``path`` may remove (see :class:`FreshDirs`)."""
+        for directory in self._fresh.removable(path):
             try:
-                os.rmdir(directory)  # only ever removes an empty directory
+                os.rmdir(self._root / directory)  # only ever removes an empty directory
+            except FileNotFoundError:
+                pass
             except OSError:
                 return
-            directory = directory.parent
+            self._fresh.removed(directory)
 
     async def size(self, path: str) -> int:
         """Size of ``path``."""

@@ -34,9 +34,16 @@ from component.errors import (
     SizeMismatch,
     StorageUnavailable,
 )
-from component.sshkeys import HostKeyLine, fingerprint, load_client_key, pinned_host_key
+from component.sshkeys import (
+    HostKeyLine,
+    fingerprint,
+    key_type,
+    load_client_key,
+    offered_key_types,
+    pinned_host_key,
+)
 
-from .storage import DiskUsage, StoredFile, part_name
+from .storage import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,10 @@ class SftpRepository:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._orphans: set[str] = set()  # .part files to remove once reconnected
+        # Failed stores whose part file (and fresh directories) are still to remove,
+        # part file -> slot path: at once, or once reconnected.
+        self._orphans: dict[str, str] = {}
+        self._fresh = FreshDirs()
         self._last_error = "not connected"
         self._write_len = FALLBACK_BLOCK
         self._read_len = FALLBACK_BLOCK
@@ -161,6 +171,7 @@ class SftpRepository:
         cfg = self._cfg
         presented: list[asyncssh.SSHKey] = []
         pinned = self._pinned.key
+        handshake = True  # until the session is authenticated
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 conn = await asyncssh.connect(
@@ -184,44 +195,70 @@ class SftpRepository:
                     keepalive_interval=KEEPALIVE_INTERVAL,
                     keepalive_count_max=3,
                 )
+                handshake = False
                 try:
                     sftp = await conn.start_sftp_client()
                 except BaseException:
                     conn.abort()
                     raise
-        except asyncssh.HostKeyNotVerifiable as exc:
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            reason = self._failure(exc, presented)
+            if handshake and isinstance(
+                exc, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, ConnectionResetError)
+            ):
+                # OpenSSH hangs up when it has no host key of the asked type; depending on
+                # timing that shows as a reset, a lost connection or a failed key exchange.
+                reason = await self._missing_key_type() or reason
+            raise StorageUnavailable(reason) from exc
+        return conn, sftp
+
+    def _failure(self, exc: BaseException, presented: list[asyncssh.SSHKey]) -> str:
+        """The reason a connection attempt failed, in words for an administrator."""
+        assert self._pinned is not None and self._client_key is not None
+        cfg, pinned = self._cfg, self._pinned.key
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             seen = fingerprint(presented[-1]) if presented else "(a certificate or unknown key)"
-            raise StorageUnavailable(
+            return (
                 f"WARNING: POSSIBLE MAN-IN-THE-MIDDLE ATTACK: the file server {cfg.host}:"
                 f"{cfg.port} presented host key {seen}, but the pinned [repository] host_key "
                 f"is {fingerprint(pinned)}; refusing to connect (no credentials or data were "
                 f"sent). If the server's key was changed on purpose, pin the line printed by "
                 f"'mft keyscan {cfg.host} -p {cfg.port}'"
-            ) from exc
-        except asyncssh.PermissionDenied as exc:
-            raise StorageUnavailable(
+            )
+        if isinstance(exc, asyncssh.PermissionDenied):
+            return (
                 f"file server {self._where} refused the node key "
                 f"{fingerprint(self._client_key)} ({cfg.client_key}): add the line printed "
                 f"by 'mft keygen --show' to the user's ~/.ssh/authorized_keys"
-            ) from exc
-        except asyncssh.KeyExchangeFailed as exc:
-            raise StorageUnavailable(
+            )
+        if isinstance(exc, asyncssh.KeyExchangeFailed):
+            return (
                 f"SSH key exchange with {cfg.host}:{cfg.port} failed: {exc.reason} (does the "
-                f"server have a {pinned.get_algorithm()} host key, as pinned?)"
-            ) from exc
-        except asyncssh.Error as exc:
-            raise StorageUnavailable(
-                f"SSH session with {self._where} failed: {exc.reason}"
-            ) from exc
-        except TimeoutError as exc:
-            raise StorageUnavailable(
+                f"server have a {key_type(pinned)} host key, as pinned?)"
+            )
+        if isinstance(exc, asyncssh.Error):
+            return f"SSH session with {self._where} failed: {exc.reason}"
+        if isinstance(exc, TimeoutError):
+            return (
                 f"file server {cfg.host}:{cfg.port} did not answer within {cfg.connect_timeout:g}s"
-            ) from exc
-        except OSError as exc:
-            raise StorageUnavailable(
-                f"file server {cfg.host}:{cfg.port} is unreachable: {exc.strerror or exc}"
-            ) from exc
-        return conn, sftp
+            )
+        assert isinstance(exc, OSError)
+        return f"file server {cfg.host}:{cfg.port} is unreachable: {exc.strerror or exc}"
+
+    async def _missing_key_type(self) -> str | None:
+        """The reason a handshake was dropped if the server has no host key of the pinned
+        type (asked with ``mft keyscan``'s probes), else ``None``."""
+        assert self._pinned is not None
+        cfg = self._cfg
+        pinned = key_type(self._pinned.key)
+        offered = await offered_key_types(cfg.host, cfg.port, cfg.connect_timeout)
+        if not offered or pinned in offered:
+            return None  # not the reason, or the server is going away: say what we saw
+        return (
+            f"the file server {cfg.host}:{cfg.port} offers no {pinned} host key (it has "
+            f"{', '.join(offered)}); the pinned [repository] host_key is {pinned}: run "
+            f"'mft keyscan {cfg.host} -p {cfg.port}' and pin a key it has"
+        )
 
     def _install(self, conn: asyncssh.SSHClientConnection, sftp: asyncssh.SFTPClient) -> None:
         limits = sftp.limits
@@ -275,9 +312,14 @@ class SftpRepository:
                         await asyncio.sleep(gap)  # rate limit, not synchronisation
                     delay = min(delay * 2, RECONNECT_MAX_DELAY)
                     continue
-                self._install(conn, sftp)
                 log.info("reconnected to the file server %s", self._where)
-                await self._remove_orphans(sftp)
+                try:
+                    # Before requests use the session: whoever asks next sees no leftovers.
+                    await self._remove_orphans(sftp)
+                except BaseException:
+                    conn.abort()  # closing: the session is not installed, so not closed
+                    raise
+                self._install(conn, sftp)
                 break
 
     async def _client(self) -> asyncssh.SFTPClient:
@@ -337,6 +379,11 @@ class SftpRepository:
         """One SFTP read request (the file was opened in binary mode)."""
         return cast(bytes, await self._timed(f.read(n, offset)))
 
+    async def _write_block(self, f: asyncssh.SFTPClientFile, data: bytes, offset: int) -> None:
+        """One SFTP write request; made inside the task, so a task cancelled before it ran
+        leaves no never-awaited ``write`` coroutine behind."""
+        await self._timed(f.write(data, offset))
+
     def _abs(self, path: str) -> str:
         if not path or path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else
@@ -350,15 +397,16 @@ class SftpRepository:
         :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
         :raises StorageUnavailable: the file server failed or went away; the part file
-            is removed (at once, or after the reconnect).
+            and the directories made for it are removed (at once, or after the reconnect).
         """
         final, part = self._abs(path), self._abs(part_name(path))
         sftp = await self._client()
         with self._errors("store", path):
             if await self._timed(sftp.exists(final)):
                 raise AlreadyUploaded()
-            f = await self._open_part(sftp, part)
         try:
+            with self._errors("store", path):
+                f = await self._open_part(sftp, part, path)
             try:
                 await self._write_blocks(f, chunks, size, path)
             except BaseException:
@@ -377,50 +425,63 @@ class SftpRepository:
                         raise AlreadyUploaded() from None
                     raise
         except BaseException:
-            task = asyncio.ensure_future(self._discard(part))
+            task = asyncio.ensure_future(self._discard(part, path))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # Shielded: a cancelled PUT still gets its part file removed.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(task)
             raise
+        self._fresh.published(path)
 
-    async def _open_part(self, sftp: asyncssh.SFTPClient, part: str) -> asyncssh.SFTPClientFile:
-        """Open ``part`` exclusively, making its directories on first use."""
+    async def _open_part(
+        self, sftp: asyncssh.SFTPClient, part: str, path: str
+    ) -> asyncssh.SFTPClientFile:
+        """Open ``part`` exclusively, making the directories of ``path`` on first use.
+
+        A failed store beside this one may remove the (then empty) directories between
+        ``mkdir`` and ``open``: the open then finds no directory, and we make them again.
+        """
         for _attempt in range(3):
             try:
                 # block_size=0: each write()/read() is exactly one SFTP request; the
                 # pipelining is ours.
                 return await self._timed(sftp.open(part, "xb", block_size=0))
             except asyncssh.SFTPNoSuchFile:
-                try:
-                    await self._makedirs(sftp, posixpath.dirname(part))
-                except asyncssh.SFTPNoSuchFile as exc:
-                    # The node directory itself is gone: a repository failure, not a 404.
-                    raise asyncssh.SFTPFailure(f"cannot create directories: {exc.reason}") from exc
-        # A purge removed the fresh directory three times in a row.
+                await self._makedirs(sftp, store_dirs(path))
         raise asyncssh.SFTPFailure(f"cannot create {posixpath.dirname(part)}")
 
-    async def _makedirs(self, sftp: asyncssh.SFTPClient, directory: str) -> None:
-        """``mkdir -p`` below the node directory, tolerating concurrent creators."""
-        try:
-            await self._timed(sftp.mkdir(directory))
-        except asyncssh.SFTPNoSuchFile:
-            parent = posixpath.dirname(directory)
-            if len(parent) <= len(self._root):
-                raise
-            await self._makedirs(sftp, parent)
-            await self._makedirs(sftp, directory)
-        except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
-            if not await self._timed(sftp.isdir(directory)):
-                raise
+    async def _makedirs(self, sftp: asyncssh.SFTPClient, dirs: list[str]) -> None:
+        """``mkdir -p`` of ``dirs`` (shallowest first, below the node directory), deepest
+        first, so a new hour costs one request; records what it made in :class:`FreshDirs`.
+        """
+        if not dirs:
+            raise asyncssh.SFTPFailure("the node directory is gone")
+        i = len(dirs) - 1
+        for _step in range(4 * len(dirs)):  # bounded, should a purge race us up and down
+            if i == len(dirs):
+                return
+            try:
+                await self._timed(sftp.mkdir(self._abs(dirs[i])))
+                self._fresh.made([dirs[i]])
+            except asyncssh.SFTPNoSuchFile as exc:
+                if i == 0:
+                    # The node directory itself is gone: a repository failure, not a 404.
+                    raise asyncssh.SFTPFailure(f"cannot create directories: {exc.reason}") from exc
+                i -= 1
+                continue
+            except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+                if not await self._timed(sftp.isdir(self._abs(dirs[i]))):
+                    raise
+            i += 1
+        raise asyncssh.SFTPFailure(f"cannot create {dirs[-1]}")
 
     async def _write_blocks(
         self, f: asyncssh.SFTPClientFile, chunks: AsyncIterator[bytes], size: int, path: str
     ) -> None:
         """Re-block ``chunks`` and write them at explicit offsets, IN_FLIGHT at a time."""
         block = self._write_len
-        pending: set[asyncio.Task[int]] = set()
+        pending: set[asyncio.Task[None]] = set()
         buf = bytearray()
         offset = received = 0
 
@@ -430,7 +491,7 @@ class SftpRepository:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 reap(done)
             reap([t for t in pending if t.done()])
-            pending.add(asyncio.ensure_future(self._timed(f.write(data, offset))))
+            pending.add(asyncio.ensure_future(self._write_block(f, data, offset)))
             offset += len(data)
 
         def reap(done: Any) -> None:
@@ -469,26 +530,49 @@ class SftpRepository:
                     if not task.cancelled():
                         task.exception()
 
-    async def _discard(self, part: str) -> None:
-        """Remove a part file now, or remember it for after the reconnect."""
-        self._orphans.add(part)
+    async def _discard(self, part: str, path: str) -> None:
+        """Clean up after a failed store now, or remember it for after the reconnect."""
+        self._orphans[part] = path
         if self._sftp is not None:
-            await self._remove_part(self._sftp, part)
+            await self._clean_up(self._sftp, part)
 
     async def _remove_orphans(self, sftp: asyncssh.SFTPClient) -> None:
-        for part in list(self._orphans):
-            await self._remove_part(sftp, part)
+        """Clean up after every remembered failed store, until the session fails."""
+        tried: set[str] = set()
+        # Stores failing meanwhile add orphans (no session is installed yet): take them too.
+        while todo := [part for part in self._orphans if part not in tried]:
+            for part in todo:
+                tried.add(part)
+                if not await self._clean_up(sftp, part):
+                    return  # the next session tries again
 
-    async def _remove_part(self, sftp: asyncssh.SFTPClient, part: str) -> None:
-        """Remove one remembered part file; it stays remembered if that fails."""
+    async def _clean_up(self, sftp: asyncssh.SFTPClient, part: str) -> bool:
+        """Remove one remembered part file, then the fresh directories of its slot (see
+        :class:`FreshDirs`); it stays remembered if the session fails meanwhile.
+
+        :returns: whether the session still works.
+        """
+        path = self._orphans.get(part)
+        if path is None:
+            return True  # done by a concurrent clean-up
         try:
-            await self._timed(sftp.remove(part))
-        except asyncssh.SFTPNoSuchFile:
-            pass
+            with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                await self._timed(sftp.remove(part))
+            for directory in self._fresh.removable(path):
+                try:
+                    await self._timed(sftp.rmdir(self._abs(directory)))
+                except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+                    raise
+                except asyncssh.SFTPNoSuchFile:
+                    pass
+                except asyncssh.SFTPError:
+                    break  # not empty: a concurrent store's file is in it
+                self._fresh.removed(directory)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
-            log.warning("could not remove part file %s yet: %s", part, exc)
-            return
-        self._orphans.discard(part)
+            log.warning("could not clean up after the failed store of %s yet: %s", path, exc)
+            return False
+        self._orphans.pop(part, None)
+        return True
 
     # ------------------------------------------------------------------ read
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import posixpath
 import secrets
 import shutil
 import signal
@@ -110,17 +111,83 @@ async def test_concurrent_stores_to_one_slot_publish_one(repo: SftpRepository) -
     assert await listing(repo) == [path]
 
 
+def dirs_below(top: Path) -> list[str]:
+    """Every directory below ``top``, relative and sorted (what a failure may leave)."""
+    return sorted(str(d.relative_to(top)) for d in top.rglob("*") if d.is_dir())
+
+
 @pytest.mark.parametrize(("sent", "declared"), [(1000, 999), (999, 1000), (0, 1)])
-async def test_wrong_size_leaves_nothing(repo: SftpRepository, sent: int, declared: int) -> None:
-    """More or fewer bytes than declared: SizeMismatch and no file, not even a part."""
+async def test_wrong_size_leaves_nothing(
+    repo: SftpRepository, node_dir: Path, sent: int, declared: int
+) -> None:
+    """More or fewer bytes than declared: SizeMismatch, no file, no part, no fresh directory."""
     with pytest.raises(SizeMismatch) as info:
         await repo.store(slot(), stream(os.urandom(sent), 100), declared)
     assert info.value.larger is (sent > declared)
     assert await listing(repo) == []
+    assert dirs_below(node_dir) == ["files"]  # no files/im/<date>/<hour> for nothing
 
 
-async def test_cancelled_store_removes_part(repo: SftpRepository) -> None:
-    """A PUT cancelled mid-body (client went away) leaves nothing behind."""
+async def test_failure_beside_a_success_keeps_the_hour(
+    repo: SftpRepository, node_dir: Path
+) -> None:
+    """A store failing while another publishes in the same new hour (either one making the
+    directory) keeps the directory and the good file; nothing else is left."""
+    good: list[str] = []
+    for hour, failing_first in (("12", True), ("13", False)):
+        first, second = PausingBody(half_mib=1), PausingBody(half_mib=1)
+        bad_path, good_path = slot(hour=hour), slot(hour=hour)
+        if failing_first:  # the failing store makes the hour, then fails after the good one
+            bad = asyncio.create_task(repo.store(bad_path, aiter(first), first.size + 1))
+            async with asyncio.timeout(10):
+                await first.half.wait()
+                await repo.store(good_path, stream(b"good"), 4)
+            first.resume.set()
+            with pytest.raises(SizeMismatch):
+                await bad
+        else:  # the good store makes the hour; the failure comes while its part is there
+            task = asyncio.create_task(repo.store(good_path, aiter(second), second.size))
+            async with asyncio.timeout(10):
+                await second.half.wait()
+            with pytest.raises(SizeMismatch):
+                await repo.store(bad_path, stream(b"bad"), 4)
+            second.resume.set()
+            async with asyncio.timeout(10):
+                await task
+        good.append(good_path)
+        assert os.listdir(node_dir / posixpath.dirname(good_path)) == [
+            posixpath.basename(good_path)
+        ]
+    assert await listing(repo) == sorted(good)
+
+
+async def test_concurrent_failures_clear_a_new_hour(repo: SftpRepository, node_dir: Path) -> None:
+    """Many stores racing in one new hour: the good ones publish (directories removed under
+    a racing store are made again); when all fail, no directory is left for the hour."""
+
+    async def store(path: str, fail: bool) -> bool:
+        try:
+            await repo.store(path, stream(b"0123456789", 3), 10 + fail)
+        except SizeMismatch:
+            return False
+        return True
+
+    paths = [slot(hour="14") for _ in range(20)]
+    outcomes = await asyncio.gather(*(store(p, i % 2 == 1) for i, p in enumerate(paths)))
+    assert outcomes == [i % 2 == 0 for i in range(20)]
+    assert await listing(repo) == sorted(paths[::2])
+    assert not any(await asyncio.gather(*(store(slot(hour="15"), True) for _ in range(10))))
+    assert not any(await asyncio.gather(*(store(slot("x", f"{h:02}"), True) for h in range(8))))
+    assert dirs_below(node_dir) == [
+        "files",
+        "files/im",
+        "files/im/20260101",
+        "files/im/20260101/14",
+    ]
+
+
+async def test_cancelled_store_removes_part(repo: SftpRepository, node_dir: Path) -> None:
+    """A PUT cancelled mid-body (client went away) leaves nothing behind, no directory either."""
     started = asyncio.Event()
 
     async def stalls() -> AsyncIterator[bytes]:
@@ -136,6 +203,7 @@ async def test_cancelled_store_removes_part(repo: SftpRepository) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await listing(repo) == []
+    assert dirs_below(node_dir) == ["files"]
 
 
 @pytest.mark.parametrize(
@@ -236,6 +304,23 @@ async def test_wrong_host_key_is_refused_before_auth(
     assert "publickey" not in log and "Accepted" not in log  # no authentication attempt
 
 
+async def test_pinned_key_type_the_server_lacks_is_named(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """An ed25519 line pinned for an RSA-only sshd: the reason names both types and keyscan."""
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    pinned = f"[127.0.0.1]:{sshd.port} {public_line(other)}"
+    target = node_dir / "node_1"
+    r = repo_for(config_factory(repository=sshd.repository(target, host_key=pinned)))
+    with pytest.raises(StorageUnavailable) as info:
+        await r.open()
+    text = str(info.value)
+    assert f"file server 127.0.0.1:{sshd.port} offers no ed25519 host key (it has rsa)" in text
+    assert "the pinned [repository] host_key is ed25519" in text
+    assert f"'mft keyscan 127.0.0.1 -p {sshd.port}' and pin a key it has" in text
+    assert not target.exists()
+
+
 async def test_host_key_for_another_host_is_refused(
     sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
 ) -> None:
@@ -303,7 +388,8 @@ async def test_missing_client_key_is_refused(
 async def test_sshd_killed_mid_upload_then_recovers(
     sshd_factory: Callable[[], SshServer], config_factory: ConfigFactory
 ) -> None:
-    """sshd dies mid-upload: StorageUnavailable, nothing published; after restart, stores work."""
+    """sshd dies mid-upload: StorageUnavailable, nothing published; once it is back, neither
+    part file nor directory of that upload remains, and stores work."""
     server = sshd_factory()
     node = server.store / "node_1"
     r = repo_for(config_factory(repository=server.repository(node, connect_timeout=3.0)))
@@ -327,11 +413,15 @@ async def test_sshd_killed_mid_upload_then_recovers(
                 await r.size(path)
 
         server.start()
+        # The first request after the restart waits (bounded) for the new session, which
+        # has cleaned up first: the killed upload's part file and the hour made for it.
+        async with asyncio.timeout(20):
+            assert await listing(r) == []
+        assert dirs_below(node) == ["files"]
         again = slot()
         async with asyncio.timeout(20):
             await r.store(again, stream(b"after the outage"), 16)
         assert (node / again).read_bytes() == b"after the outage"
-        # The part file of the killed upload was removed once the session came back.
         assert await listing(r) == [again]
     finally:
         await r.close()

@@ -17,6 +17,7 @@ from component.sshkeys import (
     authorized_keys_line,
     generate_node_key,
     host_pattern,
+    key_type,
     load_client_key,
     parse_host_key_line,
     pinned_host_key,
@@ -35,6 +36,19 @@ def hashed(name: str) -> str:
     salt = b"0123456789abcdef0123"
     mac = hmac.new(salt, name.encode(), hashlib.sha1).digest()
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(mac).decode()}"
+
+
+@pytest.mark.parametrize(
+    ("alg", "kind"),
+    [("ssh-ed25519", "ed25519"), ("ecdsa-sha2-nistp384", "ecdsa"), ("ssh-rsa", "rsa")],
+)
+def test_key_type_names_as_keyscan(alg: str, kind: str) -> None:
+    """Key types are named as ssh-keyscan -t (and mft keyscan -t) name them."""
+    if alg == "ssh-rsa":
+        key = asyncssh.generate_private_key(alg, key_size=1024)  # small: only the type matters
+    else:
+        key = asyncssh.generate_private_key(alg)
+    assert key_type(key) == kind
 
 
 def test_host_pattern_brackets_other_ports() -> None:

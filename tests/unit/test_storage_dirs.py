@@ -1,0 +1,53 @@
+"""Which directories a store makes and which a failed store removes again (both back-ends)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from component.errors import SizeMismatch
+from httpd.storage import FileRepository, FreshDirs, store_dirs
+
+PATH = "files/im/20260101/10/resource"
+
+
+def test_store_dirs_shallowest_first() -> None:
+    """Every directory holding the path, from the layout root down to the hour."""
+    assert store_dirs(PATH) == [
+        "files",
+        "files/im",
+        "files/im/20260101",
+        "files/im/20260101/10",
+    ]
+    assert store_dirs("resource") == []
+
+
+def test_fresh_dirs_rule() -> None:
+    """Only fresh directories, deepest first, stopping at one that is not; never files."""
+    fresh = FreshDirs()
+    assert fresh.removable(PATH) == []
+    fresh.made(store_dirs(PATH))
+    assert fresh.removable(PATH) == ["files/im/20260101/10", "files/im/20260101", "files/im"]
+    fresh.published("files/im/20260101/11/other")  # the day and type hold a file now
+    assert fresh.removable(PATH) == ["files/im/20260101/10"]
+    fresh.removed("files/im/20260101/10")
+    assert fresh.removable(PATH) == []
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_failed_store_keeps_directories_it_did_not_make(tmp_path: Path) -> None:
+    """An hour that existed before stays; the hour a failed store made is removed."""
+    repo = FileRepository(tmp_path)
+    await repo.open()
+    os.makedirs(tmp_path / "files/im/20260101/10")
+    with pytest.raises(SizeMismatch):
+        await repo.store(PATH, body(b"abc"), 4)
+    with pytest.raises(SizeMismatch):
+        await repo.store("files/im/20260101/11/resource", body(b"abc"), 4)
+    assert sorted(p.name for p in (tmp_path / "files/im/20260101").iterdir()) == ["10"]
