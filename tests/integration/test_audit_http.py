@@ -10,18 +10,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
 from component.audit_spooled import SpooledAuditLog
 from component.config import Config
 from component.metrics import Metrics
-from httpd.app import make_app, make_runner
 from httpd.storage import FileRepository
-from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
-from tests.unit.httpd_harness import RECIPIENT, UPLOADER, Slot, make_slot
+from tests.unit.httpd_harness import RECIPIENT, UPLOADER, Slot, make_slot, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +38,10 @@ async def serving(cfg: Config, audit: SpooledAuditLog) -> AsyncIterator[aiohttp.
     """
     repo = FileRepository(Path(cfg.repository.path))
     await repo.open()
-    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
-    await runner.setup()
     try:
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+        async with serve_app(cfg, repo, audit) as (_port, client):
             yield client
     finally:
-        await runner.cleanup()
         await repo.close()
 
 

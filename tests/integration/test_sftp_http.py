@@ -11,20 +11,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from component.audit import AuditQuery, open_audit_log
 from component.audit_sqlite import SqliteAuditLog
 from component.config import Config
 from component.layout import SlotPath
-from component.metrics import Metrics
-from httpd.app import make_app, make_runner
 from httpd.storage_sftp import SftpRepository
-from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
 from tests.integration.bodies import MiB, PausingBody, stream
-from tests.unit.httpd_harness import make_slot
+from tests.unit.httpd_harness import make_slot, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +54,11 @@ async def service(cfg: Config, node_dir: Path) -> AsyncIterator[Service]:
     await repo.open()
     audit = open_audit_log(cfg)
     await audit.open()
-    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
-    await runner.setup()
     try:
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+        async with serve_app(cfg, repo, audit) as (_port, client):
             assert isinstance(audit, SqliteAuditLog)
             yield Service(cfg, repo, audit, client, node_dir)
     finally:
-        await runner.cleanup()
         await audit.close()
         await repo.close()
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from component.audit import AuditQuery, AuditRecord, Method
+from component.audit import AuditLog, AuditQuery, AuditRecord, Method
 from component.audit_sqlite import SqliteAuditLog
 from component.config import Config
 from component.errors import StorageUnavailable
@@ -26,7 +26,7 @@ from component.layout import SlotPath, new_resource
 from component.metrics import Metrics
 from component.tokens import DownloadTicket, UploadGrant
 from httpd.app import make_app, make_runner
-from httpd.storage import FileRepository
+from httpd.storage import FileRepository, Repository
 from tests.fixtures.common import free_port
 
 UPLOADER = "alice@localhost"
@@ -208,14 +208,30 @@ async def httpd_env(
     audit = RecordingAudit(cfg)
     await audit.open()
     metrics = Metrics()
-    runner = make_runner(make_app(cfg, repo, audit, metrics))
+    try:
+        async with serve_app(cfg, repo, audit, metrics) as (port, client):
+            yield HttpdEnv(cfg, repo, audit, metrics, port, client)
+    finally:
+        await audit.close()
+        await repo.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics | None = None
+) -> AsyncIterator[tuple[int, aiohttp.ClientSession]]:
+    """``make_app`` with the production runner on a free loopback port, and a client.
+
+    Leaving the block runs the runner's cleanup, which waits for handlers in flight (a
+    download's row is written after its last byte). The caller opens and closes
+    ``repo`` and ``audit``.
+    """
+    runner = make_runner(make_app(cfg, repo, audit, metrics or Metrics()))
     await runner.setup()
     try:
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
-            yield HttpdEnv(cfg, repo, audit, metrics, port, client)
+            yield port, client
     finally:
         await runner.cleanup()
-        await audit.close()
-        await repo.close()

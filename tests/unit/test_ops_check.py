@@ -113,6 +113,7 @@ async def test_http_public_url_must_reach_this_node(
 
 async def test_http_public_url_answered_by_something_else(config_factory: ConfigFactory) -> None:
     """A 200 from a server that is not xmpp-mft is FAIL, not OK."""
+
     async def ok(_request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
