@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from component.childproc import die_with_parent  # noqa: E402
 from component.prosody import ProsodyInstance  # noqa: E402
+from tests.fixtures.prosody import XmppUser, client_for, connect_client  # noqa: E402
 
 DOMAIN = "localhost"
 OURS = f"upload.{DOMAIN}"
@@ -46,25 +47,6 @@ def share_config(http_port: int) -> list[str]:
         "    http_file_share_global_quota = 1024*1024*1024*1024*1024",
         f'    http_external_url = "http://127.0.0.1:{http_port}/"',
     ]
-
-
-def make_client(jid: str, password: str) -> slixmpp.ClientXMPP:
-    client = slixmpp.ClientXMPP(jid, password)
-    client.enable_starttls = False
-    client.enable_direct_tls = False
-    client.enable_plaintext = True
-    client.register_plugin("xep_0030")
-    client.register_plugin("xep_0363")
-    client.plugin["feature_mechanisms"].unencrypted_plain = True
-    return client
-
-
-async def connect(client: slixmpp.ClientXMPP, port: int) -> None:
-    started = asyncio.get_running_loop().create_future()
-    client.add_event_handler("session_start", lambda _e: started.done() or started.set_result(1))
-    client.connect("127.0.0.1", port)
-    async with asyncio.timeout(15):
-        await started
 
 
 async def wait_for_component(
@@ -139,9 +121,9 @@ url = "sqlite:///{base}/aft.sqlite3"
                 "run", "--only", "component", "-c", str(config),
                 cwd=ROOT, stderr=log_file, preexec_fn=die_with_parent(),
             )  # fmt: skip
-            client = make_client(f"bench@{DOMAIN}", "bench-pw")
+            client = client_for(XmppUser(f"bench@{DOMAIN}", "bench-pw"), "bench")
             try:
-                await connect(client, prosody.c2s_port)
+                await connect_client(client, prosody.c2s_port)
                 await wait_for_component(client, process, base / "component.log")
                 results: list[tuple[str, str, float]] = []
                 cases: list[tuple[str, int, int]] = [

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from component.childproc import die_with_parent  # noqa: E402
 from component.config import Config, load_config  # noqa: E402
+from httpd.opsutil import parse_size  # noqa: E402
 from tests.fixtures.common import free_port, wait_for_port  # noqa: E402
 from tests.fixtures.sshd import SshServer  # noqa: E402
 from tests.unit.httpd_harness import make_slot  # noqa: E402
@@ -39,15 +40,6 @@ from tests.unit.httpd_harness import make_slot  # noqa: E402
 CHUNK = 256 * 1024
 NODE = "node_1"
 MB = 1_000_000
-
-
-def parse_size(text: str) -> int:
-    """``64M``, ``1G``, ``512K`` or bytes."""
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    text = text.strip().upper()
-    if text[-1:] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def vm_hwm_kib(pid: int | str = "self") -> int:

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -63,3 +64,10 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
             os.kill(os.getpid(), sig)
 
     return preexec
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a child server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

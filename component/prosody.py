@@ -15,13 +15,12 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .childproc import die_with_parent
+from .childproc import die_with_parent, free_port
 from .deploykit import prosody_component, prosody_snippet
 
 log = logging.getLogger(__name__)
@@ -47,13 +46,6 @@ def lua(value: object) -> str:
     if isinstance(value, Sequence):
         return "{ " + ", ".join(lua(v) for v in value) + " }"
     raise TypeError(f"no Lua literal for {type(value).__name__}")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _port_open(port: int) -> bool:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from component.childproc import free_port
 from component.config import Config, load_config
 from component.prosody import ProsodyError, ProsodyInstance
 
@@ -36,9 +37,7 @@ def _port_or_free(port: int) -> int:
                 return port
             except OSError:
                 pass  # e.g. the system Prosody installed by apt already has 5222
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def _prepare(where: str) -> tuple[Path, dict[str, Any]]:
