@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from component.audit import AuditLog, AuditRecord, open_audit_log
-from component.audit_spooled import SpooledAuditLog
+from component.audit.spooled import SpooledAuditLog
 from component.config import Config, parse_config
 from component.metrics import Metrics
 from tests.fakes import FakeAudit

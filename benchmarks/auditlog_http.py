@@ -18,7 +18,7 @@ from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd.app import make_app, make_runner
-from httpd.storage import FileRepository
+from httpd.repository import FileRepository
 from tests.fixtures.common import free_port
 from tests.unit.httpd_harness import Slot, make_slot
 

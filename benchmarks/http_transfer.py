@@ -23,10 +23,10 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.metrics import Metrics
 from httpd.app import make_app, make_runner
-from httpd.storage import FileRepository
+from httpd.repository import FileRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import make_raw_config
 from tests.unit.httpd_harness import make_slot

@@ -28,8 +28,8 @@ import slixmpp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from component.childproc import die_with_parent  # noqa: E402
-from component.prosody import ProsodyInstance  # noqa: E402
+from component.servers.childproc import die_with_parent  # noqa: E402
+from component.servers.prosody import ProsodyInstance  # noqa: E402
 from tests.fixtures.prosody import XmppUser, client_for, connect_client  # noqa: E402
 
 DOMAIN = "localhost"

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from component.childproc import die_with_parent  # noqa: E402
 from component.config import Config, load_config  # noqa: E402
-from httpd.opsutil import parse_size  # noqa: E402
+from component.servers.childproc import die_with_parent  # noqa: E402
+from httpd.ops.util import parse_size  # noqa: E402
 from tests.fixtures.common import free_port, wait_for_port  # noqa: E402
 from tests.fixtures.sshd import SshServer  # noqa: E402
 from tests.unit.httpd_harness import make_slot  # noqa: E402
@@ -91,7 +91,7 @@ async def _file_chunks(src: Path) -> AsyncIterator[bytes]:
 
 async def repo_worker(cfg_path: str, src: str, size: int) -> None:
     """One store and one full read with SftpRepository; prints seconds and VmHWM."""
-    from httpd.storage_sftp import SftpRepository
+    from httpd.repository.sftp import SftpRepository
 
     cfg = load_config(cfg_path)
     repo = SftpRepository(cfg.repository)
@@ -117,7 +117,7 @@ async def serve(cfg_path: str) -> None:
     from component.audit import open_audit_log
     from component.metrics import Metrics
     from httpd.app import serve_http
-    from httpd.storage_sftp import SftpRepository
+    from httpd.repository.sftp import SftpRepository
 
     cfg = load_config(cfg_path)
     repo = SftpRepository(cfg.repository)

@@ -17,23 +17,23 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from . import __version__
-from .audit import METHODS
-from .config import Config, load_config
-from .errors import ConfigError
+from component import __version__
+from component.audit import METHODS
+from component.config import Config, load_config
+from component.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 # command -> "module:function"; the function is ``async def f(cfg | None, args) -> int``.
 COMMANDS: dict[str, str] = {
-    "run": "httpd.runner:run_command",
-    "sandbox": "httpd.sandbox:sandbox_command",
-    "check": "httpd.check:check_command",
-    "keygen": "component.sshkeys:keygen_command",
-    "keyscan": "component.sshkeys:keyscan_command",
-    "speedtest": "httpd.speedtest:speedtest_command",
-    "purge": "httpd.purge:purge_command",
-    "log": "component.logquery:log_command",
+    "run": "httpd.ops.runner:run_command",
+    "sandbox": "httpd.ops.sandbox:sandbox_command",
+    "check": "httpd.ops.check:check_command",
+    "keygen": "httpd.repository.sshkeys:keygen_command",
+    "keyscan": "httpd.repository.sshkeys:keyscan_command",
+    "speedtest": "httpd.ops.speedtest:speedtest_command",
+    "purge": "httpd.ops.purge:purge_command",
+    "log": "component.audit.query:log_command",
 }
 # Commands that work without a configuration file.
 NO_CONFIG = {"sandbox", "keyscan"}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
-from .errors import ConfigError
+from component.errors import ConfigError
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"

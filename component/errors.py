@@ -1,7 +1,7 @@
 """Typed errors of xmpp-mft; each class carries its XMPP and HTTP rendering.
 
 Pure data: no slixmpp or aiohttp import, so both halves can share it. They are
-rendered in two places only: ``component.service`` (IQ errors) and
+rendered in two places only: ``component.xmpp.service`` (IQ errors) and
 ``httpd.middleware`` (HTTP statuses)::
 
     Exception

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import quote
 
-from .errors import InvalidRequest
+from component.errors import InvalidRequest
 
 ChatType = Literal["im", "groupchat", "persistent"]
 CHAT_TYPES: tuple[ChatType, ...] = ("im", "groupchat", "persistent")
@@ -134,7 +134,7 @@ class DirectoryAllocator:
     Counts slots issued by this process per chat type and UTC hour. Counting slots (not
     finished uploads) may roll over a little early, never late. After a restart the
     component seeds the counts from AFT_LOG with :meth:`seed`
-    (:meth:`~component.service.UploadComponent.resume_directories`).
+    (:meth:`~component.xmpp.service.UploadComponent.resume_directories`).
     """
 
     def __init__(self, per_dir: int = 1000) -> None:

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import InvalidToken
-from .layout import SlotPath
+from component.errors import InvalidToken
+from component.layout import SlotPath
 
 TOKEN_VERSION = "1"
 

@@ -14,13 +14,12 @@ from aiohttp.web_request import BaseRequest
 from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
-
-from . import handlers
-from .appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
-from .clientip import client_ip
-from .middleware import add_cors_headers, error_middleware, in_flight_middleware
-from .routing import FILE_ROUTE
-from .storage import Repository
+from httpd import handlers
+from httpd.appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
+from httpd.clientip import client_ip
+from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
+from httpd.repository import Repository
+from httpd.routing import FILE_ROUTE
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from aiohttp import web
 from component.audit import AuditLog
 from component.config import Config, IPNetwork
 from component.metrics import Metrics
-
-from .storage import Repository
+from httpd.repository import Repository
 
 CONFIG = web.AppKey("config", Config)
 REPOSITORY = web.AppKey("repository", Repository)

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from aiohttp import hdrs, web
 
 from component.config import IPNetwork
-
-from .appkeys import TRUSTED_PROXIES
+from httpd.appkeys import TRUSTED_PROXIES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 X_FORWARDED_FOR = "X-Forwarded-For"

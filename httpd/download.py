@@ -17,10 +17,9 @@ from component.audit import AuditRecord, Method
 from component.errors import AuditUnavailable, Gone, InvalidToken, NotFound, UploadError
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import DownloadTicket, verify_ticket
-
-from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
-from .clientip import client_ip
-from .headers import (
+from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.clientip import client_ip
+from httpd.headers import (
     CONTENT_SECURITY_POLICY,
     ByteRange,
     RangeNotSatisfiable,
@@ -28,8 +27,8 @@ from .headers import (
     content_type_for,
     parse_range,
 )
-from .middleware import count_failure
-from .routing import redirect_to_owner, slot_path
+from httpd.middleware import count_failure
+from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
-from .download import get_download
-from .headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, NODE_HEADER
-from .upload import expect_upload, put_upload
+from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.download import get_download
+from httpd.headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, NODE_HEADER
+from httpd.upload import expect_upload, put_upload
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from aiohttp.typedefs import Handler
 
 from component.errors import AuditUnavailable, StorageUnavailable, UploadError, http_status_of
 from component.metrics import Metrics
-
-from .appkeys import IN_FLIGHT, METRICS
-from .headers import CORS_EXPOSE_HEADERS
+from httpd.appkeys import IN_FLIGHT, METRICS
+from httpd.headers import CORS_EXPOSE_HEADERS
 
 log = logging.getLogger(__name__)
 

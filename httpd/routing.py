@@ -7,8 +7,7 @@ from yarl import URL
 
 from component.errors import NotFound
 from component.layout import SlotPath
-
-from .appkeys import CONFIG
+from httpd.appkeys import CONFIG
 
 # ``{public_url path}/{node}/{chat_type}/{YYYYMMDD}/{HH[.n]}/{resource}/{filename}``
 FILE_ROUTE = "/{node}/{chat_type}/{date}/{hour}/{resource}/{filename}"

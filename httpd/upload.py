@@ -26,12 +26,11 @@ from component.errors import (
 )
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import UploadGrant, verify_upload
-
-from .appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
-from .clientip import client_ip
-from .middleware import answer_and_close, error_response, http_exception_response
-from .routing import redirect_to_owner, slot_path
-from .storage import Repository
+from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.clientip import client_ip
+from httpd.middleware import answer_and_close, error_response, http_exception_response
+from httpd.repository import Repository
+from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
 

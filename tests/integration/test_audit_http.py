@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit_spooled import SpooledAuditLog
+from component.audit.spooled import SpooledAuditLog
 from component.config import Config
 from component.metrics import Metrics
-from httpd.storage import FileRepository
+from httpd.repository import FileRepository
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
 from tests.unit.httpd_harness import RECIPIENT, UPLOADER, Slot, make_slot, serve_app

@@ -18,12 +18,12 @@ import pymysql
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit_mysql import MysqlAuditLog, parse_mysql_url, schema_script
-from component.audit_spooled import SpooledAuditLog
+from component.audit.mysql import MysqlAuditLog, parse_mysql_url, schema_script
+from component.audit.spool import SpoolEntry, SpoolFile
+from component.audit.spooled import SpooledAuditLog
 from component.config import Config
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
-from component.spool import SpoolEntry, SpoolFile
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
 from tests.unit.test_audit_sql import check_count_by_chat_type

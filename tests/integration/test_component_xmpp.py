@@ -16,10 +16,10 @@ from slixmpp.exceptions import IqError
 from component.config import Config
 from component.layout import SlotPath
 from component.metrics import Metrics
-from component.prosody import ProsodyInstance
-from component.service import serve_component
-from component.stanza import NS, NS_LEGACY
+from component.servers.prosody import ProsodyInstance
 from component.tokens import verify_ticket, verify_upload
+from component.xmpp.service import serve_component
+from component.xmpp.stanza import NS, NS_LEGACY
 from tests.fakes import FakeAudit
 from tests.fixtures.prosody import (
     COMPONENT_JID,
@@ -390,7 +390,7 @@ async def test_refused_handshake_backs_off_and_stops(
         xmpp=component_overrides(prosody, secret="wrong-secret", reconnect_max_delay=1.0)
     )
     records = _Records()
-    logger = logging.getLogger("component.service")
+    logger = logging.getLogger("component.xmpp.service")
     logger.addHandler(records)
     previous = logger.level
     logger.setLevel(logging.INFO)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from component.deploykit import ejabberd_snippet
-from httpd.check import component_handshake
+from component.servers.deploykit import ejabberd_snippet
+from httpd.ops.check import component_handshake
 from tests.fixtures.ejabberd import EjabberdServer
 
 from .xmpp_helpers import bare_component, disco_items

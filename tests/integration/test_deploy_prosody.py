@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from component.config import parse_config
-from component.deploykit import prosody_snippet
-from httpd.check import check_xmpp, component_handshake
+from component.servers.deploykit import prosody_snippet
+from httpd.ops.check import check_xmpp, component_handshake
 from tests.fixtures.common import ServerProcess, free_port, require_binary, running
 
 from .xmpp_helpers import bare_component, disco_items

@@ -25,10 +25,10 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
 from component.audit import AuditQuery, AuditRecord
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.config import load_config
-from component.prosody import ProsodyInstance
-from component.stanza import NS, NS_LEGACY
+from component.servers.prosody import ProsodyInstance
+from component.xmpp.stanza import NS, NS_LEGACY
 from tests.fixtures.common import free_port, require_binary, spawn_mft
 from tests.fixtures.config import ConfigFactory, ConfigFileFactory
 from tests.fixtures.prosody import (

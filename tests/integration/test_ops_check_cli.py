@@ -109,7 +109,7 @@ async def test_unreachable_mysql_fails_without_password(
     tmp_path: Path, ejabberd: EjabberdServer, healthz: int
 ) -> None:
     """mysql:// to a closed port: FAIL, the URL shown with *** for the password."""
-    pytest.importorskip("component.audit_mysql")
+    pytest.importorskip("component.audit.mysql")
     password = "db-password-never-printed"
     url = f"mysql://mft:{password}@127.0.0.1:{free_port()}/mft"
     cfg = write_config(tmp_path, ejabberd, healthz, secret=ejabberd.secret, db_url=url)
@@ -124,7 +124,7 @@ async def test_mariadb_ok_without_password(
     request: pytest.FixtureRequest, tmp_path: Path, ejabberd: EjabberdServer, healthz: int
 ) -> None:
     """A real MariaDB: database OK, AFT_LOG present, the password shown as ***."""
-    pytest.importorskip("component.audit_mysql")
+    pytest.importorskip("component.audit.mysql")
     url: str = request.getfixturevalue("mariadb_url")
     password = urlsplit(url).password
     assert password

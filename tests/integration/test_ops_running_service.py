@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from slixmpp import JID
 
-from component.childproc import die_with_parent
-from component.prosody import ProsodyInstance
+from component.servers.childproc import die_with_parent
+from component.servers.prosody import ProsodyInstance
 from tests.fixtures.common import free_port, wait_for_port_async
 from tests.fixtures.prosody import ClientFactory, UserFactory
 

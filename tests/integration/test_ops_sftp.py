@@ -13,9 +13,9 @@ import pytest
 
 from component.config import Config
 from component.layout import new_resource
-from httpd.check import check_repository
-from httpd.purge import purge_command
-from httpd.speedtest import speedtest_command
+from httpd.ops.check import check_repository
+from httpd.ops.purge import purge_command
+from httpd.ops.speedtest import speedtest_command
 from tests.fixtures.config import ConfigFactory
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def sftp_repo(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
     """The session's sshd and a [repository] section for a fresh node directory."""
-    pytest.importorskip("httpd.storage_sftp")
+    pytest.importorskip("httpd.repository.sftp")
     sshd = request.getfixturevalue("sshd")
     node_dir = sshd.store / f"node-{tmp_path.name}"
     return sshd, sshd.repository(node_dir)

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 
 from component.audit import AuditQuery
-from component.audit_sqlite import SqliteAuditLog
-from component.childproc import die_with_parent
+from component.audit.sqlite import SqliteAuditLog
 from component.config import load_config
-from httpd.sandbox import READY_LINE
+from component.servers.childproc import die_with_parent
+from httpd.ops.sandbox import READY_LINE
 from tests.fixtures.common import (
     free_port,
     process_gone,

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from component.audit import AuditQuery, open_audit_log
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.config import Config
 from component.layout import SlotPath
-from httpd.storage_sftp import SftpRepository
+from httpd.repository.sftp import SftpRepository
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
 from tests.integration.bodies import MiB, PausingBody, stream

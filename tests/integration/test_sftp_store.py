@@ -17,8 +17,8 @@ import pytest
 
 from component.config import Config
 from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
-from component.sshkeys import fingerprint, public_line
-from httpd.storage_sftp import SftpRepository
+from httpd.repository.sftp import SftpRepository
+from httpd.repository.sshkeys import fingerprint, public_line
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
 from tests.integration.bodies import MiB, PausingBody, stream

@@ -13,8 +13,8 @@ import asyncssh
 import pytest
 
 from component.config import load_config
-from component.sshkeys import public_line
-from httpd.storage_sftp import SftpRepository
+from httpd.repository.sftp import SftpRepository
+from httpd.repository.sshkeys import public_line
 from tests.fixtures.common import free_port
 from tests.fixtures.sshd import SshServer
 

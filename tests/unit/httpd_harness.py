@@ -19,14 +19,14 @@ import aiohttp
 from aiohttp import web
 
 from component.audit import AuditLog, AuditQuery, AuditRecord, Method
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.config import Config
 from component.errors import StorageUnavailable
 from component.layout import SlotPath, new_resource
 from component.metrics import Metrics
 from component.tokens import DownloadTicket, UploadGrant
 from httpd.app import make_app, make_runner
-from httpd.storage import FileRepository, Repository
+from httpd.repository import FileRepository, Repository
 from tests.fixtures.common import free_port
 
 UPLOADER = "alice@localhost"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, AuditWriteFailed, jid_matches
-from component.audit_spooled import SpooledAuditLog
+from component.audit.spool import SpoolEntry
+from component.audit.spooled import SpooledAuditLog
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
-from component.spool import SpoolEntry
 from tests.unit.test_spool import rec
 
 
@@ -115,7 +115,7 @@ async def test_outage_spools_in_order_and_delivers_once(
     audit: SpooledAuditLog, db: FakeDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rows during an outage (and after, until drained) reach the database in order, once."""
-    caplog.set_level(logging.INFO, logger="component.audit_spooled")
+    caplog.set_level(logging.INFO, logger="component.audit.spooled")
     await audit.record(rec(0))
     db.up = False
     for i in range(1, 6):

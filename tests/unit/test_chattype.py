@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from component.chattype import (
+from component.errors import InvalidRequest
+from component.xmpp.chattype import (
     ChatTypeResolver,
     Classification,
     DiscoInfo,
     DiscoUnavailable,
     TTLCache,
 )
-from component.errors import InvalidRequest
 
 ROOM_SERVICE = DiscoInfo(
     frozenset({("conference", "text")}), frozenset({"http://jabber.org/protocol/muc"})

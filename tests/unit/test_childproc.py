@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from component.childproc import die_with_parent
+from component.servers.childproc import die_with_parent
 from tests.fixtures.common import REPO_ROOT, process_gone, reaping, require_binary, wait_gone
 
 # The "parent": starts a long sleep the way the launchers start servers, prints its pid.
 PARENT = """
 import subprocess, sys, time
-from component.childproc import die_with_parent
+from component.servers.childproc import die_with_parent
 child = subprocess.Popen([sys.argv[1], "600"], preexec_fn=die_with_parent(),
                          start_new_session=True)
 print(child.pid, flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from component import deploykit
+from component.servers import deploykit
 from component.config import _SECTIONS, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "mft.example.toml"

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd.app import serve_http

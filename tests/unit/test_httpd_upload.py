@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 from component.errors import InvalidRequest, StorageUnavailable
-from httpd.storage import FileRepository
+from httpd.repository import FileRepository
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import RECIPIENT, UPLOADER, HttpdEnv, httpd_env
 

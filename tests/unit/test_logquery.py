@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from component.audit import COLUMNS
-from component.cli import build_parser
-from component.logquery import (
+from component.audit.query import (
     UsageError,
     build_query,
     parse_when,
@@ -21,6 +20,7 @@ from component.logquery import (
     render_json,
     render_table,
 )
+from component.cli import build_parser
 from tests.unit.test_spool import rec
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from component.config import Config
 from component.metrics import Metrics
-from httpd.alarm import HYSTERESIS, DiskAlarm
-from httpd.storage import DiskUsage
+from httpd.ops.alarm import HYSTERESIS, DiskAlarm
+from httpd.repository import DiskUsage
 from tests.fixtures.config import ConfigFactory
 
 GB = 10**9

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from httpd.check import (
+from httpd.ops.check import (
     CheckResult,
     _check_space,
     check_database,
@@ -15,7 +15,7 @@ from httpd.check import (
     check_repository,
     check_xmpp,
 )
-from httpd.storage import DiskUsage, FileRepository
+from httpd.repository import DiskUsage, FileRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from component.audit import AuditQuery, AuditRecord
-from component.audit_sqlite import SqliteAuditLog
+from component.audit.sqlite import SqliteAuditLog
 from component.layout import new_resource
-from httpd.purge import PART_MIN_AGE, classify, purge, purge_command
-from httpd.storage import FileRepository
+from httpd.ops.purge import PART_MIN_AGE, classify, purge, purge_command
+from httpd.repository import FileRepository
 from tests.fixtures.config import ConfigFactory
 
 from .ops_helpers import unusable_repository

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from httpd.purge import purge_command
+from httpd.ops.purge import purge_command
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import httpd_env
 

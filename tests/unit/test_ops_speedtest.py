@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from component.errors import StorageUnavailable
-from httpd.speedtest import SpeedResult, report_lines, run_speedtest, speedtest_command
-from httpd.storage import FileRepository
+from httpd.ops.speedtest import SpeedResult, report_lines, run_speedtest, speedtest_command
+from httpd.repository import FileRepository
 from tests.fixtures.config import ConfigFactory
 
 from .ops_helpers import unusable_repository

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from httpd.opsutil import (
+from httpd.ops.util import (
     config_secrets,
     human_bytes,
     is_loopback_host,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from component.errors import FileTooLarge, InvalidRequest, NotAllowed, QuotaExceeded
-from component.policy import (
+from component.xmpp.policy import (
     SlotLedger,
     Usage,
     check_slot_request,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from component.prosody import ProsodyInstance, lua
+from component.servers.prosody import ProsodyInstance, lua
 
 
 def test_lua_literals() -> None:

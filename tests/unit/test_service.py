@@ -17,9 +17,9 @@ from component.config import Config, parse_config
 from component.errors import FileTooLarge, InvalidRequest, QuotaExceeded
 from component.layout import SlotPath
 from component.metrics import Metrics
-from component.service import UploadComponent
-from component.stanza import register_stanzas
 from component.tokens import verify_ticket
+from component.xmpp.service import UploadComponent
+from component.xmpp.stanza import register_stanzas
 from tests.fakes import FakeAudit
 from tests.fixtures.config import make_raw_config
 

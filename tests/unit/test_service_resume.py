@@ -10,7 +10,7 @@ import pytest
 
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
-from component.service import UploadComponent
+from component.xmpp.service import UploadComponent
 from tests.fakes import FakeAudit
 from tests.fixtures.config import ConfigFactory
 
@@ -46,7 +46,7 @@ async def test_counts_from_aft_log_continue_the_hour(component: Make) -> None:
 
 async def test_failing_audit_only_warns(component: Make, caplog: pytest.LogCaptureFixture) -> None:
     """AFT_LOG down at start: a warning, and counting starts from zero."""
-    caplog.set_level(logging.WARNING, logger="component.service")
+    caplog.set_level(logging.WARNING, logger="component.xmpp.service")
     xmpp = component(FakeAudit(fail=AuditUnavailable("database down")))
     await xmpp.resume_directories(NOW)
     assert xmpp._allocator.allocate("im", NOW) == ("20240501", "10")

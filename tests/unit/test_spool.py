@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from component import spool as spool_mod
+from component.audit import spool as spool_mod
 from component.audit import AuditRecord
-from component.spool import SpoolEntry, SpoolFile
+from component.audit.spool import SpoolEntry, SpoolFile
 
 
 def rec(n: int, method: str = "POST") -> AuditRecord:

@@ -13,7 +13,7 @@ import pytest
 
 from component.config import RepositoryConfig
 from component.errors import ConfigError
-from component.sshkeys import (
+from httpd.repository.sshkeys import (
     authorized_keys_line,
     generate_node_key,
     host_pattern,

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 from slixmpp import Iq
 
-from component.stanza import NS, NS_LEGACY, SlotRequest, parse_slot_request, register_stanzas
+from component.xmpp.stanza import NS, NS_LEGACY, SlotRequest, parse_slot_request, register_stanzas
 
 register_stanzas()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from component.errors import SizeMismatch
-from httpd.storage import FileRepository, FreshDirs, store_dirs
+from httpd.repository import FileRepository, FreshDirs, store_dirs
 
 PATH = "files/im/20260101/10/resource"
 

@@ -34,7 +34,8 @@ from component.errors import (
     SizeMismatch,
     StorageUnavailable,
 )
-from component.sshkeys import (
+from httpd.repository.base import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
+from httpd.repository.sshkeys import (
     HostKeyLine,
     fingerprint,
     key_type,
@@ -42,8 +43,6 @@ from component.sshkeys import (
     offered_key_types,
     pinned_host_key,
 )
-
-from .storage import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
 
 log = logging.getLogger(__name__)
 

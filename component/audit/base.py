@@ -1,8 +1,7 @@
-"""AFT_LOG: the audit table of every upload and download, behind a small async interface.
+"""AFT_LOG rows, queries and the interface of every audit back-end.
 
 One row per completed transfer (``POST`` for an upload, ``GET`` for a download), with
-the columns of DESIGN.md. :func:`open_audit_log` picks the back-end from
-``[database] url``: ``sqlite://`` (embedded default) or ``mysql://``.
+the columns of DESIGN.md; the :class:`AuditLog` protocol every back-end implements.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from .config import Config
-from .errors import AuditUnavailable
-from .metrics import Metrics
+from component.errors import AuditUnavailable
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
@@ -160,28 +157,6 @@ class AuditLog(Protocol):
         """
 
 
-def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool = True) -> AuditLog:
-    """The back-end for ``cfg.database.url`` (not yet opened).
-
-    ``mysql://`` is wrapped in a :class:`~component.audit_spooled.SpooledAuditLog` so that a
-    database outage does not fail transfers; ``spool=False`` gives the bare back-end (for
-    read-only tools such as ``mft log``, which must not take the running service's spool).
-    A local SQLite file needs no spool.
-    """
-    if cfg.database.scheme == "mysql":
-        from .audit_mysql import MysqlAuditLog
-
-        inner = MysqlAuditLog(cfg, metrics)
-        if not spool:
-            return inner
-        from .audit_spooled import SpooledAuditLog
-
-        return SpooledAuditLog(inner, cfg.spool_path, metrics or Metrics())
-    from .audit_sqlite import SqliteAuditLog
-
-    return SqliteAuditLog(cfg)
-
-
 class AuditWriteFailed(AuditUnavailable):
     """A row did not reach the database.
 
@@ -205,94 +180,6 @@ def jid_matches(stored: str, jid: str) -> bool:
     return bare_jid(stored) == bare_jid(jid)
 
 
-def _like_escape(text: str) -> str:
-    # '!' as the LIKE escape: both SQLite (no default escape) and MySQL accept ESCAPE '!'.
-    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
-def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
-    """SQL ``WHERE ...`` (or ``''``) and its parameters for ``q``; both back-ends use it.
-
-    JIDs are matched as bare JIDs: ``alice@example.com`` finds rows stored with that bare
-    JID and with any of its full JIDs (``alice@example.com/phone``).
-    """
-    conds: list[str] = []
-    params: list[object] = []
-    for column, jid in (("JID", q.jid), ("TO_JID", q.to_jid)):
-        if jid is not None:
-            bare = bare_jid(jid)
-            conds.append(f"({column} = {placeholder} OR {column} LIKE {placeholder} ESCAPE '!')")
-            params += [bare, _like_escape(bare) + "/%"]
-    for column, value in (
-        ("METHOD", q.method),
-        ("CHAT_TYPE", q.chat_type),
-        ("FILENAME", q.filename),
-    ):
-        if value is not None:
-            conds.append(f"{column} = {placeholder}")
-            params.append(value)
-    if q.since is not None:
-        conds.append(f"DATE_TIME >= {placeholder}")
-        params.append(naive_utc(q.since))
-    if q.until is not None:
-        conds.append(f"DATE_TIME < {placeholder}")
-        params.append(naive_utc(q.until))
-    return (" WHERE " + " AND ".join(conds)) if conds else "", params
-
-
 def naive_utc(dt: datetime) -> datetime:
     """``dt`` in UTC without tzinfo, as both databases store DATE_TIME (naive means UTC)."""
     return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
-
-
-def insert_sql(placeholder: str) -> str:
-    """``INSERT INTO AFT_LOG`` of every column but AFT_INDEX, in :data:`COLUMNS` order."""
-    names = COLUMNS[1:]
-    return (
-        f"INSERT INTO AFT_LOG ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
-    )
-
-
-SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM AFT_LOG"
-
-
-def count_by_chat_type_sql(placeholder: str) -> str:
-    """``SELECT CHAT_TYPE, COUNT(*)`` of POST rows by NODE_ID since DATE_TIME, grouped.
-
-    Parameters: node id, then the start time (naive UTC). A range on the DATE_TIME
-    index: one hour of rows is read, not the table.
-    """
-    return (
-        "SELECT CHAT_TYPE, COUNT(*) FROM AFT_LOG WHERE METHOD = 'POST'"
-        f" AND NODE_ID = {placeholder} AND DATE_TIME >= {placeholder} GROUP BY CHAT_TYPE"
-    )
-
-
-def record_values(rec: AuditRecord) -> tuple[object, ...]:
-    """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes)."""
-    row = rec.clipped().as_row()
-    return tuple(row[c] for c in COLUMNS[1:])
-
-
-def row_to_record(row: Sequence[object]) -> AuditRecord:
-    """A row in :data:`SELECT_SQL` column order -> :class:`AuditRecord` (DATE_TIME is UTC)."""
-    dt = row[10]
-    if isinstance(dt, str):
-        dt = datetime.fromisoformat(dt)
-    if not isinstance(dt, datetime):
-        raise TypeError(f"DATE_TIME is {type(dt).__name__}, not a timestamp")
-    return AuditRecord(
-        index=int(row[0]),  # type: ignore[call-overload]
-        jid=str(row[1]),
-        to_jid=str(row[2]),
-        method=str(row[3]),  # type: ignore[arg-type]
-        filename=str(row[4]),
-        real_filename=str(row[5]),
-        file_type=str(row[6]),
-        chat_type=str(row[7]),
-        file_server=str(row[8]),
-        file_size=int(row[9]),  # type: ignore[call-overload]
-        date_time=dt.replace(tzinfo=UTC),
-        node_id=str(row[11]),
-        client_ip=str(row[12]),
-    )

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TextIO
 
-from .audit import COLUMNS, AuditQuery, AuditRecord, open_audit_log
-from .config import Config
-from .errors import AuditUnavailable
+from component.audit import COLUMNS, AuditQuery, AuditRecord, open_audit_log
+from component.config import Config
+from component.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from component.config import Config
 from component.errors import StorageUnavailable, UploadError
-
-from .opsutil import parse_size, repository_failure, safe_url
-from .storage import Repository, open_repository
+from httpd.ops.util import parse_size, repository_failure, safe_url
+from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
 

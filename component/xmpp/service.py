@@ -27,13 +27,20 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
-from .audit import AuditLog
-from .chattype import ChatTypeResolver, DiscoInfo, DiscoUnavailable
-from .config import Config
-from .errors import AuditUnavailable, FileTooLarge, InvalidRequest, QuotaExceeded, UploadError
-from .layout import DirectoryAllocator, SlotPath, new_resource
-from .metrics import Metrics
-from .policy import (
+from component.audit import AuditLog
+from component.config import Config
+from component.errors import (
+    AuditUnavailable,
+    FileTooLarge,
+    InvalidRequest,
+    QuotaExceeded,
+    UploadError,
+)
+from component.layout import DirectoryAllocator, SlotPath, new_resource
+from component.metrics import Metrics
+from component.tokens import DownloadTicket, UploadGrant
+from component.xmpp.chattype import ChatTypeResolver, DiscoInfo, DiscoUnavailable
+from component.xmpp.policy import (
     SlotLedger,
     Usage,
     check_quota,
@@ -43,8 +50,7 @@ from .policy import (
     hour_start,
     quotas_enabled,
 )
-from .stanza import NS, NS_LEGACY, parse_slot_request, register_stanzas
-from .tokens import DownloadTicket, UploadGrant
+from component.xmpp.stanza import NS, NS_LEGACY, parse_slot_request, register_stanzas
 
 log = logging.getLogger(__name__)
 

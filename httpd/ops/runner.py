@@ -20,10 +20,9 @@ from component.audit import AuditLog, open_audit_log
 from component.config import Config
 from component.errors import UploadError
 from component.metrics import Metrics
-
-from .alarm import DiskAlarm, Notify
-from .app import serve_http
-from .storage import Repository, open_repository
+from httpd.app import serve_http
+from httpd.ops.alarm import DiskAlarm, Notify
+from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ async def run_command(
     notify: Notify | None = None
     if only in (None, "component"):
         # Imported here: --only httpd does not need the XMPP stack.
-        from component.service import UploadComponent, serve_component
+        from component.xmpp.service import UploadComponent, serve_component
 
         ready: list[UploadComponent] = []
         connected = asyncio.Event()

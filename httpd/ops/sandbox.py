@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from component.childproc import free_port
 from component.config import Config, load_config
-from component.prosody import ProsodyError, ProsodyInstance
-
-from .runner import run_command
+from component.servers.childproc import free_port
+from component.servers.prosody import ProsodyError, ProsodyInstance
+from httpd.ops.runner import run_command
 
 USERS = ("alice", "bob")
 READY_LINE = "mft sandbox is ready"

@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable
 
 from component.config import Config
 from component.metrics import Metrics
-
-from .opsutil import human_bytes
-from .storage import DiskUsage, Repository
+from httpd.ops.util import human_bytes
+from httpd.repository import DiskUsage, Repository
 
 log = logging.getLogger(__name__)
 

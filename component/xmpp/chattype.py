@@ -24,8 +24,8 @@ from typing import Generic, Protocol, TypeVar
 from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
-from .errors import InvalidRequest
-from .layout import ChatType
+from component.errors import InvalidRequest
+from component.layout import ChatType
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,4 @@
-"""Repository back-ends: where uploaded bytes live (``file://`` here, ``sftp://`` beside).
-
-Paths given to a repository are relative to the node's directory and come only from
-:class:`component.layout.SlotPath` (``files/<chat_type>/<YYYYMMDD>/<HH[.n]>/<resource>``),
-never from a user's file name. Every back-end publishes atomically: bytes go to a
-hidden ``.part`` file that is renamed into place only when complete, a final name is
-never overwritten, and a failed or cancelled upload leaves nothing behind.
-"""
+"""The ``file://`` repository: a local directory, the embedded default."""
 
 from __future__ import annotations
 
@@ -16,140 +9,20 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
-from component.config import Config
 from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from httpd.repository.base import (
+    READ_BLOCK,
+    DiskUsage,
+    FreshDirs,
+    StoredFile,
+    part_name,
+    store_dirs,
+)
 
 log = logging.getLogger(__name__)
-
-READ_BLOCK = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
-    """Space on the repository's file system, in bytes."""
-
-    total: int
-    free: int
-
-    @property
-    def free_percent(self) -> float:
-        """Free space as a percentage of the total (100 when the total is unknown)."""
-        return 100.0 * self.free / self.total if self.total else 100.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """One file found by :meth:`Repository.walk`."""
-
-    path: str
-    size: int
-    mtime: float
-
-
-class Repository(Protocol):
-    """What the HTTP server and the operations commands need from a repository."""
-
-    @property
-    def file_server(self) -> str:
-        """The host recorded in AFT_LOG's FILE_SERVER."""
-
-    async def open(self) -> None:
-        """Connect and check that the node directory is writable.
-
-        :raises StorageUnavailable: with the reason (unreachable, host key, auth, path).
-        """
-
-    async def close(self) -> None:
-        """Release connections."""
-
-    async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write exactly ``size`` bytes from ``chunks`` to ``path`` and publish atomically.
-
-        :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
-        :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
-        :raises StorageUnavailable: the repository failed; nothing is left behind.
-        """
-
-    async def size(self, path: str) -> int:
-        """Size of the published file at ``path``.
-
-        :raises NotFound: no such file.
-        """
-
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream ``length`` bytes (to the end if ``None``) of ``path`` from ``offset``.
-
-        :raises NotFound: no such file.
-        """
-
-    async def delete(self, path: str) -> None:
-        """Remove the file at ``path`` (no error if it is already gone)."""
-
-    async def disk_usage(self) -> DiskUsage:
-        """Total and free space where the node directory lives."""
-
-    def walk(self, prefix: str = "files") -> AsyncIterator[StoredFile]:
-        """Every regular file below ``prefix`` (``.part`` files included)."""
-
-    async def remove_empty_dirs(self, prefix: str = "files") -> int:
-        """Remove empty directories below ``prefix``; returns how many were removed."""
-
-
-def part_name(path: str) -> str:
-    """A unique hidden temporary name beside ``path`` (concurrent PUTs never share one)."""
-    head, _, tail = path.rpartition("/")
-    return f"{head}/.{tail}.{secrets.token_hex(4)}.part" if head else f".{tail}.part"
-
-
-def store_dirs(path: str) -> list[str]:
-    """The directories holding ``path``, shallowest first: ``files``, ``files/im``, ...
-
-    A store makes the missing ones on first use (DESIGN.md); see :class:`FreshDirs` for
-    which of them a failed store removes again.
-    """
-    head = path.split("/")[:-1]
-    return ["/".join(head[: i + 1]) for i in range(len(head))]
-
-
-class FreshDirs:
-    """Directories a repository made for uploads none of which has been published yet.
-
-    DESIGN.md: no directory for an hour without transfers. A failed or cancelled store
-    removes, deepest first and each only while empty, the directories of its path that
-    are still fresh: made by this store or by a concurrent one that failed before it (so
-    the last failure in a new hour clears it), never a directory that was there before,
-    one holding a published file, or the layout root ``files``. A store racing with the
-    removal finds its directory gone when it creates the part file and makes it again.
-    """
-
-    def __init__(self) -> None:
-        self._dirs: set[str] = set()
-
-    def made(self, directories: Iterable[str]) -> None:
-        """Record directories a store has just created."""
-        self._dirs.update(directories)
-
-    def published(self, path: str) -> None:
-        """A file was published at ``path``: its directories are in use now."""
-        self._dirs.difference_update(store_dirs(path))
-
-    def removable(self, path: str) -> list[str]:
-        """The directories a failed store of ``path`` may remove, deepest first."""
-        found = []
-        for directory in reversed(store_dirs(path)[1:]):
-            if directory not in self._dirs:
-                break
-            found.append(directory)
-        return found
-
-    def removed(self, directory: str) -> None:
-        """``directory`` is gone (removed by us or by a purge)."""
-        self._dirs.discard(directory)
 
 
 class FileRepository:
@@ -338,12 +211,3 @@ class FileRepository:
             return removed
 
         return await asyncio.to_thread(prune)
-
-
-def open_repository(cfg: Config) -> Repository:
-    """The back-end for ``cfg.repository.url`` (not yet opened)."""
-    if cfg.repository.scheme == "sftp":
-        from .storage_sftp import SftpRepository
-
-        return SftpRepository(cfg.repository)
-    return FileRepository(cfg.repository.path)

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .childproc import die_with_parent, free_port
-from .deploykit import prosody_component, prosody_snippet
+from component.servers.childproc import die_with_parent, free_port
+from component.servers.deploykit import prosody_component, prosody_snippet
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """An audit log that never loses a row: the database, or the durable spool while it is away.
 
-:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit_mysql.MysqlAuditLog`).
+:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit.mysql.MysqlAuditLog`).
 ``record()`` inserts directly while the spool is empty; when the database fails, the row
 goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
 new rows queue behind them, and one background task delivers them in order, in batches,
@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from .audit import AuditLog, AuditQuery, AuditRecord, jid_matches
-from .errors import AuditUnavailable
-from .metrics import Metrics
-from .spool import SpoolEntry, SpoolFile
+from component.audit.base import AuditLog, AuditQuery, AuditRecord, jid_matches
+from component.audit.spool import SpoolEntry, SpoolFile
+from component.errors import AuditUnavailable
+from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

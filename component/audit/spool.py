@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .audit import COLUMNS, AuditRecord
+from component.audit.base import COLUMNS, AuditRecord
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,8 @@ import aiohttp
 from component.audit import AuditQuery, open_audit_log
 from component.config import Config
 from component.errors import NotFound, StorageUnavailable
-
-from .headers import NODE_HEADER
-from .opsutil import (
+from httpd.headers import NODE_HEADER
+from httpd.ops.util import (
     config_secrets,
     error_reason,
     human_bytes,
@@ -39,7 +38,7 @@ from .opsutil import (
     redact,
     safe_url,
 )
-from .storage import Repository, open_repository
+from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
 

@@ -11,19 +11,17 @@ from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from .audit import (
+from component.audit.base import AuditQuery, AuditRecord, naive_utc
+from component.audit.sql import (
     SELECT_SQL,
-    AuditQuery,
-    AuditRecord,
     count_by_chat_type_sql,
     insert_sql,
-    naive_utc,
     record_values,
     row_to_record,
     where_clause,
 )
-from .config import Config
-from .errors import AuditUnavailable
+from component.config import Config
+from component.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from component.config import Config
 from component.errors import NotFound, UploadError
 from component.layout import CHAT_TYPES
-
-from .opsutil import human_bytes, parse_age, repository_failure, safe_url
-from .storage import Repository, StoredFile, open_repository
+from httpd.ops.util import human_bytes, parse_age, repository_failure, safe_url
+from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import asyncssh
 
-from .config import Config, RepositoryConfig
-from .errors import ConfigError
+from component.config import Config, RepositoryConfig
+from component.errors import ConfigError
 
 DEFAULT_PORT = 22
 # ssh-keyscan's key types (-t) and the host key algorithms that ask a server for them.

@@ -24,22 +24,19 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomysql
 import pymysql
 
-from .audit import (
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.spool import SpoolEntry
+from component.audit.sql import (
     SELECT_SQL,
-    AuditQuery,
-    AuditRecord,
-    AuditWriteFailed,
     count_by_chat_type_sql,
     insert_sql,
-    naive_utc,
     record_values,
     row_to_record,
     where_clause,
 )
-from .config import Config
-from .errors import AuditUnavailable, ConfigError
-from .metrics import Metrics
-from .spool import SpoolEntry
+from component.config import Config
+from component.errors import AuditUnavailable, ConfigError
+from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +155,7 @@ def parse_mysql_url(url: str) -> MysqlTarget:
 
 class MysqlAuditLog:
     """AFT_LOG in MariaDB/MySQL. Used alone by read-only tools; the service wraps it in
-    :class:`~component.audit_spooled.SpooledAuditLog`, which calls :meth:`deliver`."""
+    :class:`~component.audit.spooled.SpooledAuditLog`, which calls :meth:`deliver`."""
 
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._target = parse_mysql_url(cfg.database.url)

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .config import Config
-from .errors import FileTooLarge, InvalidRequest, NotAllowed, QuotaExceeded
-from .layout import check_filename
+from component.config import Config
+from component.errors import FileTooLarge, InvalidRequest, NotAllowed, QuotaExceeded
+from component.layout import check_filename
 
 _SIZE_RE = re.compile(r"^[0-9]{1,20}$")  # digits only: no sign, no exponent, no hex
 

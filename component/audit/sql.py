@@ -1,0 +1,96 @@
+"""SQL shared by the SQL back-ends: the WHERE clause of a query, INSERT and SELECT texts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from component.audit.base import COLUMNS, AuditQuery, AuditRecord, bare_jid, naive_utc
+
+
+def _like_escape(text: str) -> str:
+    # '!' as the LIKE escape: both SQLite (no default escape) and MySQL accept ESCAPE '!'.
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
+    """SQL ``WHERE ...`` (or ``''``) and its parameters for ``q``; both back-ends use it.
+
+    JIDs are matched as bare JIDs: ``alice@example.com`` finds rows stored with that bare
+    JID and with any of its full JIDs (``alice@example.com/phone``).
+    """
+    conds: list[str] = []
+    params: list[object] = []
+    for column, jid in (("JID", q.jid), ("TO_JID", q.to_jid)):
+        if jid is not None:
+            bare = bare_jid(jid)
+            conds.append(f"({column} = {placeholder} OR {column} LIKE {placeholder} ESCAPE '!')")
+            params += [bare, _like_escape(bare) + "/%"]
+    for column, value in (
+        ("METHOD", q.method),
+        ("CHAT_TYPE", q.chat_type),
+        ("FILENAME", q.filename),
+    ):
+        if value is not None:
+            conds.append(f"{column} = {placeholder}")
+            params.append(value)
+    if q.since is not None:
+        conds.append(f"DATE_TIME >= {placeholder}")
+        params.append(naive_utc(q.since))
+    if q.until is not None:
+        conds.append(f"DATE_TIME < {placeholder}")
+        params.append(naive_utc(q.until))
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def insert_sql(placeholder: str) -> str:
+    """``INSERT INTO AFT_LOG`` of every column but AFT_INDEX, in :data:`COLUMNS` order."""
+    names = COLUMNS[1:]
+    return (
+        f"INSERT INTO AFT_LOG ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
+    )
+
+
+SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM AFT_LOG"
+
+
+def count_by_chat_type_sql(placeholder: str) -> str:
+    """``SELECT CHAT_TYPE, COUNT(*)`` of POST rows by NODE_ID since DATE_TIME, grouped.
+
+    Parameters: node id, then the start time (naive UTC). A range on the DATE_TIME
+    index: one hour of rows is read, not the table.
+    """
+    return (
+        "SELECT CHAT_TYPE, COUNT(*) FROM AFT_LOG WHERE METHOD = 'POST'"
+        f" AND NODE_ID = {placeholder} AND DATE_TIME >= {placeholder} GROUP BY CHAT_TYPE"
+    )
+
+
+def record_values(rec: AuditRecord) -> tuple[object, ...]:
+    """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes)."""
+    row = rec.clipped().as_row()
+    return tuple(row[c] for c in COLUMNS[1:])
+
+
+def row_to_record(row: Sequence[object]) -> AuditRecord:
+    """A row in :data:`SELECT_SQL` column order -> :class:`AuditRecord` (DATE_TIME is UTC)."""
+    dt = row[10]
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt)
+    if not isinstance(dt, datetime):
+        raise TypeError(f"DATE_TIME is {type(dt).__name__}, not a timestamp")
+    return AuditRecord(
+        index=int(row[0]),  # type: ignore[call-overload]
+        jid=str(row[1]),
+        to_jid=str(row[2]),
+        method=str(row[3]),  # type: ignore[arg-type]
+        filename=str(row[4]),
+        real_filename=str(row[5]),
+        file_type=str(row[6]),
+        chat_type=str(row[7]),
+        file_server=str(row[8]),
+        file_size=int(row[9]),  # type: ignore[call-overload]
+        date_time=dt.replace(tzinfo=UTC),
+        node_id=str(row[11]),
+        client_ip=str(row[12]),
+    )

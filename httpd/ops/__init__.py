@@ -1,0 +1,1 @@
+"""Operator commands that wire both halves: run, sandbox, check, speedtest, purge, alarm."""

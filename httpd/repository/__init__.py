@@ -1,0 +1,94 @@
+"""Repository back-ends: where uploaded bytes live (``file://`` here, ``sftp://`` beside).
+
+Paths given to a repository are relative to the node's directory and come only from
+:class:`component.layout.SlotPath` (``files/<chat_type>/<YYYYMMDD>/<HH[.n]>/<resource>``),
+never from a user's file name. Every back-end publishes atomically: bytes go to a
+hidden ``.part`` file that is renamed into place only when complete, a final name is
+never overwritten, and a failed or cancelled upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from component.config import Config
+from httpd.repository.base import (
+    READ_BLOCK,
+    DiskUsage,
+    FreshDirs,
+    StoredFile,
+    part_name,
+    store_dirs,
+)
+from httpd.repository.local import FileRepository
+
+__all__ = [
+    "READ_BLOCK",
+    "DiskUsage",
+    "FileRepository",
+    "FreshDirs",
+    "Repository",
+    "StoredFile",
+    "open_repository",
+    "part_name",
+    "store_dirs",
+]
+
+
+class Repository(Protocol):
+    """What the HTTP server and the operations commands need from a repository."""
+
+    @property
+    def file_server(self) -> str:
+        """The host recorded in AFT_LOG's FILE_SERVER."""
+
+    async def open(self) -> None:
+        """Connect and check that the node directory is writable.
+
+        :raises StorageUnavailable: with the reason (unreachable, host key, auth, path).
+        """
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
+        """Write exactly ``size`` bytes from ``chunks`` to ``path`` and publish atomically.
+
+        :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
+        :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
+        :raises StorageUnavailable: the repository failed; nothing is left behind.
+        """
+
+    async def size(self, path: str) -> int:
+        """Size of the published file at ``path``.
+
+        :raises NotFound: no such file.
+        """
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (to the end if ``None``) of ``path`` from ``offset``.
+
+        :raises NotFound: no such file.
+        """
+
+    async def delete(self, path: str) -> None:
+        """Remove the file at ``path`` (no error if it is already gone)."""
+
+    async def disk_usage(self) -> DiskUsage:
+        """Total and free space where the node directory lives."""
+
+    def walk(self, prefix: str = "files") -> AsyncIterator[StoredFile]:
+        """Every regular file below ``prefix`` (``.part`` files included)."""
+
+    async def remove_empty_dirs(self, prefix: str = "files") -> int:
+        """Remove empty directories below ``prefix``; returns how many were removed."""
+
+
+def open_repository(cfg: Config) -> Repository:
+    """The back-end for ``cfg.repository.url`` (not yet opened)."""
+    if cfg.repository.scheme == "sftp":
+        from httpd.repository.sftp import SftpRepository
+
+        return SftpRepository(cfg.repository)
+    return FileRepository(cfg.repository.path)
