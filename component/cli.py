@@ -1,20 +1,21 @@
 """The ``mft`` command line: ``run | sandbox | check | keygen | keyscan | speedtest | purge | log``.
 
-This module is the composition root. Commands that need the HTTP side or the
-repository back-ends (which live in ``httpd``) load their implementation by name when
-they run, so that the rest of ``component`` never imports ``httpd`` and
-``mft run --only component`` does not need the HTTP stack loaded.
+This module parses the arguments; it does not know where a command is implemented.
+Each command is an entry point of the group :data:`REGISTRY` declared in ``setup.cfg``
+(``run = httpd.ops.runner:run_command``, ...), the one sanctioned way from ``component``
+to ``httpd``: ``component`` names no ``httpd`` module, neither in an import nor in a
+string, and only the command that runs is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 from component import __version__
@@ -24,17 +25,8 @@ from component.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# command -> "module:function"; the function is ``async def f(cfg | None, args) -> int``.
-COMMANDS: dict[str, str] = {
-    "run": "httpd.ops.runner:run_command",
-    "sandbox": "httpd.ops.sandbox:sandbox_command",
-    "check": "httpd.ops.check:check_command",
-    "keygen": "httpd.repository.sshkeys:keygen_command",
-    "keyscan": "httpd.repository.sshkeys:keyscan_command",
-    "speedtest": "httpd.ops.speedtest:speedtest_command",
-    "purge": "httpd.ops.purge:purge_command",
-    "log": "component.audit.query:log_command",
-}
+# The entry-point group that maps each command to ``async def f(cfg | None, args) -> int``.
+REGISTRY = "xmpp_mft.commands"
 # Commands that work without a configuration file.
 NO_CONFIG = {"sandbox", "keyscan"}
 
@@ -102,10 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def registered_commands() -> dict[str, str]:
+    """``command -> "module:function"`` as the installed distribution declares them."""
+    return {ep.name: ep.value for ep in entry_points(group=REGISTRY)}
+
+
 def resolve(command: str) -> CommandFn:
-    """The coroutine function implementing ``command``."""
-    module, _, func = COMMANDS[command].partition(":")
-    fn: CommandFn = getattr(importlib.import_module(module), func)
+    """The coroutine function implementing ``command``.
+
+    :raises ConfigError: the command is not registered (a stale install: reinstall).
+    """
+    found = entry_points(group=REGISTRY, name=command)
+    if not found:
+        raise ConfigError(f"command {command!r} is not registered; reinstall xmpp-mft")
+    fn: CommandFn = next(iter(found)).load()
     return fn
 
 
@@ -142,7 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mft: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(resolve(args.command)(cfg, args))
+        command = resolve(args.command)
+    except ConfigError as exc:
+        print(f"mft: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(command(cfg, args))
     except KeyboardInterrupt:
         return 130
 

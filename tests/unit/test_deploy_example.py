@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from component.servers import deploykit
 from component.config import _SECTIONS, load_config
+from component.servers import deploykit
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "mft.example.toml"
 KEY_LINE = re.compile(r"^([a-z_]+)\s*=")

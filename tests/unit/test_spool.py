@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from component.audit import spool as spool_mod
 from component.audit import AuditRecord
+from component.audit import spool as spool_mod
 from component.audit.spool import SpoolEntry, SpoolFile
 
 
