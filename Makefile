@@ -56,7 +56,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c $(CONSTRAINTS) pip
-	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[test]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c $(CONSTRAINTS) --build-constraint $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 # Newest releases of everything, resolved in a scratch venv; review the diff, run

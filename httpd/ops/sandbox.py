@@ -44,12 +44,11 @@ SYSTEM_CA_DIR = "/usr/local/share/ca-certificates"
 
 @dataclass(frozen=True, slots=True)
 class Ports:
-    """The ports asked for and the ones the sandbox got."""
+    """The ports the sandbox got, and the client port asked for."""
 
     c2s: int
     http: int
     c2s_asked: int
-    http_asked: int
 
 
 def _port_or_free(port: int) -> int:
@@ -200,7 +199,8 @@ def banner(
         tls_note = "plain, or STARTTLS with a self-signed certificate: accept it"
         http_note = (
             "plain http: fine for profanity, go-sendxmpp, slixmpp; Gajim and Dino want\n"
-            "                https: `make sandbox SANDBOX_FLAGS=--https` or `mft sandbox --https`"
+            "                https: restart with --https, in the checkout"
+            " `make sandbox SANDBOX_FLAGS=--https`"
         )
         verify = " --no-tls-verify"
     sample = shlex.quote(str(config.parent / SAMPLE_NAME))
@@ -253,7 +253,6 @@ async def sandbox_command(cfg: Config | None, args: argparse.Namespace) -> int:
         c2s=_port_or_free(args.c2s_port),
         http=_port_or_free(args.http_port),
         c2s_asked=args.c2s_port,
-        http_asked=args.http_port,
     )
     prosody = ProsodyInstance(
         directory / "prosody",
