@@ -71,6 +71,10 @@ class FakeDatabase:
         self._check()
         return next((r for r in reversed(self.rows) if r.filename == resource), None)
 
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        self._check()
+        return next((r for r in self.rows if r.filename == resource and r.method == "SHARE"), None)
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         self._check()
         return list(self.rows)
