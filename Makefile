@@ -9,9 +9,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Servers the sandbox and the tests start as unprivileged child processes.
 APT_PACKAGES := python3 python3-venv python3-dev gcc openssl prosody lua-unbound \
                 mariadb-server mariadb-client openssh-server openssh-client ejabberd \
-                go-sendxmpp nginx-light systemd curl
+                erlang-dev go-sendxmpp nginx-light systemd curl
 
-.PHONY: sandbox test install system-packages venv lint bench clean
+# mod_mft_share for ejabberd, compiled against the installed ejabberd's headers.
+EJABBERD_LIB  ?= $(lastword $(sort $(wildcard /usr/lib/*/ejabberd-*)))
+XMPP_INCLUDE  ?= $(lastword $(sort $(wildcard /usr/lib/erlang/lib/p1_xmpp-*/include)))
+EJABBERD_OUT  ?= build/ejabberd
+
+.PHONY: sandbox test install system-packages venv lint bench clean ejabberd-module
 
 sandbox: install
 	$(VENV)/bin/mft sandbox
@@ -44,6 +49,11 @@ bench: install
 	$(VENV)/bin/python benchmarks/slots.py
 	$(VENV)/bin/python benchmarks/transfer.py
 	$(VENV)/bin/python benchmarks/auditlog.py
+
+ejabberd-module:
+	mkdir -p $(EJABBERD_OUT)
+	erlc -Wall -pa $(EJABBERD_LIB)/ebin -I $(EJABBERD_LIB)/include -I $(XMPP_INCLUDE) \
+	  -o $(EJABBERD_OUT) deploy/ejabberd/mod_mft_share.erl
 
 clean:
 	rm -rf $(VENV) mft-sandbox build *.egg-info

@@ -105,6 +105,29 @@ modules:
 """
 )
 
+# mod_mft_share (deploy/ejabberd/mod_mft_share.erl, built with `make ejabberd-module`).
+EJABBERD_SHARE_TEMPLATE = Template(
+    """\
+# xmpp-mft: report who each upload URL is sent to (mod_mft_share, ejabberd 23.01).
+#
+# Build the module and copy it where ejabberd loads modules from (README,
+# "Recipients for every client"):
+#     make ejabberd-module
+#     install -m 0644 build/ejabberd/mod_mft_share.beam $ebin/
+# Save this file as /etc/ejabberd/mft_share.yml, include it from ejabberd.yml
+#     include_config_file: [/etc/ejabberd/mft.yml, /etc/ejabberd/mft_share.yml]
+# and restart ejabberd. mft_share_component is the [xmpp] component_jid of mft.toml
+# (a list of them for a cluster: every node records the URLs of its own uploads);
+# mft_share_urls the [http] public_url of each node, with a trailing slash.
+
+modules:
+  mod_mft_share:
+    mft_share_component: $components
+    mft_share_urls: $urls
+"""
+)
+EJABBERD_EBIN = "/usr/lib/x86_64-linux-gnu/ejabberd-23.01-1/ebin"
+
 
 def _lua_string(value: str) -> str:
     """A double-quoted Lua string literal."""
@@ -146,6 +169,20 @@ def prosody_share_snippet(
         components=comps[0] if len(comps) == 1 else "{ " + ", ".join(comps) + " }",
         urls=", ".join(_lua_string(u) for u in urls),
         plugin_path=_lua_string(plugin_path),
+    )
+
+
+def ejabberd_share_snippet(
+    components: Sequence[str] = (EXAMPLE_COMPONENT_JID,),
+    urls: Sequence[str] = (EXAMPLE_PUBLIC_URL,),
+    ebin: str = EJABBERD_EBIN,
+) -> str:
+    """The ejabberd snippet (YAML) that loads mod_mft_share."""
+    comps = [json.dumps(c) for c in components]
+    return EJABBERD_SHARE_TEMPLATE.substitute(
+        components=comps[0] if len(comps) == 1 else "[" + ", ".join(comps) + "]",
+        urls="[" + ", ".join(json.dumps(u) for u in urls) + "]",
+        ebin=ebin,
     )
 
 
