@@ -109,6 +109,12 @@ async def test_room_share_then_forward_and_mft_log(
     out, _ = await proc.communicate()
     with capsys.disabled():  # the closing note's table (pytest -s shows it)
         print(f"\nmft log (Prosody):\n{out.decode()}")
+    # `mft check` against the running service: the module is active.
+    http = {"port": stack.cfg.http.port, "public_url": stack.cfg.http.public_url}
+    proc = await spawn_mft("check", "-c", str(config_file(http=http)))
+    out, _ = await proc.communicate()
+    [line] = [x for x in out.decode().splitlines() if "share reports" in x]
+    assert line.startswith("OK    share reports     mod_mft_share is active"), out.decode()
 
 
 async def test_temporary_room_is_groupchat(
