@@ -24,6 +24,7 @@ from tests.fixtures.mariadb import MariaDB
 from tests.fixtures.prosody import (
     COMPONENT_JID,
     TIMEOUT,
+    UNCONFIGURED_SHARE_HOST,
     ClientFactory,
     ComponentFactory,
     UserFactory,
@@ -246,3 +247,11 @@ async def test_database_outage_while_shares_arrive(
     assert [(r.to_jid, r.file_size, r.real_filename) for r in rows] == [
         (bare(bob), 42, "notes.txt")
     ] * 3
+
+
+async def test_module_without_options_is_inactive_and_says_so(prosody: ProsodyInstance) -> None:
+    """A VirtualHost loading mod_mft_share without its options logs a clear error."""
+    log = prosody.log_path.read_text(errors="replace")
+    [line] = [x for x in log.splitlines() if "mod_mft_share is inactive" in x]
+    assert UNCONFIGURED_SHARE_HOST in line and "mft_share_component" in line
+    assert "reporting URLs under http://127.0.0.1: to upload.localhost" in log
