@@ -8,7 +8,8 @@ VENV   ?= .venv
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Servers the sandbox and the tests start as unprivileged child processes.
 APT_PACKAGES := python3 python3-venv python3-dev gcc openssl prosody lua-unbound \
-                mariadb-server mariadb-client openssh-server openssh-client ejabberd \
+                mariadb-server mariadb-client postgresql postgresql-client \
+                openssh-server openssh-client ejabberd \
                 go-sendxmpp nginx-light systemd curl
 
 .PHONY: sandbox test install system-packages venv lint bench clean
