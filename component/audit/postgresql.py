@@ -303,19 +303,24 @@ class PostgresAuditLog:
     async def _already_stored(self, conn: Any, entries: Sequence[SpoolEntry]) -> set[str]:
         rows = await conn.fetch(S.DELIVERED_SQL, [e.event_id for e in entries])
         done = {str(r[0]) for r in rows}
-        doubtful = {e.maybe_index: e for e in entries if e.maybe_index is not None}
+        doubtful: dict[int, list[SpoolEntry]] = {}
+        for e in entries:
+            if e.maybe_index is not None and e.event_id not in done:
+                doubtful.setdefault(e.maybe_index, []).append(e)
         if doubtful:
             for index, filename, method, date_time, jid in await conn.fetch(
                 S.LANDED_SQL, list(doubtful)
             ):
-                row = doubtful[index].record.clipped().as_row()
-                if (filename, method, date_time, jid) == (
-                    _text(row["FILENAME"]),
-                    row["METHOD"],
-                    row["DATE_TIME"],
-                    _text(row["JID"]),
-                ):
-                    done.add(doubtful[index].event_id)
+                for e in doubtful[index]:
+                    row = e.record.clipped().as_row()
+                    if (filename, method, date_time, jid) == (
+                        _text(row["FILENAME"]),
+                        row["METHOD"],
+                        row["DATE_TIME"],
+                        _text(row["JID"]),
+                    ):
+                        done.add(e.event_id)
+                        break  # one stored row accounts for one spooled entry
         return done
 
     async def prune_delivered(self) -> None:
