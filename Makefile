@@ -8,8 +8,9 @@ VENV   ?= .venv
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Servers the sandbox and the tests start as unprivileged child processes.
 APT_PACKAGES := python3 python3-venv python3-dev gcc openssl prosody lua-unbound \
-                mariadb-server mariadb-client openssh-server openssh-client ejabberd \
-                erlang-dev go-sendxmpp nginx-light systemd curl
+                mariadb-server mariadb-client postgresql postgresql-client \
+                openssh-server openssh-client ejabberd erlang-dev \
+                go-sendxmpp nginx-light systemd curl
 
 # mod_mft_share for ejabberd, compiled against the installed ejabberd's headers.
 EJABBERD_LIB  ?= $(lastword $(sort $(wildcard /usr/lib/*/ejabberd-*)))
