@@ -26,7 +26,12 @@ TEST_PACKAGES := mariadb-server mariadb-client openssh-server openssh-client eja
                  erlang-dev postgresql postgresql-client clamav-daemon nginx-light \
                  systemd curl util-linux
 
-.PHONY: sandbox test install sandbox-packages test-packages apt-install venv constraints lint bench clean
+# mod_mft_share for ejabberd, compiled against the installed ejabberd's headers.
+EJABBERD_LIB  ?= $(lastword $(sort $(wildcard /usr/lib/*/ejabberd-*)))
+XMPP_INCLUDE  ?= $(lastword $(sort $(wildcard /usr/lib/erlang/lib/p1_xmpp-*/include)))
+EJABBERD_OUT  ?= build/ejabberd
+
+.PHONY: sandbox test install sandbox-packages test-packages apt-install venv constraints lint bench clean ejabberd-module
 
 sandbox: sandbox-packages venv
 	$(VENV)/bin/mft sandbox $(SANDBOX_FLAGS)
@@ -80,6 +85,11 @@ bench: install
 	$(VENV)/bin/python benchmarks/slots.py
 	$(VENV)/bin/python benchmarks/transfer.py
 	$(VENV)/bin/python benchmarks/auditlog.py
+
+ejabberd-module:
+	mkdir -p $(EJABBERD_OUT)
+	erlc -Wall -pa $(EJABBERD_LIB)/ebin -I $(EJABBERD_LIB)/include -I $(XMPP_INCLUDE) \
+	  -o $(EJABBERD_OUT) deploy/ejabberd/mod_mft_share.erl
 
 clean:
 	rm -rf $(VENV) mft-sandbox build *.egg-info
