@@ -30,6 +30,10 @@ class FakeAudit:
     async def ping(self) -> None:
         """Always reachable."""
 
+    async def server_version(self) -> str:
+        """A made-up product."""
+        return "FakeDB 1.0"
+
     async def record(self, rec: AuditRecord) -> None:
         """Rows are not kept."""
 

@@ -141,6 +141,9 @@ class AuditLog(Protocol):
         :raises AuditUnavailable: it does not.
         """
 
+    async def server_version(self) -> str:
+        """The database product and version :meth:`open` reached (for ``mft check``)."""
+
     async def record(self, rec: AuditRecord) -> None:
         """Store one row durably (in the database, or in the spool while it is down).
 

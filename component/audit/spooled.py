@@ -1,6 +1,6 @@
 """An audit log that never loses a row: the database, or the durable spool while it is away.
 
-:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit.mysql.MysqlAuditLog`).
+:class:`SpooledAuditLog` wraps a database back-end (MariaDB or PostgreSQL).
 ``record()`` inserts directly while the spool is empty; when the database fails, the row
 goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
 new rows queue behind them, and one background task delivers them in order, in batches,
@@ -156,6 +156,10 @@ class SpooledAuditLog:
         :raises AuditUnavailable: it does not (rows are being spooled).
         """
         await self._inner.ping()
+
+    async def server_version(self) -> str:
+        """The database's product and version."""
+        return await self._inner.server_version()
 
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec`` in the database, or durably in the spool.

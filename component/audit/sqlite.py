@@ -105,6 +105,10 @@ class SqliteAuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable() from exc
 
+    async def server_version(self) -> str:
+        """``SQLite 3.40.1``: the library this process links."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise AuditUnavailable("audit log is not open")
