@@ -73,7 +73,6 @@ async def test_room_share_then_forward_and_mft_log(
     mft_stack: StackFactory,
     xmpp_client: ClientFactory,
     config_file: ConfigFileFactory,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Persistent room, then a forward to a third user's full JID: two SHARE rows; the
     GET row takes the first share's room; `mft log --to` and `--method SHARE` show them."""
@@ -108,8 +107,9 @@ async def test_room_share_then_forward_and_mft_log(
     assert [m for m, _ in shown[""]] == ["POST", "SHARE", "SHARE", "GET"]
     proc = await spawn_mft("log", "-c", str(path))
     out, _ = await proc.communicate()
-    with capsys.disabled():  # the closing note's table (pytest -s shows it)
-        print(f"\nmft log (Prosody):\n{out.decode()}")
+    print(  # the closing note's table: pytest -s shows it
+        f"\nmft log (Prosody):\n{out.decode()}"
+    )
     # `mft check` against the running service: the module is active.
     http = {"port": stack.cfg.http.port, "public_url": stack.cfg.http.public_url}
     proc = await spawn_mft("check", "-c", str(config_file(http=http)))
