@@ -19,7 +19,7 @@ import slixmpp
 from component.audit import bare_jid
 from tests.fixtures.common import free_port, spawn_mft
 from tests.fixtures.config import ConfigFactory, ConfigFileFactory
-from tests.fixtures.ejabberd import EjabberdServer
+from tests.fixtures.ejabberd import UNCONFIGURED_SHARE_HOST, EjabberdServer
 from tests.fixtures.prosody import TIMEOUT, XmppUser, client_for, connect_client, disconnect_client
 from tests.fixtures.slots import make_room, personal_url
 from tests.fixtures.stack import MftStack, running_stack
@@ -140,3 +140,11 @@ async def test_ejabberd_forged_report_is_ignored(
     send_forged_report(alice, ejabberd.component_jid, str(alice.boundjid), bare(bob), up.get_url)
     await wait_metric(stack.metrics, "share_reports_ignored", {"reason": "sender"})
     assert await stack.rows("SHARE") == []
+
+
+def test_ejabberd_module_without_options_is_inactive_and_says_so(ejabberd: EjabberdServer) -> None:
+    """A host loading mod_mft_share without its options logs a clear error."""
+    log = ejabberd.log_path.read_text(errors="replace")
+    [line] = [x for x in log.splitlines() if "mod_mft_share is inactive" in x]
+    assert UNCONFIGURED_SHARE_HOST in line and "mft_share_component" in line
+    assert f"mod_mft_share on {ejabberd.domain}: reporting URLs under" in log
