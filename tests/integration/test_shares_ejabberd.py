@@ -24,7 +24,14 @@ from tests.fixtures.prosody import TIMEOUT, XmppUser, client_for, connect_client
 from tests.fixtures.slots import make_room, personal_url
 from tests.fixtures.stack import MftStack, running_stack
 
-from .share_helpers import send_forged_report, send_url, share_columns, wait_metric
+from .share_helpers import (
+    assert_delivered_untouched,
+    inbox,
+    send_forged_report,
+    send_url,
+    share_columns,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +94,9 @@ async def test_ejabberd_chat_with_body_and_oob_gives_one_share_row(
     """A 1:1 chat with the URL in body and OOB: one SHARE row; the GET row names bob."""
     alice, bob = await ejabberd_client(), await ejabberd_client()
     up = await stack.upload(alice, "report.pdf", b"%PDF-1.4 tiny\n")
+    received = await inbox(bob)
     send_url(alice, bare(bob), up.get_url)
+    await assert_delivered_untouched(received, up.get_url)  # bob's message as sent
     share = await stack.next_row()
     assert share_columns(share) == ("SHARE", bare(alice), bare(bob), "im", up.path.resource)
     assert (share.real_filename, share.file_size) == ("report.pdf", 14)
