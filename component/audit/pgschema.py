@@ -142,10 +142,10 @@ COUNT_BY_CHAT_TYPE_SQL = (
 )
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
-# A direct COMMIT in doubt: the row got exactly this AFT_INDEX if it landed.
+# A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?
 LANDED_SQL = (
-    "SELECT aft_index, filename, method, date_time, jid FROM aft_log"
-    " WHERE aft_index = ANY($1::bigint[])"
+    "SELECT 1 FROM aft_log WHERE aft_index >= $1 AND filename = $2 AND method = $3"
+    " AND date_time = $4 AND jid = $5 LIMIT 1"
 )
 # Delivered ids are only needed while a spool may still hold their rows.
 PRUNE_DELIVERED_SQL = (

@@ -98,6 +98,7 @@ class PostgresAuditLog:
         self._metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._version = ""
+        self._high_index = 0  # the highest AFT_INDEX this process has been handed
         self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
         self._writers: set[asyncio.Task[None]] = set()
         # A few batches in flight at once (on separate connections): a row arriving while
@@ -113,7 +114,7 @@ class PostgresAuditLog:
         try:
             async with asyncio.timeout(self._connect_timeout + 5):
                 self._pool = await asyncpg.create_pool(
-                    min_size=1,
+                    min_size=0,  # no background reconnecting (and logging) during an outage
                     max_size=self._pool_size,
                     host=t.host,
                     port=t.port,
@@ -216,7 +217,7 @@ class PostgresAuditLog:
             async with self._connection() as conn:
                 await conn.fetchval("SELECT 1")
         except DB_ERRORS as exc:
-            raise AuditUnavailable(f"AFT_LOG database: {describe(exc)}") from exc
+            raise AuditUnavailable(f"AFT_LOG database: {describe(exc, self._target)}") from exc
 
     async def server_version(self) -> str:
         """``PostgreSQL 15.8 (Debian 15.8-0+deb12u1)``: the server :meth:`open` reached."""
@@ -226,10 +227,10 @@ class PostgresAuditLog:
         """Insert and commit one row.
 
         Rows recorded concurrently are written together, in call order, by a few writer
-        tasks: one INSERT and one COMMIT per batch (group commit).
+        tasks: one INSERT, committed on its own, per batch (group commit).
 
-        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set when
-            only the COMMIT's answer was lost (the row, if stored, has that index).
+        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set unless
+            the server refused the INSERT (the row, if stored, has an index >= it).
         """
         if self._pool is None:
             raise AuditUnavailable("the AFT_LOG database is not open")
@@ -244,25 +245,21 @@ class PostgresAuditLog:
     async def _write_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            indexes: list[int] = []
+            # Every index handed out before this INSERT is sent is lower than the batch's:
+            # the bound a COMMIT in doubt is checked from.
+            floor = self._high_index + 1
             try:
                 async with self._connection() as conn:
-                    tx = conn.transaction()
-                    await tx.start()
-                    try:
-                        rows = await conn.fetch(S.INSERT_SQL, *columns_of([r for r, _ in batch]))
-                    except BaseException:
-                        await tx.rollback()
-                        raise
-                    # Sequence values are taken in insert order: sorted, they are the batch's.
-                    indexes = sorted(int(r[0]) for r in rows)
-                    await tx.commit()
+                    # One statement, committed on its own: one round trip and one flush
+                    # for the whole batch.
+                    rows = await conn.fetch(S.INSERT_SQL, *columns_of([r for r, _ in batch]))
             except DB_ERRORS as exc:
                 self._failed("insert", exc)
-                text = f"{self._safe_url}: {describe(exc)}"
-                for i, (_, fut) in enumerate(batch):
+                text = f"{self._safe_url}: {describe(exc, self._target)}"
+                # Whether it committed is unknown unless the server said it failed.
+                maybe = None if _refused(exc) else floor
+                for _, fut in batch:
                     if not fut.done():
-                        maybe = indexes[i] if indexes else None
                         fut.set_exception(AuditWriteFailed(text, maybe_index=maybe))
                 continue
             except BaseException:
@@ -271,6 +268,7 @@ class PostgresAuditLog:
                         fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
                 self._queue = []
                 raise
+            self._high_index = max([self._high_index, *(int(r[0]) for r in rows)])
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
@@ -280,8 +278,8 @@ class PostgresAuditLog:
 
         A row is already stored when its event id is in ``aft_spool_delivered`` (an
         earlier delivery committed but the spool was not updated), or when the row with
-        its ``maybe_index`` has the same FILENAME, METHOD, DATE_TIME and JID (a direct
-        COMMIT in doubt: sequence values are never handed out twice).
+        a row from ``maybe_index`` on has the same FILENAME, METHOD, DATE_TIME and JID
+        (a direct INSERT whose COMMIT answer was lost).
 
         :raises AuditUnavailable: nothing was stored; deliver the same entries again later.
         """
@@ -296,31 +294,28 @@ class PostgresAuditLog:
                     await conn.execute(S.MARK_DELIVERED_SQL, [e.event_id for e in todo])
         except DB_ERRORS as exc:
             self._failed("spool delivery", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
         if done:
             log.info("AFT_LOG spool: %d rows were already stored, not inserted again", len(done))
 
     async def _already_stored(self, conn: Any, entries: Sequence[SpoolEntry]) -> set[str]:
         rows = await conn.fetch(S.DELIVERED_SQL, [e.event_id for e in entries])
         done = {str(r[0]) for r in rows}
-        doubtful: dict[int, list[SpoolEntry]] = {}
         for e in entries:
-            if e.maybe_index is not None and e.event_id not in done:
-                doubtful.setdefault(e.maybe_index, []).append(e)
-        if doubtful:
-            for index, filename, method, date_time, jid in await conn.fetch(
-                S.LANDED_SQL, list(doubtful)
-            ):
-                for e in doubtful[index]:
-                    row = e.record.clipped().as_row()
-                    if (filename, method, date_time, jid) == (
-                        _text(row["FILENAME"]),
-                        row["METHOD"],
-                        row["DATE_TIME"],
-                        _text(row["JID"]),
-                    ):
-                        done.add(e.event_id)
-                        break  # one stored row accounts for one spooled entry
+            if e.maybe_index is None or e.event_id in done:
+                continue
+            # A COMMIT in doubt: the row, if it landed, has an index >= maybe_index.
+            row = e.record.clipped().as_row()
+            landed = await conn.fetchval(
+                S.LANDED_SQL,
+                e.maybe_index,
+                _text(row["FILENAME"]),
+                row["METHOD"],
+                row["DATE_TIME"],
+                _text(row["JID"]),
+            )
+            if landed:
+                done.add(e.event_id)
         return done
 
     async def prune_delivered(self) -> None:
@@ -379,7 +374,17 @@ class PostgresAuditLog:
                 return list(await conn.fetch(sql, *params))
         except DB_ERRORS as exc:
             self._failed("query", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the server answered that the statement failed (so nothing was committed),
+    rather than the connection failing on the way (outcome unknown)."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    # 08 connection, 57 operator intervention (shutdown), 58 system, XX internal errors
+    # can cut a statement off around its commit; anything else is a plain refusal.
+    return str(exc.sqlstate or "XX")[:2] not in ("08", "57", "58", "XX")
 
 
 def describe(exc: BaseException, target: PostgresTarget | None = None) -> str:

@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from component.audit import COLUMNS, TEXT_LIMITS, AuditQuery
 from component.audit import pgschema as S
-from component.audit.postgresql import columns_of, describe, ssl_setting
+from component.audit.postgresql import _refused, columns_of, describe, ssl_setting
 from component.config import parse_config
 from component.dburl import parse_postgres_url
 from component.errors import ConfigError
@@ -145,3 +146,12 @@ def test_errors_are_described_with_the_place() -> None:
         "connection refused by db.example.test:5999"
     )
     assert "db.example.test:5999" in describe(TimeoutError(), t)
+
+
+def test_only_a_refusal_by_the_server_rules_out_a_commit() -> None:
+    """A data error means nothing was stored; a lost connection or a shutdown leaves it
+    in doubt, so the spooled row is checked by index before it is sent again."""
+    assert _refused(asyncpg.exceptions.StringDataRightTruncationError("too long"))
+    assert not _refused(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    assert not _refused(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))
+    assert not _refused(ConnectionResetError(104, "reset"))
