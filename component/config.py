@@ -55,6 +55,8 @@ class XmppConfig:
     # Chat-type classification: how long to wait for disco answers, how long to cache them.
     disco_timeout: float = 5.0
     disco_cache_ttl: float = 300.0
+    # Servers whose share reports (mod_mft_share) are believed; empty: the server domain.
+    share_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reconnect_max_delay <= 0:
@@ -63,6 +65,11 @@ class XmppConfig:
             raise ConfigError("[xmpp] disco_timeout: more than 0, at most 60 seconds")
         if not 0 <= self.disco_cache_ttl <= 86400:
             raise ConfigError("[xmpp] disco_cache_ttl: between 0 and 86400 seconds")
+
+    @property
+    def share_host_set(self) -> tuple[str, ...]:
+        """Hosts whose ``<shared>`` reports are accepted: configured, else the server domain."""
+        return self.share_hosts or (self.server_domain,)
 
     @property
     def server_domain(self) -> str:

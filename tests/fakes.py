@@ -41,6 +41,10 @@ class FakeAudit:
         """No upload is ever found."""
         return None
 
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """No share is ever found."""
+        return None
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """No rows."""
         return []
