@@ -71,6 +71,10 @@ def ssl_setting(t: PostgresTarget) -> ssl.SSLContext | str | bool:
     return ctx
 
 
+async def _keep_session(conn: Any) -> None:
+    """A pooled connection goes back as it is (asyncpg still rolls back an open transaction)."""
+
+
 def _text(value: object) -> object:
     # PostgreSQL text holds no NUL and no lone surrogates (MariaDB and the JSON spool
     # do): store a replacement rather than fail, and so block the spool, forever.
@@ -125,6 +129,9 @@ class PostgresAuditLog:
                     timeout=self._connect_timeout,
                     command_timeout=self._query_timeout,
                     server_settings={"TimeZone": "UTC", "application_name": "xmpp-mft"},
+                    # Sessions keep no state to undo (no LISTEN, cursors, session locks
+                    # or SET), so skip asyncpg's reset query: one round trip per release.
+                    reset=_keep_session,
                 )
             await self._migrate()
         except DB_ERRORS as exc:
