@@ -152,6 +152,8 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 ) -> None:
     """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
     assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    async with pg_log._connection() as conn:
+        assert await conn.fetchval("SHOW timezone") == "UTC"  # the service's sessions
     cest = timezone(timedelta(hours=2))
     long_jid = "u" * 3100 + "@example.test"
     original = replace(
