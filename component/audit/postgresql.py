@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -26,67 +24,19 @@ import asyncpg
 
 from component.audit import pgschema as S
 from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
-from component.audit.sql import record_values, row_to_record
+from component.audit.sql import row_to_record
 from component.config import Config
-from component.dburl import PostgresTarget
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# What a lost server, a dropped connection, a refused login or a bounded wait raise.
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,  # refused, reset, unresolvable, TLS failures (ssl.SSLError)
-    EOFError,
-    TimeoutError,
-)
 # Rows per INSERT of the group-committing writer and of spool delivery.
 BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
-
-
-def ssl_setting(t: PostgresTarget) -> ssl.SSLContext | str | bool:
-    """asyncpg's ``ssl=`` for libpq's ``sslmode`` (and ``sslrootcert``).
-
-    As libpq: ``require`` encrypts without checking the certificate unless a root
-    certificate is given; ``verify-ca`` checks the chain; ``verify-full`` also the name.
-
-    :raises OSError: ``sslrootcert`` cannot be read.
-    :raises ssl.SSLError: it holds no usable certificate.
-    """
-    if t.sslmode == "disable":
-        return False
-    if t.sslmode in ("allow", "prefer"):
-        return t.sslmode
-    ctx = ssl.create_default_context(cafile=t.sslrootcert or None)
-    if t.sslmode == "require" and not t.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.check_hostname = t.sslmode == "verify-full"
-    return ctx
-
-
-async def _keep_session(conn: Any) -> None:
-    """A pooled connection goes back as it is (asyncpg still rolls back an open transaction)."""
-
-
-def _text(value: object) -> object:
-    # PostgreSQL text holds no NUL and no lone surrogates (MariaDB and the JSON spool
-    # do): store a replacement rather than fail, and so block the spool, forever.
-    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
-    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
-    rows = [[_text(v) for v in record_values(r)] for r in records]
-    return [list(col) for col in zip(*rows, strict=True)]
 
 
 class PostgresAuditLog:
@@ -131,7 +81,7 @@ class PostgresAuditLog:
                     server_settings={"TimeZone": "UTC", "application_name": "xmpp-mft"},
                     # Sessions keep no state to undo (no LISTEN, cursors, session locks
                     # or SET), so skip asyncpg's reset query: one round trip per release.
-                    reset=_keep_session,
+                    reset=keep_session,
                 )
             await self._migrate()
         except DB_ERRORS as exc:
@@ -259,12 +209,12 @@ class PostgresAuditLog:
                 async with self._connection() as conn:
                     # One statement, committed on its own: one round trip and one flush
                     # for the whole batch.
-                    rows = await conn.fetch(S.INSERT_SQL, *columns_of([r for r, _ in batch]))
+                    rows = await conn.fetch(S.INSERT_SQL, *S.columns_of([r for r, _ in batch]))
             except DB_ERRORS as exc:
                 self._failed("insert", exc)
                 text = f"{self._safe_url}: {describe(exc, self._target)}"
                 # Whether it committed is unknown unless the server said it failed.
-                maybe = None if _refused(exc) else floor
+                maybe = None if refused(exc) else floor
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(AuditWriteFailed(text, maybe_index=maybe))
@@ -297,7 +247,7 @@ class PostgresAuditLog:
                 done = await self._already_stored(conn, entries)
                 todo = [e for e in entries if e.event_id not in done]
                 if todo:
-                    await conn.fetch(S.INSERT_SQL, *columns_of([e.record for e in todo]))
+                    await conn.fetch(S.INSERT_SQL, *S.columns_of([e.record for e in todo]))
                     await conn.execute(S.MARK_DELIVERED_SQL, [e.event_id for e in todo])
         except DB_ERRORS as exc:
             self._failed("spool delivery", exc)
@@ -316,10 +266,10 @@ class PostgresAuditLog:
             landed = await conn.fetchval(
                 S.LANDED_SQL,
                 e.maybe_index,
-                _text(row["FILENAME"]),
+                S.pg_text(row["FILENAME"]),
                 row["METHOD"],
                 row["DATE_TIME"],
-                _text(row["JID"]),
+                S.pg_text(row["JID"]),
             )
             if landed:
                 done.add(e.event_id)
@@ -390,34 +340,3 @@ class PostgresAuditLog:
         except DB_ERRORS as exc:
             self._failed("query", exc)
             raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the server answered that the statement failed (so nothing was committed),
-    rather than the connection failing on the way (outcome unknown)."""
-    if not isinstance(exc, asyncpg.PostgresError):
-        return False
-    # 08 connection, 57 operator intervention (shutdown), 58 system, XX internal errors
-    # can cut a statement off around its commit; anything else is a plain refusal.
-    return str(exc.sqlstate or "XX")[:2] not in ("08", "57", "58", "XX")
-
-
-def describe(exc: BaseException, target: PostgresTarget | None = None) -> str:
-    """A short reason for logs and errors: the server's message and SQLSTATE, or what the
-    network said (``connection refused by 127.0.0.1:5432``)."""
-    where = ""
-    if target is not None:
-        where = f" {target.host}" if target.unix_socket else f" {target.host}:{target.port}"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from{where or ' the server'} (timed out)"
-    if isinstance(exc, asyncpg.PostgresError):
-        return f"{exc.args[0] if exc.args else type(exc).__name__} ({exc.sqlstate})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate of{where} not accepted: {exc.verify_message}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by{where or ' the server'}"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve{where or ' the host'} ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}{' (' + where.strip() + ')' if where else ''}"
-    return str(exc) or type(exc).__name__

@@ -13,7 +13,8 @@ import pytest
 
 from component.audit import COLUMNS, TEXT_LIMITS, AuditQuery
 from component.audit import pgschema as S
-from component.audit.postgresql import _refused, columns_of, describe, ssl_setting
+from component.audit.pgconnect import describe, refused, ssl_setting
+from component.audit.pgschema import columns_of
 from component.config import parse_config
 from component.dburl import parse_postgres_url
 from component.errors import ConfigError
@@ -151,7 +152,7 @@ def test_errors_are_described_with_the_place() -> None:
 def test_only_a_refusal_by_the_server_rules_out_a_commit() -> None:
     """A data error means nothing was stored; a lost connection or a shutdown leaves it
     in doubt, so the spooled row is checked by index before it is sent again."""
-    assert _refused(asyncpg.exceptions.StringDataRightTruncationError("too long"))
-    assert not _refused(asyncpg.exceptions.AdminShutdownError("terminating connection"))
-    assert not _refused(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))
-    assert not _refused(ConnectionResetError(104, "reset"))
+    assert refused(asyncpg.exceptions.StringDataRightTruncationError("too long"))
+    assert not refused(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    assert not refused(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))
+    assert not refused(ConnectionResetError(104, "reset"))
