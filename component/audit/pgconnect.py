@@ -74,6 +74,12 @@ def describe(exc: BaseException, target: PostgresTarget | None = None) -> str:
         return f"{exc.args[0] if exc.args else type(exc).__name__} ({exc.sqlstate})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate of{where} not accepted: {exc.verify_message}"
+    if target is not None and target.unix_socket and isinstance(exc, OSError):
+        # No server (or a stale socket) in that directory: say which file was tried.
+        sock = f"{target.host.rstrip('/')}/.s.PGSQL.{target.port}"
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            return f"no PostgreSQL server listens on the socket {sock}"
+        return f"{exc.strerror or exc} ({sock})"
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused by{where or ' the server'}"
     if isinstance(exc, socket.gaierror):

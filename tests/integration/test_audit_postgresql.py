@@ -306,6 +306,29 @@ async def test_bad_password_and_unreachable_server_fail_open(
     await log.close()
 
 
+async def test_a_role_that_may_not_create_tables_is_named(
+    config_factory: ConfigFactory, postgresql: PostgreSQL
+) -> None:
+    """PostgreSQL 15 lets only the owner create in schema public: the reason says so."""
+    name = postgresql.create_database()
+    try:
+        postgresql.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+        url = postgresql.url(name)
+        denied = r"permission denied for schema public \(42501\)"
+        with pytest.raises(AuditUnavailable, match=denied):
+            await PostgresAuditLog(config_factory(database={"url": url})).open()
+    finally:
+        postgresql.drop_database(name)
+
+
+async def test_a_missing_socket_is_named(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    """?host= naming a directory without a server: the socket file tried is named."""
+    url = f"postgresql://mft:pw@localhost:5999/mft?host={tmp_path}"
+    missing = r"no PostgreSQL server listens on the socket .*/\.s\.PGSQL\.5999"
+    with pytest.raises(AuditUnavailable, match=missing):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
+
+
 async def test_outage_during_20_records(
     cfg: Config, postgresql: PostgreSQL, caplog: pytest.LogCaptureFixture
 ) -> None:

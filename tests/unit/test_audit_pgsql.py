@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -147,6 +148,13 @@ def test_errors_are_described_with_the_place() -> None:
         "connection refused by db.example.test:5999"
     )
     assert "db.example.test:5999" in describe(TimeoutError(), t)
+    assert describe(OSError(-2, "Name or service not known"), t)
+    unknown = socket.gaierror(-2, "Name or service not known")
+    assert describe(unknown, t) == "cannot resolve db.example.test:5999 (Name or service not known)"
+    sock = parse_postgres_url("postgresql://mft@localhost/mft?host=/run/postgresql/")
+    assert describe(FileNotFoundError(2, "No such file or directory"), sock) == (
+        "no PostgreSQL server listens on the socket /run/postgresql/.s.PGSQL.5432"
+    )
 
 
 def test_only_a_refusal_by_the_server_rules_out_a_commit() -> None:
