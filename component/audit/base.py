@@ -16,8 +16,21 @@ from component.errors import AuditUnavailable
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
 # ticket when one is required), GET_GONE (file purged by retention).
-Method = Literal["POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE"]
-METHODS: tuple[Method, ...] = ("POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE")
+# SHARE: the XMPP server reported the URL sent to someone (DESIGN.md "Recipients for every
+# client"). POST_INFECTED: an upload the malware scan refused (nothing stored; SCAN_RESULT
+# names the signature).
+Method = Literal[
+    "POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE", "POST_INFECTED"
+]
+METHODS: tuple[Method, ...] = (
+    "POST",
+    "GET",
+    "GET_INCOMPLETE",
+    "GET_REFUSED",
+    "GET_GONE",
+    "SHARE",
+    "POST_INFECTED",
+)
 
 # Column names and sizes, as Cisco's AFT_LOG plus NODE_ID and CLIENT_IP, then (schema
 # version 2, DESIGN.md "Compliance records") FILE_SHA256 and SCAN_RESULT.
