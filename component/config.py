@@ -19,12 +19,63 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
+from component.dburl import parse_mysql_url
 from component.errors import ConfigError
+from component.hostkey import check_host_key
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# [database] url schemes a back-end may serve; each back-end checks its own options when
+# it opens. ``postgres`` is libpq's other spelling of ``postgresql``.
+DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
+DATABASE_USAGE = (
+    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
+)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_port(key: str, url: str) -> None:
+    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
+
+
+def _check_database_url(url: str) -> None:
+    """The shape every ``[database] url`` must have, whatever the back-end.
+
+    :raises ConfigError: unknown scheme, bad port, or a server URL without a database.
+    """
+    parts = urlsplit(url)
+    shown = safe_url(url)
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
+    if parts.scheme == "sqlite":
+        if not (parts.netloc + parts.path).strip("/"):
+            raise ConfigError(f"[database] url {shown!r}: give the file, sqlite:///path")
+        return
+    _check_port("[database] url", shown)
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(
+            f"[database] url {shown!r}: give the database name, {parts.scheme}://user:pw@host/db"
+        )
+    if parts.scheme == "mysql":
+        parse_mysql_url(url)  # its options, checked now rather than at first connect
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,8 +217,12 @@ class RepositoryConfig:
         parts = urlsplit(self.url)
         if parts.scheme not in ("sftp", "file"):
             raise ConfigError(f"[repository] url {self.url!r}: use sftp:// or file://")
-        if parts.scheme == "sftp" and not (parts.hostname and parts.username and parts.path):
-            raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
+        if parts.scheme == "sftp":
+            if not (parts.hostname and parts.username and parts.path):
+                raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
+            _check_port("[repository] url", safe_url(self.url))
+            if self.host_key:  # empty: `mft keygen` may run before the key is pinned
+                check_host_key(self.host_key, self.host, self.port)
         if self.files_per_directory < 1:
             raise ConfigError("[repository] files_per_directory: at least 1")
 
@@ -210,8 +265,7 @@ class DatabaseConfig:
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("mysql", "sqlite"):
-            raise ConfigError("[database] url: use mysql://user:pw@host:port/db or sqlite:///path")
+        _check_database_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -225,11 +279,7 @@ class DatabaseConfig:
     @property
     def safe_url(self) -> str:
         """The URL without its password, for logs and ``mft check``."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
+        return safe_url(self.url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from component.audit.base import (
     naive_utc,
 )
 from component.config import Config
+from component.errors import ConfigError
 from component.metrics import Metrics
 
 __all__ = [
@@ -46,6 +47,9 @@ def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool =
     database outage does not fail transfers; ``spool=False`` gives the bare back-end (for
     read-only tools such as ``mft log``, which must not take the running service's spool).
     A local SQLite file needs no spool.
+
+    :raises ConfigError: the URL's options are wrong for its back-end, or no back-end
+        serves its scheme.
     """
     if cfg.database.scheme == "mysql":
         from component.audit.mysql import MysqlAuditLog
@@ -56,6 +60,8 @@ def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool =
         from component.audit.spooled import SpooledAuditLog
 
         return SpooledAuditLog(inner, cfg.spool_path, metrics or Metrics())
-    from component.audit.sqlite import SqliteAuditLog
+    if cfg.database.scheme == "sqlite":
+        from component.audit.sqlite import SqliteAuditLog
 
-    return SqliteAuditLog(cfg)
+        return SqliteAuditLog(cfg)
+    raise ConfigError(f"[database] url: this version has no {cfg.database.scheme} back-end")

@@ -16,10 +16,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomysql
 import pymysql
@@ -35,7 +33,8 @@ from component.audit.sql import (
     where_clause,
 )
 from component.config import Config
-from component.errors import AuditUnavailable, ConfigError
+from component.dburl import parse_mysql_url
+from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -111,46 +110,6 @@ def schema_script() -> str:
         parts += [s + ";" for s in statements]
         parts.append(f"INSERT IGNORE INTO AFT_SCHEMA_VERSION (VERSION) VALUES ({version});")
     return "\n".join(parts) + "\n"
-
-
-@dataclass(frozen=True, slots=True)
-class MysqlTarget:
-    """Where and as whom to connect, from the ``mysql://`` URL."""
-
-    database: str
-    user: str = ""
-    password: str = field(default="", repr=False)
-    host: str = "localhost"
-    port: int = 3306
-    unix_socket: str | None = None
-
-
-def parse_mysql_url(url: str) -> MysqlTarget:
-    """``mysql://user:pw@host:port/db[?unix_socket=/path]`` with percent-decoded parts.
-
-    :raises ConfigError: the URL has no database name, a bad port or unknown options.
-    """
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigError(f"[database] url: bad port ({exc})") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError("[database] url: give the database name, mysql://user:pw@host/db")
-    options = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"unix_socket"})
-    if unknown:
-        raise ConfigError(f"[database] url: unknown option {unknown[0]!r} (known: unix_socket)")
-    sockets = options.get("unix_socket")
-    return MysqlTarget(
-        database=database,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        host=parts.hostname or "localhost",
-        port=port,
-        unix_socket=sockets[-1] if sockets else None,
-    )
 
 
 class MysqlAuditLog:

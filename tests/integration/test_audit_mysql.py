@@ -18,10 +18,11 @@ import pymysql
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit.mysql import MysqlAuditLog, parse_mysql_url, schema_script
+from component.audit.mysql import MysqlAuditLog, schema_script
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config
+from component.dburl import parse_mysql_url
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory

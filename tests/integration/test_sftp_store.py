@@ -16,7 +16,13 @@ import asyncssh
 import pytest
 
 from component.config import Config
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import (
+    AlreadyUploaded,
+    ConfigError,
+    NotFound,
+    SizeMismatch,
+    StorageUnavailable,
+)
 from httpd.repository.sftp import SftpRepository
 from httpd.repository.sshkeys import fingerprint, public_line
 from tests.fixtures.config import ConfigFactory
@@ -324,11 +330,10 @@ async def test_pinned_key_type_the_server_lacks_is_named(
 async def test_host_key_for_another_host_is_refused(
     sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
 ) -> None:
-    """A host_key line for another host is a start-up error naming the URL's host."""
+    """A host_key line for another host is a configuration error naming the URL's host."""
     line = sshd.host_key_line.replace("[127.0.0.1]", "[files.example.com]")
-    r = repo_for(config_factory(repository=sshd.repository(node_dir, host_key=line)))
-    with pytest.raises(StorageUnavailable, match=r"not the url's host '\[127\.0\.0\.1\]"):
-        await r.open()
+    with pytest.raises(ConfigError, match=r"not the url's host '\[127\.0\.0\.1\]"):
+        config_factory(repository=sshd.repository(node_dir, host_key=line))
 
 
 async def test_unknown_node_key_is_refused(

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from component.audit import AuditLog, AuditQuery, AuditRecord, bare_jid
-from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, parse_mysql_url, schema_script
+from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, schema_script
 from component.audit.sql import where_clause
 from component.audit.sqlite import SqliteAuditLog
 from component.audit.sqlite import schema_script as sqlite_schema_script
+from component.dburl import parse_mysql_url
 from component.errors import ConfigError
 from tests.fixtures.config import ConfigFactory
 from tests.unit.test_spool import rec
