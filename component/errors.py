@@ -57,6 +57,11 @@ class UploadError(Exception):
         self.text = text or self.default_text
         super().__init__(self.text)
 
+    @property
+    def status(self) -> int:
+        """The HTTP status this error is answered with (log this one, not the class's)."""
+        return self.http_status
+
 
 class InvalidRequest(UploadError):
     """The slot request or HTTP request is malformed (bad file name, size, path)."""
@@ -113,6 +118,11 @@ class InvalidToken(UploadError):
         self.missing = missing
         super().__init__(text or ("Token missing" if missing else None))
 
+    @property
+    def status(self) -> int:
+        """401 when there is no token at all (RFC 9110: authenticate), 403 when it is bad."""
+        return 401 if self.missing else 403
+
 
 class SizeMismatch(UploadError):
     """The body is not exactly the slot's size (XEP-0363: MUST reject)."""
@@ -126,6 +136,11 @@ class SizeMismatch(UploadError):
         self.actual = actual
         self.larger = actual > expected if larger is None else larger
         super().__init__(f"Body size {actual} does not match the slot size {expected}")
+
+    @property
+    def status(self) -> int:
+        """413 for a body larger than the slot, 400 for a shorter one."""
+        return 413 if self.larger else 400
 
 
 class AlreadyUploaded(UploadError):
@@ -174,9 +189,6 @@ class AuditUnavailable(UploadError):
 
 
 def http_status_of(exc: UploadError) -> int:
-    """HTTP status for ``exc``, refining the classes whose status depends on the case."""
-    if isinstance(exc, InvalidToken):
-        return 401 if exc.missing else 403
-    if isinstance(exc, SizeMismatch):
-        return 413 if exc.larger else 400
-    return exc.http_status
+    """HTTP status for ``exc`` (:attr:`UploadError.status`: refined where it depends on
+    the case)."""
+    return exc.status

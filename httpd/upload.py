@@ -80,7 +80,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     try:
         await check_upload(request)
     except UploadError as exc:
-        log.info("PUT %s refused before the body: %d %s", request.path, exc.http_status, exc.text)
+        log.info("PUT %s refused before the body: %d %s", request.path, exc.status, exc.text)
         return error_response(exc)
     except web.HTTPException as exc:
         return http_exception_response(exc)
@@ -169,9 +169,9 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
     elapsed = time.monotonic() - started
     metrics, labels = request.app[METRICS], {"chat_type": path.chat_type}
-    metrics.inc("uploads", "Uploads stored and logged", labels)
-    metrics.inc("upload_bytes", "Bytes of uploads stored", labels, grant.size)
-    metrics.observe("upload_seconds", "Time to receive and store an upload", elapsed, labels)
+    metrics.inc("uploads", labels=labels)
+    metrics.inc("upload_bytes", labels=labels, value=grant.size)
+    metrics.observe("upload_seconds", value=elapsed, labels=labels)
     log.info(
         "upload stored: %s %s/%s %d bytes in %.2fs from %s (Content-Type %r)",
         path.chat_type,

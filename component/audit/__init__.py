@@ -63,5 +63,5 @@ def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool =
     if cfg.database.scheme == "sqlite":
         from component.audit.sqlite import SqliteAuditLog
 
-        return SqliteAuditLog(cfg)
+        return SqliteAuditLog(cfg, metrics)
     raise ConfigError(f"[database] url: this version has no {cfg.database.scheme} back-end")

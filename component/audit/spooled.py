@@ -25,8 +25,6 @@ from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-SPOOL_HELP = "AFT_LOG rows waiting in the local spool for the database"
-
 
 class SpoolTarget(AuditLog, Protocol):
     """A database back-end the spool can deliver to."""
@@ -197,7 +195,7 @@ class SpooledAuditLog:
             self._recent.popitem(last=False)
 
     def _update_gauge(self) -> None:
-        self._metrics.set("spool_rows", SPOOL_HELP, len(self._spool))
+        self._metrics.set("spool_rows", value=len(self._spool))
 
     async def _deliver_all(self) -> None:
         """Deliver batches until the spool is empty.

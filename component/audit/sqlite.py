@@ -22,6 +22,7 @@ from component.audit.sql import (
 )
 from component.config import Config
 from component.errors import AuditUnavailable
+from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,21 @@ def record_params(rec: AuditRecord) -> tuple[object, ...]:
 
 
 class SqliteAuditLog:
-    """AFT_LOG in a local SQLite file; a local file needs no spool."""
+    """AFT_LOG in a local SQLite file; a local file needs no spool.
 
-    def __init__(self, cfg: Config) -> None:
+    :param metrics: where failed operations are counted (``database_errors``), once each.
+    """
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._path = sqlite_path(cfg.database.url)
         self._db: aiosqlite.Connection | None = None
+        self._metrics = metrics
+
+    def _failed(self, text: str | None = None) -> AuditUnavailable:
+        """Count one failed operation; the error to raise for it."""
+        if self._metrics is not None:
+            self._metrics.inc("database_errors")
+        return AuditUnavailable(text)
 
     async def open(self) -> None:
         """Open (creating the file and table if missing)."""
@@ -88,7 +99,7 @@ class SqliteAuditLog:
             await self._db.executescript("PRAGMA journal_mode=WAL;" + SCHEMA)
             await self._db.commit()
         except (OSError, sqlite3.Error) as exc:
-            raise AuditUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+            raise self._failed(f"cannot open SQLite database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
         """Close the database file."""
@@ -102,11 +113,11 @@ class SqliteAuditLog:
             async with self._conn().execute("SELECT 1") as cur:
                 await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise AuditUnavailable("audit log is not open")
+            raise self._failed("audit log is not open")
         return self._db
 
     async def record(self, rec: AuditRecord) -> None:
@@ -117,7 +128,7 @@ class SqliteAuditLog:
             await db.commit()
         except sqlite3.Error as exc:
             log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""
@@ -146,7 +157,7 @@ class SqliteAuditLog:
             ) as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
@@ -157,7 +168,7 @@ class SqliteAuditLog:
             async with db.execute(count_by_chat_type_sql("?"), params) as cur:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
@@ -166,4 +177,4 @@ class SqliteAuditLog:
             async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
                 return [row_to_record(r) for r in await cur.fetchall()]
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
