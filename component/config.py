@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
-from component.dburl import parse_mysql_url
+from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
 from component.errors import ConfigError
 from component.hostkey import check_host_key
 
@@ -28,8 +28,7 @@ NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash,
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# [database] url schemes a back-end may serve; each back-end checks its own options when
-# it opens. ``postgres`` is libpq's other spelling of ``postgresql``.
+# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
 DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
 DATABASE_USAGE = (
     "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
@@ -56,26 +55,21 @@ def _check_port(key: str, url: str) -> None:
 
 
 def _check_database_url(url: str) -> None:
-    """The shape every ``[database] url`` must have, whatever the back-end.
+    """Check ``[database] url`` now, not at first connect: scheme, then the back-end's own
+    rules (:mod:`component.dburl`: port, database name, options).
 
-    :raises ConfigError: unknown scheme, bad port, or a server URL without a database.
+    :raises ConfigError: naming the key and what is wrong.
     """
     parts = urlsplit(url)
-    shown = safe_url(url)
     if parts.scheme not in DATABASE_SCHEMES:
         raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
     if parts.scheme == "sqlite":
         if not (parts.netloc + parts.path).strip("/"):
-            raise ConfigError(f"[database] url {shown!r}: give the file, sqlite:///path")
-        return
-    _check_port("[database] url", shown)
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError(
-            f"[database] url {shown!r}: give the database name, {parts.scheme}://user:pw@host/db"
-        )
-    if parts.scheme == "mysql":
-        parse_mysql_url(url)  # its options, checked now rather than at first connect
+            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
+    elif parts.scheme == "mysql":
+        parse_mysql_url(url)
+    else:
+        parse_postgres_url(url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +99,8 @@ class XmppConfig:
     # Chat-type classification: how long to wait for disco answers, how long to cache them.
     disco_timeout: float = 5.0
     disco_cache_ttl: float = 300.0
+    # Servers whose share reports (mod_mft_share) are believed; empty: the server domain.
+    share_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reconnect_max_delay <= 0:
@@ -113,6 +109,11 @@ class XmppConfig:
             raise ConfigError("[xmpp] disco_timeout: more than 0, at most 60 seconds")
         if not 0 <= self.disco_cache_ttl <= 86400:
             raise ConfigError("[xmpp] disco_cache_ttl: between 0 and 86400 seconds")
+
+    @property
+    def share_host_set(self) -> tuple[str, ...]:
+        """Hosts whose ``<shared>`` reports are accepted: configured, else the server domain."""
+        return self.share_hosts or (self.server_domain,)
 
     @property
     def server_domain(self) -> str:
@@ -254,13 +255,13 @@ class RepositoryConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
-    """``[database]``: the AFT_LOG database (``mysql://`` or ``sqlite://``)."""
+    """``[database]``: the AFT_LOG database (``mysql://``, ``postgresql://`` or ``sqlite://``)."""
 
     url: str = field(default="sqlite:///var/lib/mft/aft_log.sqlite3", repr=False)
     # Durable local spool for rows while the database is unreachable.
     spool_path: str = ""
     connect_timeout: float = 10.0
-    # mysql: connections kept in the pool, and the bound on any one statement.
+    # mysql/postgresql: connections kept in the pool, and the bound on any one statement.
     pool_size: int = 8
     query_timeout: float = 30.0
 
@@ -273,8 +274,17 @@ class DatabaseConfig:
 
     @property
     def scheme(self) -> str:
-        """``mysql`` or ``sqlite``."""
-        return urlsplit(self.url).scheme
+        """``mysql``, ``postgresql`` (also for ``postgres://``) or ``sqlite``."""
+        scheme = urlsplit(self.url).scheme
+        return "postgresql" if scheme == "postgres" else scheme
+
+    @property
+    def postgres(self) -> PostgresTarget:
+        """The parts of a ``postgresql://`` URL (checked in ``__post_init__``).
+
+        :raises ConfigError: the URL is not a valid PostgreSQL URL.
+        """
+        return parse_postgres_url(self.url)
 
     @property
     def safe_url(self) -> str:

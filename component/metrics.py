@@ -42,6 +42,8 @@ DEFINITIONS: dict[str, MetricDef] = {
     "upload_bytes": MetricDef("counter", "Bytes of uploads stored", ("chat_type",)),
     "downloads": MetricDef("counter", "Downloads completed", ("chat_type",)),
     "download_bytes": MetricDef("counter", "Bytes of downloads sent", ("chat_type",)),
+    "shares": MetricDef("counter", "Share reports recorded", ("chat_type",)),
+    "share_reports_ignored": MetricDef("counter", "Share reports ignored", ("reason",)),
     "repository_errors": MetricDef("counter", "Repository (file server) operations that failed"),
     "database_errors": MetricDef("counter", "AFT_LOG database operations that failed"),
     "spool_rows": MetricDef("gauge", "AFT_LOG rows waiting in the local spool for the database"),
