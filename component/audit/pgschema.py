@@ -136,6 +136,9 @@ SELECT_SQL = f"SELECT {', '.join(c.lower() for c in COLUMNS)} FROM aft_log"
 FIND_UPLOAD_SQL = (
     SELECT_SQL + " WHERE filename = $1 AND method = 'POST' ORDER BY aft_index DESC LIMIT 1"
 )
+FIRST_SHARE_SQL = (
+    SELECT_SQL + " WHERE filename = $1 AND method = 'SHARE' ORDER BY aft_index LIMIT 1"
+)
 COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"

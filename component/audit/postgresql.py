@@ -342,6 +342,14 @@ class PostgresAuditLog:
         rows = await self._fetch(S.FIND_UPLOAD_SQL, [resource])
         return row_to_record(rows[0]) if rows else None
 
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row for ``resource``.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch(S.FIRST_SHARE_SQL, [resource])
+        return row_to_record(rows[0]) if rows else None
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows matching ``q``, oldest first.
 
