@@ -204,7 +204,7 @@ class PostgresAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, describe(exc))
 
     async def ping(self) -> None:
