@@ -17,6 +17,13 @@ rendered in two places only: ``component.xmpp.service`` (IQ errors) and
           +-- NotFound                     item-not-found       cancel  404
           +-- Gone                         item-not-found       cancel  410  (purged by retention)
           +-- StorageUnavailable           internal-server-error wait   503
+          |    +-- FileServerUnreachable   no TCP connection, or no answer in time
+          |    +-- HostKeyMismatch         another host key than the pinned one (MITM?)
+          |    +-- HostKeyTypeMissing      the server has no host key of the pinned type
+          |    +-- HostKeyNotPinned        [repository] host_key is empty
+          |    +-- AuthRefused             the file server refused the node key
+          |    +-- NodeKeyUnusable         [repository] client_key missing or unreadable
+          |    +-- PathNotWritable         the node directory cannot be made or written
           +-- AuditUnavailable             internal-server-error wait   503
 """
 
@@ -177,6 +184,34 @@ class StorageUnavailable(UploadError):
     etype = "wait"
     http_status = 503
     default_text = "The file repository is unavailable, try again later"
+
+
+class FileServerUnreachable(StorageUnavailable):
+    """No TCP connection to the file server, or no SSH answer within the timeout."""
+
+
+class HostKeyMismatch(StorageUnavailable):
+    """The file server presented another host key than the pinned one; nothing was sent."""
+
+
+class HostKeyTypeMissing(StorageUnavailable):
+    """The file server has no host key of the pinned type (it hangs up the handshake)."""
+
+
+class HostKeyNotPinned(StorageUnavailable):
+    """``[repository] host_key`` is empty: no key to trust, so no connection is made."""
+
+
+class AuthRefused(StorageUnavailable):
+    """The file server refused the node key (not in the user's ``authorized_keys``)."""
+
+
+class NodeKeyUnusable(StorageUnavailable):
+    """``[repository] client_key`` is missing, unreadable or passphrase-protected."""
+
+
+class PathNotWritable(StorageUnavailable):
+    """The node directory cannot be created, or a probe file cannot be written in it."""
 
 
 class AuditUnavailable(UploadError):

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from component.config import Config
+from component.config import Config, safe_url
 from component.errors import NotFound, UploadError
 from component.layout import CHAT_TYPES
-from httpd.ops.util import human_bytes, parse_age, repository_failure, safe_url
+from httpd.ops.util import human_bytes, parse_age, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,13 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import (
+    AlreadyUploaded,
+    NotFound,
+    PathNotWritable,
+    SizeMismatch,
+    StorageUnavailable,
+)
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -44,7 +50,10 @@ class FileRepository:
         return self._root / path
 
     async def open(self) -> None:
-        """Create the node directory if needed and check it is writable."""
+        """Create the node directory if needed and check it is writable.
+
+        :raises PathNotWritable: it cannot be created, or a probe file cannot be written.
+        """
 
         def check() -> None:
             self._root.mkdir(parents=True, exist_ok=True)
@@ -55,7 +64,7 @@ class FileRepository:
         try:
             await asyncio.to_thread(check)
         except OSError as exc:
-            raise StorageUnavailable(
+            raise PathNotWritable(
                 f"repository directory {self._root} is not writable: {exc.strerror or exc}"
             ) from exc
 
