@@ -373,6 +373,16 @@ class PostgresAuditLog:
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query, the names as one array).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(S.UPLOADED_AMONG_SQL, [list(resources)])
+        return {str(row[0]) for row in rows}
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.
 

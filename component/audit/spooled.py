@@ -292,6 +292,17 @@ class SpooledAuditLog:
                 return entry.record
         return None
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row: those in the spool or this process's
+        recent uploads, and, in one query, the database's answer for the rest.
+
+        :raises AuditUnavailable: some are not known locally and the database did not answer.
+        """
+        spooled = {e.record.filename for e in self._spool if e.record.method == "POST"}
+        known = {r for r in resources if r in spooled or r in self._recent}
+        rest = [r for r in resources if r not in known]
+        return known | (await self._inner.uploaded_among(rest) if rest else set())
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows in the database matching ``q`` (spooled rows appear once delivered).
 

@@ -14,11 +14,13 @@ import aiosqlite
 from component.audit.base import AuditQuery, AuditRecord, naive_utc
 from component.audit.sql import (
     SELECT_SQL,
+    batches,
     count_by_chat_type_sql,
     first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
+    uploaded_among_sql,
     where_clause,
 )
 from component.config import Config
@@ -169,6 +171,18 @@ class SqliteAuditLog:
         except sqlite3.Error as exc:
             raise self._failed() from exc
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`)."""
+        found: set[str] = set()
+        for batch in batches(resources):
+            db = self._conn()
+            try:
+                async with db.execute(uploaded_among_sql("?", len(batch)), tuple(batch)) as cur:
+                    found.update(str(row[0]) for row in await cur.fetchall())
+            except sqlite3.Error as exc:
+                raise self._failed() from exc
+        return found
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE."""

@@ -72,10 +72,12 @@ class FileRepository:
         """Nothing to release."""
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write to a ``.part`` file, check the size, then hard-link into place."""
+        """Write to a ``.part`` file, check the size, then hard-link into place.
+
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
+            link refuses it; the caller checks beforehand, as the PUT does).
+        """
         final = self._abs(path)
-        if await asyncio.to_thread(final.exists):
-            raise AlreadyUploaded()
         part = self._abs(part_name(path))
         made: list[str] = []
         published = False
