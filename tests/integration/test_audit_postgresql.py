@@ -32,7 +32,11 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
-from tests.unit.test_audit_sql import check_count_by_chat_type, check_uploaded_among
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -152,6 +156,8 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 ) -> None:
     """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
     assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    async with pg_log._connection() as conn:
+        assert await conn.fetchval("SHOW timezone") == "UTC"  # the service's sessions
     cest = timezone(timedelta(hours=2))
     long_jid = "u" * 3100 + "@example.test"
     original = replace(
@@ -228,6 +234,11 @@ async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
     await check_uploaded_among(pg_log)
 
 
+async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL returns the oldest SHARE row of a resource."""
+    await check_first_share(pg_log)
+
+
 async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:
     """``?host=/dir`` connects through the Unix socket in that directory."""
     name = postgresql.create_database()
@@ -302,6 +313,29 @@ async def test_bad_password_and_unreachable_server_fail_open(
         await log.open()
     assert isinstance(log, SpooledAuditLog)
     await log.close()
+
+
+async def test_a_role_that_may_not_create_tables_is_named(
+    config_factory: ConfigFactory, postgresql: PostgreSQL
+) -> None:
+    """PostgreSQL 15 lets only the owner create in schema public: the reason says so."""
+    name = postgresql.create_database()
+    try:
+        postgresql.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+        url = postgresql.url(name)
+        denied = r"permission denied for schema public \(42501\)"
+        with pytest.raises(AuditUnavailable, match=denied):
+            await PostgresAuditLog(config_factory(database={"url": url})).open()
+    finally:
+        postgresql.drop_database(name)
+
+
+async def test_a_missing_socket_is_named(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    """?host= naming a directory without a server: the socket file tried is named."""
+    url = f"postgresql://mft:pw@localhost:5999/mft?host={tmp_path}"
+    missing = r"no PostgreSQL server listens on the socket .*/\.s\.PGSQL\.5999"
+    with pytest.raises(AuditUnavailable, match=missing):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
 
 
 async def test_outage_during_20_records(
