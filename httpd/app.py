@@ -15,13 +15,25 @@ from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd import handlers
-from httpd.appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
+from httpd.appkeys import (
+    AUDIT,
+    BUDGET,
+    CONFIG,
+    IN_FLIGHT,
+    METRICS,
+    REPOSITORY,
+    TRUSTED_PROXIES,
+    InFlight,
+)
+from httpd.budget import MemoryBudget
 from httpd.clientip import client_ip
 from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
 from httpd.repository import Repository
 from httpd.routing import FILE_ROUTE
 
 log = logging.getLogger(__name__)
+
+READ_BUFSIZE = 64 * 1024
 
 # After the grace, how long aiohttp waits for a handler before and after cancelling it.
 CANCEL_TIMEOUT = 1.0
@@ -57,10 +69,19 @@ def _prefixes(cfg: Config) -> list[str]:
     return [""] + ([prefix] if prefix else [])
 
 
-def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -> web.Application:
+def make_app(
+    cfg: Config,
+    repo: Repository,
+    audit: AuditLog,
+    metrics: Metrics,
+    budget: MemoryBudget | None = None,
+) -> web.Application:
     """The HTTP application serving uploads, downloads, ``/metrics`` and ``/healthz``.
 
     The repository and the audit log must already be open; the caller closes them.
+
+    :param budget: the memory budget the repository was given (``/metrics`` shows it);
+        a fresh one of ``[http] memory_budget`` bytes if ``None``.
     """
     app = web.Application(middlewares=[in_flight_middleware, error_middleware])
     app[IN_FLIGHT] = InFlight()
@@ -68,6 +89,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[REPOSITORY] = repo
     app[AUDIT] = audit
     app[METRICS] = metrics
+    app[BUDGET] = budget if budget is not None else MemoryBudget(cfg.http.memory_budget)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)
@@ -104,6 +126,10 @@ def make_runner(app: web.Application) -> web.AppRunner:
         # The grace for requests in flight is served by serve_http() before cleanup():
         # aiohttp's own shutdown stops reading request bodies at once.
         shutdown_timeout=CANCEL_TIMEOUT,
+        # Each connection's request body buffer (aiohttp pauses the socket at twice
+        # this); aiohttp's 256 KiB default is 0.5-0.75 MiB a busy upload, outside the
+        # memory budget. See httpd.upload.CHUNK.
+        read_bufsize=READ_BUFSIZE,
     )
 
 
@@ -114,6 +140,7 @@ async def serve_http(
     metrics: Metrics,
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
+    budget: MemoryBudget | None = None,
 ) -> None:
     """Serve on ``[http] bind``:``port`` until ``stop`` is set, then shut down gracefully.
 
@@ -123,7 +150,7 @@ async def serve_http(
 
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
-    app = make_app(cfg, repo, audit, metrics)
+    app = make_app(cfg, repo, audit, metrics, budget)
     runner = make_runner(app)
     await runner.setup()
     try:

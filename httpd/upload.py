@@ -34,7 +34,9 @@ from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024  # read size; the repository re-blocks as it needs
+# Read size; the repository re-blocks as it needs. Not above httpd.app.READ_BUFSIZE:
+# aiohttp raises a connection's buffer limit to the size its reader asks for.
+CHUNK = 64 * 1024
 
 
 class BodyStalled(Exception):

@@ -21,6 +21,7 @@ from component.config import Config
 from component.errors import UploadError
 from component.metrics import Metrics
 from httpd.app import serve_http
+from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
 from httpd.repository import Repository, open_repository
 
@@ -51,7 +52,9 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | int:
+async def _open(
+    cfg: Config, metrics: Metrics, budget: MemoryBudget
+) -> tuple[AuditLog, Repository] | int:
     """Open the audit log, then the repository; an exit code if either fails."""
     audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
     try:
@@ -59,7 +62,7 @@ async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | 
     except Exception as exc:  # any failure to open is reported, by name, once
         return _fail(f"database {cfg.database.safe_url}", exc)
     try:
-        repo = open_repository(cfg)
+        repo = open_repository(cfg, budget)
         await repo.open()
     except Exception as exc:
         await audit.close()
@@ -96,7 +99,10 @@ async def run_command(
     """
     assert cfg is not None  # cli.py loads the configuration for this command
     metrics = Metrics()
-    opened = await _open(cfg, metrics)
+    # One budget for every transfer of this process: the repository's buffers and the
+    # HTTP side that waits for it.
+    budget = MemoryBudget(cfg.http.memory_budget)
+    opened = await _open(cfg, metrics, budget)
     if isinstance(opened, int):
         return opened
     audit, repo = opened
@@ -123,7 +129,7 @@ async def run_command(
         servers.append(serve_component(cfg, audit, metrics, stop, connected, on_ready=ready.append))
     if only in (None, "httpd"):
         started.append(asyncio.Event())
-        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1]))
+        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.
     servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))
@@ -136,6 +142,7 @@ async def run_command(
     except* Exception as group:
         failures.extend(group.exceptions)
     finally:
+        budget.close()
         await repo.close()
         await audit.close()
     for exc in failures:
