@@ -25,7 +25,7 @@ from component.errors import (
     UploadError,
 )
 from component.layout import SlotPath, file_type, real_filename
-from component.tokens import UploadGrant, verify_upload
+from component.tokens import UploadGrant, strict_upload_query, verify_upload
 from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
@@ -46,7 +46,8 @@ class BodyStalled(Exception):
 async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     """Everything that can refuse a PUT before its body is read.
 
-    :raises InvalidRequest: malformed path (400) or Content-Length (400).
+    :raises InvalidRequest: malformed path (400) or Content-Length (400); a query key
+        repeated or unknown to the token (400).
     :raises InvalidToken: token missing (401), forged, for another path or expired (403).
     :raises FileTooLarge: Content-Length or the slot over ``[upload] max_file_size`` (413).
     :raises SizeMismatch: Content-Length not the slot's size (413 larger, 400 shorter).
@@ -57,7 +58,9 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     cfg = request.app[CONFIG]
     path = slot_path(request)
     redirect_to_owner(request, path)
-    grant = verify_upload(cfg.http.secret, path, request.query)
+    # A repeated or unknown key is refused before the token is even read.
+    query = strict_upload_query(request.query.items())
+    grant = verify_upload(cfg.http.secret, path, query)
     length = request.content_length
     if length is None:
         # XEP-0363 binds the slot to a size; without Content-Length it cannot be checked
