@@ -23,6 +23,7 @@ from component.metrics import Metrics
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
+from httpd.ops.purge import remove_stale_parts
 from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,25 @@ async def _open(
         await audit.close()
         return _fail(f"repository {cfg.repository.url}", exc)
     return audit, repo
+
+
+async def _remove_stale_parts(cfg: Config, repo: Repository) -> None:
+    """Clear ``.part`` files an earlier, killed process left (see
+    :func:`httpd.ops.purge.remove_stale_parts`); a failure is logged, the service runs on."""
+    older_than = max(cfg.upload.slot_lifetime, cfg.http.body_timeout)
+    try:
+        report = await remove_stale_parts(repo, older_than)
+    except (UploadError, OSError) as exc:
+        log.warning("could not look for stale .part files at start: %s", exc)
+        return
+    if report.parts:
+        log.warning(
+            "removed %d stale .part file(s), %d bytes, older than %gs: uploads cut off by "
+            "an earlier process that did not stop cleanly",
+            report.parts,
+            report.part_bytes,
+            older_than,
+        )
 
 
 async def _announce_when_ready(
@@ -130,6 +150,7 @@ async def run_command(
     if only in (None, "httpd"):
         started.append(asyncio.Event())
         servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
+        servers.append(_remove_stale_parts(cfg, repo))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.
     servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,14 +167,23 @@ async def run_load(svc: Service, n: int, size: int) -> tuple[float, float]:
     return t1 - t0, t2 - t1
 
 
+async def until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Poll ``condition`` (a file, a log line, /proc) until true.
+
+    :raises TimeoutError: naming ``what``, after ``within`` seconds.
+    """
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.05)  # polling state outside this process, with a deadline
+
+
 async def settle(pid: int, below_kib: int, within: float) -> int:
     """Poll VmRSS until it is at most ``below_kib`` or ``within`` seconds pass; the last value."""
-    deadline = time.monotonic() + within
-    while True:
-        rss, _ = rss_kib(pid)
-        if rss <= below_kib or time.monotonic() > deadline:
-            return rss
-        await asyncio.sleep(0.1)  # polling /proc for a condition with a deadline
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: rss_kib(pid)[0] <= below_kib, within, "RSS back near idle")
+    return rss_kib(pid)[0]
 
 
 async def measure(svc: Service, n: int, size: int, settle_s: float, margin_kib: int) -> LoadResult:
