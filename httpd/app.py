@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from httpd.appkeys import (
     IN_FLIGHT,
     METRICS,
     REPOSITORY,
+    STARTED,
     TRUSTED_PROXIES,
     InFlight,
 )
@@ -91,6 +93,7 @@ def make_app(
     app[METRICS] = metrics
     app[BUDGET] = budget if budget is not None else MemoryBudget(cfg.http.memory_budget)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
+    app[STARTED] = datetime.now(UTC)
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)
         files.add_route("PUT", handlers.put_upload, expect_handler=handlers.expect_upload)
