@@ -82,8 +82,8 @@ def make_app(
 
     The repository and the audit log must already be open; the caller closes them.
 
-    :param budget: the memory budget the repository was given (``/metrics`` shows it);
-        a fresh one of ``[http] memory_budget`` bytes if ``None``.
+    :param budget: the process's memory budget, which the repository pays into too
+        (the repository's own if ``None``).
     """
     app = web.Application(middlewares=[in_flight_middleware, error_middleware])
     app[IN_FLIGHT] = InFlight()
@@ -91,7 +91,7 @@ def make_app(
     app[REPOSITORY] = repo
     app[AUDIT] = audit
     app[METRICS] = metrics
-    app[BUDGET] = budget if budget is not None else MemoryBudget(cfg.http.memory_budget)
+    app[BUDGET] = budget if budget is not None else repo.budget
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     app[STARTED] = datetime.now(UTC)
     for prefix in _prefixes(cfg):

@@ -8,6 +8,7 @@ any body byte is sent) and once in :func:`put_upload` (for clients without ``Exp
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -27,7 +28,8 @@ from component.errors import (
 )
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import UploadGrant, strict_upload_query, verify_upload
-from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY
+from httpd.budget import MemoryBudget
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
 from httpd.repository import Repository
@@ -119,22 +121,33 @@ async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterato
         yield chunk
 
 
+def _give_back(budget: MemoryBudget, cost: int, _done: asyncio.Future[None]) -> None:
+    """Done-callback: a hashed batch's bytes return to the budget."""
+    budget.release(cost)
+
+
 class StreamDigest:
     """SHA-256 of an upload, fed while it streams (FILE_SHA256; the file is never re-read).
 
     Chunks are gathered into batches of :data:`BATCH` bytes and each batch is hashed in a
     worker thread (hashlib releases the GIL) while the event loop goes on receiving and
     storing, so on a multi-core host the hash barely slows the upload. Batches are hashed
-    strictly in order, one at a time: at most two batches per upload are held.
+    strictly in order, one at a time: at most two batches per upload are held, and the
+    one in the worker thread is paid for in the memory budget (httpd.budget) until it is
+    hashed; waiting for budget here holds nothing but that batch, which the thread frees.
     """
 
-    BATCH = 1024 * 1024
+    # 256 KiB: a thread hop per batch costs far less than hashing it, and 100 uploads
+    # then hold 50 MiB of batches, not 200 MiB.
+    BATCH = 256 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, budget: MemoryBudget | None = None) -> None:
+        """:param budget: the process's memory budget (none: batches are not counted)."""
         self._sha = hashlib.sha256()
         self._batch: list[bytes] = []
         self._batched = 0
         self._pending: asyncio.Future[None] | None = None
+        self._budget = budget
 
     def _update(self, parts: list[bytes]) -> None:
         for part in parts:
@@ -149,8 +162,12 @@ class StreamDigest:
             if self._batched >= self.BATCH:
                 if self._pending is not None:
                     await self._pending
-                batch, self._batch, self._batched = self._batch, [], 0
+                batch, size, self._batch, self._batched = self._batch, self._batched, [], 0
+                budget = self._budget
+                cost = await budget.acquire(size) if budget is not None else 0
                 self._pending = loop.run_in_executor(None, self._update, batch)
+                if budget is not None:
+                    self._pending.add_done_callback(functools.partial(_give_back, budget, cost))
             yield chunk
 
     async def hexdigest(self) -> str:
@@ -198,7 +215,7 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
     path, grant = await check_upload(request)
     started = time.monotonic()
-    digest = StreamDigest()
+    digest = StreamDigest(request.app[BUDGET])
     body = digest.feed(body_chunks(request, cfg.http.body_timeout))
     try:
         await repo.store(path.repo_path, body, grant.size)

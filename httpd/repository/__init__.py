@@ -44,6 +44,10 @@ class Repository(Protocol):
     def file_server(self) -> str:
         """The host recorded in AFT_LOG's FILE_SERVER."""
 
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers' buffers are paid from (see httpd.budget)."""
+
     async def open(self) -> None:
         """Connect and check that the node directory is writable.
 

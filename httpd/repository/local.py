@@ -50,6 +50,11 @@ class FileRepository:
         """``localhost`` unless told otherwise."""
         return self._file_server
 
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
+
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else

@@ -50,6 +50,11 @@ class SftpRepository(SftpSession):
         self._orphans: dict[str, str] = {}
         self._fresh = FreshDirs()
 
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
+
     async def _on_reconnect(self, sftp: asyncssh.SFTPClient) -> None:
         await self._remove_orphans(sftp)
 
