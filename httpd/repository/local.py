@@ -19,6 +19,7 @@ from component.errors import (
     SizeMismatch,
     StorageUnavailable,
 )
+from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -32,10 +33,21 @@ log = logging.getLogger(__name__)
 
 
 class FileRepository:
-    """A repository in a local directory (``file://``), the embedded default."""
+    """A repository in a local directory (``file://``), the embedded default.
 
-    def __init__(self, root: str | os.PathLike[str], file_server: str = "localhost") -> None:
+    A block being written or read is paid for in the process's memory budget (see
+    :mod:`httpd.budget`) while a worker thread holds it or the response is sending it.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        file_server: str = "localhost",
+        budget: MemoryBudget | None = None,
+    ) -> None:
+        """:param budget: the process's memory budget (a private default one if ``None``)."""
         self._root = Path(root)
+        self._budget = budget if budget is not None else MemoryBudget()
         self._file_server = file_server
         self._fresh = FreshDirs()
 
@@ -43,6 +55,11 @@ class FileRepository:
     def file_server(self) -> str:
         """``localhost`` unless told otherwise."""
         return self._file_server
+
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
 
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
@@ -92,7 +109,9 @@ class FileRepository:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
-                    await asyncio.to_thread(os.write, fd, chunk)
+                    # Waits holding only this chunk: no more of the body is read meanwhile.
+                    async with self._budget.hold(len(chunk)):
+                        await asyncio.to_thread(os.write, fd, chunk)
                 if written != size:
                     raise SizeMismatch(size, written)
                 await asyncio.to_thread(os.fsync, fd)
@@ -167,12 +186,14 @@ class FileRepository:
             remaining = length
             while remaining is None or remaining > 0:
                 n = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
-                block = await asyncio.to_thread(f.read, n)
-                if not block:
-                    break
-                if remaining is not None:
-                    remaining -= len(block)
-                yield block
+                # Held until the consumer asks for the next block: it has sent this one.
+                async with self._budget.hold(n):
+                    block = await asyncio.to_thread(f.read, n)
+                    if not block:
+                        break
+                    if remaining is not None:
+                        remaining -= len(block)
+                    yield block
         finally:
             f.close()
 
