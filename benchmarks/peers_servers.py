@@ -304,7 +304,15 @@ spool_path = "{self.base}/spool"
     async def start(self, only: str | None, workers: int | None, profile: list[str]) -> None:
         """Start ``mft run`` and wait for its HTTP port."""
         self.write_config(workers)
-        argv = [sys.executable, *profile, "-m", "component", "run", "-c", str(self.config_path)]
+        argv = [
+            sys.executable,
+            *(a.format(name=self.name) for a in profile),
+            "-m",
+            "component",
+            "run",
+            "-c",
+            str(self.config_path),
+        ]
         if only:
             argv += ["--only", only]
         # A file, not a pipe: an undrained pipe fills up and stalls the service.
