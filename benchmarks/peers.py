@@ -61,7 +61,9 @@ from peers_servers import (
     EJABBERD_DOMAIN,
     MFT_JID,
     PROSODY_DOMAIN,
+    ROOT,
     SHARE_JID,
+    BenchProsody,
     Ejabberd,
     Mft,
     cpu_seconds,
@@ -77,7 +79,8 @@ from tests.fixtures.sshd import SshServer
 from tests.unit.httpd_harness import make_slot
 
 MFT, PROSODY, EJABBERD, CLI, CLI_AES = "xmpp-mft", "Prosody", "ejabberd", "sftp", "sftp aes-gcm"
-COLUMNS = (MFT, PROSODY, EJABBERD, CLI, CLI_AES)
+BASELINE = "baseline"  # xmpp-mft from another checkout (--baseline), for before/after
+PEERS = (PROSODY, EJABBERD, CLI, CLI_AES)
 AES = "aes128-gcm@openssh.com"
 MB = 1_000_000
 PROFILE = os.environ.get("MFT_BENCH_PROFILE", "").split()
@@ -135,6 +138,7 @@ class Bench:
         self.base = base
         self.rows: dict[str, Row] = {}
         self.rss: dict[str, float] = {}
+        self.rss_pids: dict[str, int] = {}
 
     def row(self, label: str, unit: str) -> Row:
         return self.rows.setdefault(label, Row(label, unit))
@@ -209,17 +213,19 @@ class Bench:
 
     # -- SFTP ------------------------------------------------------------------------
 
-    async def sftp_rows(self, mft: Mft, sshd: SshServer, src: Path) -> None:
+    async def sftp_rows(self, ours: list[tuple[str, Mft]], sshd: SshServer, src: Path) -> None:
         size = self.p.sftp_size
         name = f"{size // 1024**2} MiB"
         up_label, down_label = f"{name} HTTP->SFTP (PUT)", f"{name} SFTP->HTTP (GET)"
-        cfg = load_config(mft.config_path)
-        slot = make_slot(cfg, size, "sftp.bin", lifetime=3600)
-        mslot = Slot(cfg.http.public_url + slot.put_url, cfg.http.public_url + slot.get_url, {})
         sshd_pid = sshd.process.proc.pid  # type: ignore[union-attr]
-        ours = Target(MFT, None, "", [mft.pid, sshd_pid])  # type: ignore[arg-type]
-        await self.measure(up_label, "MB/s", ours, lambda: _mb(curl_put(mslot, src), size))
-        await self.measure(down_label, "MB/s", ours, lambda: _mb(curl_get(mslot.get), size))
+        for column, mft in ours:
+            cfg = load_config(mft.config_path)
+            slot = make_slot(cfg, size, "sftp.bin", lifetime=3600)
+            base = cfg.http.public_url
+            mslot = Slot(base + slot.put_url, base + slot.get_url, {})
+            t = Target(column, None, "", [mft.pid, sshd_pid])  # type: ignore[arg-type]
+            await self.measure(up_label, "MB/s", t, lambda s=mslot: _mb(curl_put(s, src), size))
+            await self.measure(down_label, "MB/s", t, lambda s=mslot: _mb(curl_get(s.get), size))
         known_hosts = self.base / "known_hosts"
         known_hosts.write_text(sshd.host_key_line + "\n")
         remote = sshd.store / "cli-copy"
@@ -277,65 +283,96 @@ def _rotate(items: list[Target], n: int) -> list[Target]:
     return items[n % len(items) :] + items[: n % len(items)]
 
 
-async def run(params: Params, base: Path, workers: int | None) -> Bench:
+@dataclass
+class Flavour:
+    """One xmpp-mft under test (this checkout, or a baseline checkout) and its processes."""
+
+    column: str
+    root: Path
+    prefix: str  # of its component JIDs
+
+    def jid(self, domain: str) -> str:
+        return f"{self.prefix}.{domain}"
+
+
+async def run(params: Params, base: Path, workers: int | None, baseline: Path | None) -> Bench:
     """Start everything, run the rounds, stop everything."""
     bench = Bench(params, base)
-    ejabberd = Ejabberd(base / "ejabberd").start()
+    flavours = [Flavour(MFT, ROOT, "upload")]
+    if baseline is not None:
+        flavours.append(Flavour(BASELINE, baseline, "base"))
+    extra = tuple(f.jid(EJABBERD_DOMAIN) for f in flavours[1:])
+    ejabberd = Ejabberd(
+        base / "ejabberd", components=(MFT_JID.format(domain=EJABBERD_DOMAIN), *extra)
+    )
+    ejabberd.start()
     sshd = SshServer(base / "sshd").start()
-    prosody = prosody_instance(base / "prosody")
+    prosody = prosody_instance(base / "prosody", tuple(f.jid(PROSODY_DOMAIN) for f in flavours[1:]))
     clients: list[slixmpp.ClientXMPP] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(prosody)
-            e_jid, p_jid = (
-                MFT_JID.format(domain=EJABBERD_DOMAIN),
-                MFT_JID.format(domain=PROSODY_DOMAIN),
-            )
-            mft_e = Mft(
-                "mft-ejabberd",
-                base / "mft-e",
-                f'component_jid = "{e_jid}"\nsecret = "{ejabberd.secret}"\n'
-                f"port = {ejabberd.component_port}\n",
-                f'url = "file://{base}/mft-e/repo"\n',
-            )
-            mft_p = Mft(
-                "mft-prosody",
-                base / "mft-p",
-                f'component_jid = "{p_jid}"\nsecret = "{prosody.component_secret}"\n'
-                f"port = {prosody.component_port}\n",
-                f'url = "file://{base}/mft-p/repo"\n',
-            )
-            (sshd.store / "node_1").mkdir(exist_ok=True)
-            mft_s = Mft(
-                "mft-sftp",
-                base / "mft-s",
-                "",
-                f'url = "{sshd.url(sshd.store / "node_1")}"\nhost_key = "{sshd.host_key_line}"\n'
-                f'client_key = "{sshd.client_key}"\n',
-            )
-            for mft, only in ((mft_e, None), (mft_p, None), (mft_s, "httpd")):
-                await stack.enter_async_context(running_mft(mft, only, workers, PROFILE))
+            assert prosody.pid is not None
             ce = anonymous_client(EJABBERD_DOMAIN)
             cp = client_for(XmppUser(f"bench@{PROSODY_DOMAIN}", "bench-pw"), "bench")
             clients += [ce, cp]
             await connect_client(ce, ejabberd.c2s_port)
             await connect_client(cp, prosody.c2s_port)
-            await wait_for_service(ce, e_jid, mft_e)
-            await wait_for_service(cp, p_jid, mft_p)
-            assert prosody.pid is not None
-            on_e = [
-                Target(MFT, ce, e_jid, [mft_e.pid, ejabberd.pid]),
-                Target(EJABBERD, ce, SHARE_JID.format(domain=EJABBERD_DOMAIN), [ejabberd.pid]),
-            ]
-            on_p = [
-                Target(MFT, cp, p_jid, [mft_p.pid, prosody.pid]),
-                Target(PROSODY, cp, SHARE_JID.format(domain=PROSODY_DOMAIN), [prosody.pid]),
-            ]
+            e_share, p_share = (
+                SHARE_JID.format(domain=EJABBERD_DOMAIN),
+                SHARE_JID.format(domain=PROSODY_DOMAIN),
+            )
+            on_e = [Target(EJABBERD, ce, e_share, [ejabberd.pid])]
+            on_p = [Target(PROSODY, cp, p_share, [prosody.pid])]
             disk = [
-                Target(MFT, ce, e_jid, [mft_e.pid]),
-                Target(PROSODY, cp, SHARE_JID.format(domain=PROSODY_DOMAIN), [prosody.pid]),
-                Target(EJABBERD, ce, SHARE_JID.format(domain=EJABBERD_DOMAIN), [ejabberd.pid]),
+                Target(PROSODY, cp, p_share, [prosody.pid]),
+                Target(EJABBERD, ce, e_share, [ejabberd.pid]),
             ]
+            sftp_targets: list[tuple[str, Mft]] = []
+            dirs: list[Path] = []
+            for f in flavours:
+                e_jid, p_jid = f.jid(EJABBERD_DOMAIN), f.jid(PROSODY_DOMAIN)
+                tag = f.prefix
+                p_secret = prosody.extra_components.get(p_jid, prosody.component_secret)
+                mft_e = Mft(
+                    f"{tag}-ejabberd",
+                    base / f"{tag}-e",
+                    f'component_jid = "{e_jid}"\nsecret = "{ejabberd.secret}"\n'
+                    f"port = {ejabberd.component_port}\n",
+                    f'url = "file://{base}/{tag}-e/repo"\n',
+                    root=f.root,
+                )
+                mft_p = Mft(
+                    f"{tag}-prosody",
+                    base / f"{tag}-p",
+                    f'component_jid = "{p_jid}"\nsecret = "{p_secret}"\n'
+                    f"port = {prosody.component_port}\n",
+                    f'url = "file://{base}/{tag}-p/repo"\n',
+                    root=f.root,
+                )
+                (sshd.store / tag).mkdir(exist_ok=True)
+                mft_s = Mft(
+                    f"{tag}-sftp",
+                    base / f"{tag}-s",
+                    "",
+                    f'url = "{sshd.url(sshd.store / tag)}"\nhost_key = "{sshd.host_key_line}"\n'
+                    f'client_key = "{sshd.client_key}"\n',
+                    root=f.root,
+                )
+                w = workers if f.column == MFT else None
+                for mft, only in ((mft_e, None), (mft_p, None), (mft_s, "httpd")):
+                    await stack.enter_async_context(running_mft(mft, only, w, PROFILE))
+                await wait_for_service(ce, e_jid, mft_e)
+                await wait_for_service(cp, p_jid, mft_p)
+                on_e.append(Target(f.column, ce, e_jid, [mft_e.pid, ejabberd.pid]))
+                on_p.append(Target(f.column, cp, p_jid, [mft_p.pid, prosody.pid]))
+                disk.append(Target(f.column, ce, e_jid, [mft_e.pid]))
+                sftp_targets.append((f.column, mft_s))
+                dirs += [base / f"{tag}-e" / "repo" / "files", sshd.store / tag / "files"]
+                for label, mft in (("ejabberd", mft_e), ("Prosody", mft_p), ("sftp://", mft_s)):
+                    bench.rss_pids[f"{f.column} ({label})"] = mft.pid
+            bench.rss_pids[PROSODY] = prosody.pid
+            bench.rss_pids[EJABBERD] = ejabberd.pid
             body = os.urandom(100 * 1000)
             for t in on_e + on_p:  # warm-up, not counted
                 await slots(t.client, t.jid, 50, 8)
@@ -348,16 +385,10 @@ async def run(params: Params, base: Path, workers: int | None) -> Bench:
                 await bench.xmpp_rows("Prosody", _rotate(on_p, r), body)
                 for size in params.sizes:
                     await bench.curl_rows(_rotate(disk, r), sources[size], size)
-                    _clear_stores(base, ejabberd, prosody)
-                await bench.sftp_rows(mft_s, sshd, sources[params.sftp_size])
-                shutil.rmtree(sshd.store / "node_1" / "files", ignore_errors=True)
-            bench.rss = {
-                f"{MFT} (attached to ejabberd)": peak_rss_mib(mft_e.pid),
-                f"{MFT} (attached to Prosody)": peak_rss_mib(mft_p.pid),
-                f"{MFT} (sftp://)": peak_rss_mib(mft_s.pid),
-                PROSODY: peak_rss_mib(prosody.pid),
-                EJABBERD: peak_rss_mib(ejabberd.pid),
-            }
+                    _clear_stores(dirs, ejabberd, prosody)
+                await bench.sftp_rows(sftp_targets, sshd, sources[params.sftp_size])
+                _clear_stores(dirs, ejabberd, prosody)
+            bench.rss = {label: peak_rss_mib(pid) for label, pid in bench.rss_pids.items()}
             for c in clients:
                 c.disconnect()
     finally:
@@ -366,26 +397,27 @@ async def run(params: Params, base: Path, workers: int | None) -> Bench:
     return bench
 
 
-def _clear_stores(base: Path, ejabberd: Ejabberd, prosody: object) -> None:
+def _clear_stores(dirs: list[Path], ejabberd: Ejabberd, prosody: BenchProsody) -> None:
     """Drop the big files behind each server's back (disk space; not timed)."""
-    for d in (base / "mft-e" / "repo" / "files", ejabberd.docroot):
+    for d in (*dirs, ejabberd.docroot):
         shutil.rmtree(d, ignore_errors=True)
     ejabberd.docroot.mkdir(exist_ok=True)
-    for f in (base / "prosody" / "data").rglob("*"):
+    for f in prosody.data_path.rglob("*"):
         if f.is_file() and f.stat().st_size > 1024**2:
             f.unlink()
 
 
 def table(bench: Bench) -> str:
     """The markdown table: medians, and xmpp-mft's ratio to the best peer of each row."""
+    columns = [c for c in (MFT, BASELINE, *PEERS) if any(c in r.rates for r in bench.rows.values())]
     out = [
-        "| operation (median) | " + " | ".join(COLUMNS) + " | xmpp-mft vs best |",
-        "|---" * (len(COLUMNS) + 2) + "|",
+        "| operation (median) | " + " | ".join(columns) + " | xmpp-mft vs best peer |",
+        "|---" * (len(columns) + 2) + "|",
     ]
 
     def line(label: str, values: dict[str, float], fmt: str, higher_better: bool) -> str:
-        cells = [fmt.format(values[c]) if c in values else "-" for c in COLUMNS]
-        others = [v for c, v in values.items() if c != MFT]
+        cells = [fmt.format(values[c]) if c in values else "-" for c in columns]
+        others = [v for c, v in values.items() if c in PEERS]
         ratio = "-"
         if MFT in values and others:
             best = max(others) if higher_better else min(others)
@@ -399,7 +431,7 @@ def table(bench: Bench) -> str:
         out.append(line("&nbsp;&nbsp;CPU ms per op", cpu, "{:,.2f}", False))
     rss = bench.rss
     for label, mib in rss.items():
-        out.append(f"| peak RSS {label} | {mib:,.0f} MiB |" + " |" * len(COLUMNS))
+        out.append(f"| peak RSS {label} | {mib:,.0f} MiB |" + " |" * len(columns))
     return "\n".join(out)
 
 
@@ -410,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="[http] workers for every mft run")
     parser.add_argument("--sizes", help="big-file sizes, comma-separated (K/M/G)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument("--baseline", type=Path, help="also run xmpp-mft from this checkout")
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
     if args.rounds:
@@ -428,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="mft-peers-", dir="/var/tmp")
             )
-        bench = asyncio.run(run(params, Path(tmp), args.workers))
+        baseline = args.baseline.resolve() if args.baseline else None
+        bench = asyncio.run(run(params, Path(tmp), args.workers, baseline))
     load1 = os.getloadavg()
     print()
     print(table(bench))

@@ -95,6 +95,7 @@ class Ejabberd:
     component_port: int = 0
     secret: str = ""
     server: ServerProcess | None = None
+    components: tuple[str, ...] = (MFT_JID.format(domain=EJABBERD_DOMAIN),)
 
     @property
     def docroot(self) -> Path:
@@ -110,6 +111,9 @@ class Ejabberd:
     def config(self) -> str:
         """ejabberd.yml."""
         d = EJABBERD_DOMAIN
+        services = "".join(
+            f'      "{jid}":\n        password: "{self.secret}"\n' for jid in self.components
+        )
         return f"""\
 hosts: ["{d}"]
 loglevel: warning
@@ -146,8 +150,7 @@ listen:
     module: ejabberd_service
     shaper_rule: none
     hosts:
-      "{MFT_JID.format(domain=d)}":
-        password: "{self.secret}"
+{services.rstrip()}
 modules:
   mod_disco: {{}}
   mod_http_upload:
@@ -213,13 +216,14 @@ class BenchProsody(ProsodyInstance):
         )
 
 
-def prosody_instance(base: Path) -> BenchProsody:
+def prosody_instance(base: Path, more_components: tuple[str, ...] = ()) -> BenchProsody:
     """Prosody with xmpp-mft's component entry and mod_http_file_share on ``share.*``."""
     prosody = BenchProsody(
         base,
         domain=PROSODY_DOMAIN,
         component_jid=MFT_JID.format(domain=PROSODY_DOMAIN),
         users={"bench": "bench-pw"},
+        extra_components={jid: secrets.token_hex(8) for jid in more_components},
     )
     share = SHARE_JID.format(domain=PROSODY_DOMAIN)
     prosody.extra_config = [
@@ -251,6 +255,7 @@ class Mft:
     http_port: int = 0
     process: asyncio.subprocess.Process | None = None
     secret: str = ""
+    root: Path = ROOT  # the checkout it runs from (another one: a baseline)
 
     @property
     def public_url(self) -> str:
@@ -318,8 +323,8 @@ spool_path = "{self.base}/spool"
         # A file, not a pipe: an undrained pipe fills up and stalls the service.
         with (self.base / "mft.log").open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=die_with_parent(),
+                *argv, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, "PYTHONPATH": str(self.root)}, preexec_fn=die_with_parent(),
             )  # fmt: skip
         async with asyncio.timeout(60):
             while True:
