@@ -142,10 +142,10 @@ async def test_sqlite_group_commit_keeps_every_row_in_call_order(
     audit = SqliteAuditLog(config_factory())
     await audit.open()
     try:
-        await asyncio.gather(*(audit.record(rec(n)) for n in range(50)))
+        await asyncio.gather(*(audit.record(rec(n)) for n in range(40)))
         rows = await audit.query(AuditQuery())
-        assert [r.filename for r in rows] == [f"res{n}" for n in range(50)]
+        assert [r.filename for r in rows] == [f"res{n}" for n in range(40)]
     finally:
         await audit.close()
     with pytest.raises(AuditUnavailable):
-        await audit.record(rec(99))
+        await audit.record(rec(41))
