@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -70,6 +71,7 @@ from peers_servers import (
     peak_rss_mib,
     prosody_instance,
     running_mft,
+    tree,
 )
 
 from component.config import load_config
@@ -86,6 +88,9 @@ MB = 1_000_000
 PROFILE = os.environ.get("MFT_BENCH_PROFILE", "").split()
 
 
+GROUPS = ("xmpp", "curl", "sftp")
+
+
 @dataclass(frozen=True)
 class Params:
     """Sizes and counts of one run."""
@@ -96,6 +101,7 @@ class Params:
     uploads: int
     sizes: tuple[int, ...]
     sftp_size: int
+    groups: tuple[str, ...] = GROUPS
 
 
 FULL = Params(3, 500, 4000, 1000, (256 * 1024**2, 1024**3), 256 * 1024**2)
@@ -153,6 +159,8 @@ class Bench:
         except Exception as exc:
             raise RuntimeError(f"{label}, {target.column} ({target.jid}): {exc}") from exc
         seconds, cpu = time.perf_counter() - t0, target.cpu() - cpu0
+        if os.environ.get("MFT_BENCH_DEBUG"):
+            print(label, target.column, target.pids, cpu0, cpu, [tree(p) for p in target.pids])
         self.row(label, unit).add(target.column, amount / seconds, cpu / ops)
 
     # -- XMPP rows -------------------------------------------------------------------
@@ -381,13 +389,15 @@ async def run(params: Params, base: Path, workers: int | None, baseline: Path | 
                 make_source(path, size)
             for r in range(params.rounds):
                 print(f"round {r + 1}/{params.rounds} (load {os.getloadavg()[0]:.2f})", flush=True)
-                await bench.xmpp_rows("ejabberd", _rotate(on_e, r), body)
-                await bench.xmpp_rows("Prosody", _rotate(on_p, r), body)
-                for size in params.sizes:
+                if "xmpp" in params.groups:
+                    await bench.xmpp_rows("ejabberd", _rotate(on_e, r), body)
+                    await bench.xmpp_rows("Prosody", _rotate(on_p, r), body)
+                for size in params.sizes if "curl" in params.groups else ():
                     await bench.curl_rows(_rotate(disk, r), sources[size], size)
                     _clear_stores(dirs, ejabberd, prosody)
-                await bench.sftp_rows(sftp_targets, sshd, sources[params.sftp_size])
-                _clear_stores(dirs, ejabberd, prosody)
+                if "sftp" in params.groups:
+                    await bench.sftp_rows(sftp_targets, sshd, sources[params.sftp_size])
+                    _clear_stores(dirs, ejabberd, prosody)
             bench.rss = {label: peak_rss_mib(pid) for label, pid in bench.rss_pids.items()}
             for c in clients:
                 c.disconnect()
@@ -441,15 +451,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds (median); default 3, quick 1")
     parser.add_argument("--workers", type=int, help="[http] workers for every mft run")
     parser.add_argument("--sizes", help="big-file sizes, comma-separated (K/M/G)")
+    parser.add_argument("--groups", help=f"row groups to run, of {','.join(GROUPS)}")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument("--baseline", type=Path, help="also run xmpp-mft from this checkout")
     args = parser.parse_args(argv)
     params = QUICK if args.quick else FULL
     if args.rounds:
-        params = Params(args.rounds, *list(params.__dict__.values())[1:])
+        params = dataclasses.replace(params, rounds=args.rounds)
     if args.sizes:
         sizes = tuple(parse_size(s) for s in args.sizes.split(","))
-        params = Params(*list(params.__dict__.values())[:4], sizes, params.sftp_size)
+        params = dataclasses.replace(params, sizes=sizes)
+    if args.groups:
+        params = dataclasses.replace(params, groups=tuple(args.groups.split(",")))
     logging.basicConfig(level=logging.WARNING)
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

@@ -91,7 +91,11 @@ class SqliteAuditLog:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self._path)
-            await self._db.executescript("PRAGMA journal_mode=WAL;" + SCHEMA)
+            # WAL with synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so
+            # a recorded row survives a crash or power loss (the README says so).
+            await self._db.executescript(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + SCHEMA
+            )
             await self._db.commit()
         except (OSError, sqlite3.Error) as exc:
             raise AuditUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
