@@ -1,10 +1,15 @@
 """An audit log that never loses a row: the database, or the durable spool while it is away.
 
-:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit.mysql.MysqlAuditLog`).
+:class:`SpooledAuditLog` wraps a database back-end (MariaDB or PostgreSQL).
 ``record()`` inserts directly while the spool is empty; when the database fails, the row
 goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
 new rows queue behind them, and one background task delivers them in order, in batches,
 with exponential back-off. Only a spool that cannot be written fails ``record()``.
+
+Legal holds and purge marks are NOT spooled: they go straight to the database and fail
+with :class:`~component.errors.AuditUnavailable` while it is away. A hold that only one
+node's spool knew would not stop another node's purge, and a purge must not delete what
+it could not record.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from component.audit.base import AuditLog, AuditQuery, AuditRecord, jid_matches
+from component.audit.base import AuditLog, AuditQuery, AuditRecord, Hold, jid_matches
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
@@ -65,6 +70,8 @@ class SpooledAuditLog:
         # a query, and still can while the database is away.
         self._recent: OrderedDict[str, AuditRecord] = OrderedDict()
         self._recent_max = recent_uploads
+        # The first SHARE row this process wrote per resource, for GET rows during outages.
+        self._shares: OrderedDict[str, AuditRecord] = OrderedDict()
         self._wake = asyncio.Event()  # rows to deliver
         self._kick = asyncio.Event()  # cut a back-off short (flush, close)
         self._drained = asyncio.Event()
@@ -155,6 +162,10 @@ class SpooledAuditLog:
         """
         await self._inner.ping()
 
+    async def server_version(self) -> str:
+        """The database's product and version."""
+        return await self._inner.server_version()
+
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec`` in the database, or durably in the spool.
 
@@ -177,6 +188,10 @@ class SpooledAuditLog:
             await self._to_spool(SpoolEntry(rec))
         if rec.method == "POST":
             self._remember(rec)
+        elif rec.method == "SHARE" and rec.filename not in self._shares:
+            self._shares[rec.filename] = rec
+            while len(self._shares) > self._recent_max:
+                self._shares.popitem(last=False)
 
     async def _to_spool(self, entry: SpoolEntry) -> None:
         try:
@@ -262,6 +277,28 @@ class SpooledAuditLog:
             return self._recent[resource]
         return await self._inner.find_upload(resource)
 
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row of ``resource``: from the database, else the spool (rows
+        there are newer than any in the database), else this process's own shares.
+
+        :raises AuditUnavailable: the database did not answer and nothing is known locally.
+        """
+        try:
+            found = await self._inner.find_first_share(resource)
+        except AuditUnavailable:
+            found = self._shares.get(resource)
+            if found is None and not self._spooled_share(resource):
+                raise
+        if found is not None:
+            return found
+        return self._spooled_share(resource)
+
+    def _spooled_share(self, resource: str) -> AuditRecord | None:
+        for entry in self._spool:
+            if entry.record.method == "SHARE" and entry.record.filename == resource:
+                return entry.record
+        return None
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows in the database matching ``q`` (spooled rows appear once delivered).
 
@@ -293,3 +330,42 @@ class SpooledAuditLog:
             if r.method == "POST" and r.node_id == node_id and r.date_time >= since:
                 counts[r.chat_type] = counts.get(r.chat_type, 0) + 1
         return counts
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Store a hold in the database (never spooled).
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        return await self._inner.add_hold(hold)
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Holds in the database.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.list_holds(include_released=include_released)
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release a hold in the database (never spooled).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.release_hold(hold_id, by=by, reason=reason, at=at)
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks in the database (never spooled).
+
+        :raises AuditUnavailable: the marks were not stored.
+        """
+        await self._inner.mark_purged(resources, node_id=node_id, by=by, at=at)
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark in the database.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.purged(resources)

@@ -3,7 +3,7 @@ Server Status").
 
 Each line reads ``OK|WARN|FAIL  <name>  <detail>  [hint: ...]``. The checks run
 concurrently, each bounded by a timeout, and are printed in a fixed order: database,
-repository (connect, probe, space), XMPP router, HTTP public URL. The exit code is 1
+repository (connect, probe, space), XMPP router, HTTP public URL, share reports. The exit code is 1
 when any line is FAIL. No secret ever reaches the output: URLs are shown without
 their password and every printed reason is scrubbed of the configuration's secrets.
 """
@@ -21,6 +21,7 @@ from httpd.ops.check.database import check_database
 from httpd.ops.check.http import check_http
 from httpd.ops.check.repository import check_repository
 from httpd.ops.check.result import CheckResult, Status
+from httpd.ops.check.shares import check_shares
 from httpd.ops.check.xmpp import check_xmpp
 from httpd.ops.util import config_secrets, redact
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_database",
     "check_http",
     "check_repository",
+    "check_shares",
     "check_xmpp",
     "component_handshake",
     "run_checks",
@@ -45,6 +47,7 @@ CHECKS: tuple[Callable[[Config], Awaitable[list[CheckResult]]], ...] = (
     check_repository,
     check_xmpp,
     check_http,
+    check_shares,
 )
 
 
