@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.mariadb",
     "tests.fixtures.stack",
     "tests.fixtures.ejabberd",
+    "tests.fixtures.clamd",
 ]
