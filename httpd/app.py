@@ -15,11 +15,21 @@ from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd import handlers
-from httpd.appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
+from httpd.appkeys import (
+    AUDIT,
+    CONFIG,
+    IN_FLIGHT,
+    METRICS,
+    REPOSITORY,
+    SCANNER,
+    TRUSTED_PROXIES,
+    InFlight,
+)
 from httpd.clientip import client_ip
 from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
 from httpd.repository import Repository
 from httpd.routing import FILE_ROUTE
+from httpd.scan import Scanner
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[REPOSITORY] = repo
     app[AUDIT] = audit
     app[METRICS] = metrics
+    app[SCANNER] = Scanner(cfg.scan, metrics)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)

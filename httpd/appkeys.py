@@ -12,11 +12,14 @@ from component.audit import AuditLog
 from component.config import Config, IPNetwork
 from component.metrics import Metrics
 from httpd.repository import Repository
+from httpd.scan import Scanner
 
 CONFIG = web.AppKey("config", Config)
 REPOSITORY = web.AppKey("repository", Repository)
 AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
+# [scan]: clamd scanning of uploads (a pass-through when no clamd is configured).
+SCANNER = web.AppKey("scanner", Scanner)
 # [http] trusted_proxies, parsed once (see httpd.clientip).
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
 

@@ -55,6 +55,10 @@ class Repository(Protocol):
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
         """Write exactly ``size`` bytes from ``chunks`` to ``path`` and publish atomically.
 
+        ``chunks`` is read to its end before anything is published, and an exception it
+        raises, at its end too, fails the store with nothing left behind: that is where
+        the malware scan's verdict (:class:`httpd.scan.UploadScan`) stops a file.
+
         :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
         :raises StorageUnavailable: the repository failed; nothing is left behind.
