@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from component.config import ScanConfig
 from component.errors import ScanUnavailable, TooLargeToScan
+from httpd.ops.check.scanner import check_scanner
 from httpd.scan.clamd import Instream, Verdict, ping, version
 from tests.fixtures.clamd import FOUND, ClamdServer, eicar
+from tests.fixtures.config import ConfigFactory
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +67,7 @@ async def test_ping_and_version(clamd: ClamdServer) -> None:
     assert found.signatures_date is None
 
 
-async def test_unreachable_clamd(tmp_path: os.PathLike[str]) -> None:
+async def test_unreachable_clamd(tmp_path: Path) -> None:
     """No socket at the path, or nothing on the port: ScanUnavailable naming the URL."""
     for url in (f"unix://{tmp_path}/none.sock", "tcp://127.0.0.1:9"):
         with pytest.raises(ScanUnavailable, match="cannot connect"):
@@ -82,3 +85,21 @@ async def test_hung_clamd_times_out(clamd_factory: Callable[..., ClamdServer]) -
             await scan(cfg, b"hello")
     finally:
         server.process.proc.send_signal(signal.SIGCONT)
+
+
+async def test_check_scanner_lines(
+    clamd: ClamdServer, config_factory: ConfigFactory, tmp_path: Path
+) -> None:
+    """mft check's scanner line: off, reachable (engine named; WARN without an official
+    database), unreachable FAIL when uploads are refused for it, WARN when accepted."""
+    [off] = await check_scanner(config_factory())
+    assert (off.status, off.name) == ("OK", "scanner") and "off" in off.detail
+    [up] = await check_scanner(config_factory(scan={"clamd": clamd.url}))
+    assert up.status == "WARN" and "ClamAV " in up.detail and clamd.url in up.detail
+    assert "no official signature database" in up.detail and "freshclam" in up.hint
+    gone = f"unix://{tmp_path}/none.sock"
+    [down] = await check_scanner(config_factory(scan={"clamd": gone}))
+    assert down.status == "FAIL" and "cannot connect" in down.detail and "refused" in down.detail
+    assert "clamav-daemon" in down.hint
+    [soft] = await check_scanner(config_factory(scan={"clamd": gone, "on_error": "accept"}))
+    assert soft.status == "WARN" and "published unscanned" in soft.detail
