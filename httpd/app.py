@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from httpd.appkeys import (
     METRICS,
     REPOSITORY,
     SCANNER,
+    STARTED,
     TRUSTED_PROXIES,
     InFlight,
 )
@@ -80,6 +82,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[METRICS] = metrics
     app[SCANNER] = Scanner(cfg.scan, metrics)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
+    app[STARTED] = datetime.now(UTC)
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)
         files.add_route("PUT", handlers.put_upload, expect_handler=handlers.expect_upload)

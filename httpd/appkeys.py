@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 
 from aiohttp import web
 
@@ -22,6 +23,8 @@ METRICS = web.AppKey("metrics", Metrics)
 SCANNER = web.AppKey("scanner", Scanner)
 # [http] trusted_proxies, parsed once (see httpd.clientip).
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
+# When the application was made (UTC), reported on /healthz.
+STARTED = web.AppKey("started", datetime)
 
 
 class InFlight:

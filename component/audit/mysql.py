@@ -29,6 +29,7 @@ from component.audit.spool import SpoolEntry
 from component.audit.sql import (
     SELECT_SQL,
     count_by_chat_type_sql,
+    first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
@@ -291,6 +292,15 @@ class MysqlAuditLog:
         except DB_ERRORS as exc:
             raise AuditUnavailable(f"AFT_LOG database: {_describe(exc)}") from exc
 
+    async def server_version(self) -> str:
+        """``MariaDB 10.11.6-MariaDB-0+deb12u1`` (or ``MySQL 8.0.36``), asked of the server.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch("SELECT VERSION()", [])
+        version = str(rows[0][0]) if rows else ""
+        return f"{'MariaDB' if 'mariadb' in version.lower() else 'MySQL'} {version}"
+
     async def record(self, rec: AuditRecord) -> None:
         """Insert and commit one row.
 
@@ -412,6 +422,14 @@ class MysqlAuditLog:
             SELECT_SQL + " WHERE FILENAME = %s AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
             [resource],
         )
+        return rows[0] if rows else None
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row for ``resource``.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._select(first_share_sql("%s"), [resource])
         return rows[0] if rows else None
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:

@@ -15,6 +15,7 @@ from component.audit.base import AuditQuery, AuditRecord, naive_utc
 from component.audit.sql import (
     SELECT_SQL,
     count_by_chat_type_sql,
+    first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
@@ -104,6 +105,10 @@ class SqliteAuditLog:
         except sqlite3.Error as exc:
             raise AuditUnavailable() from exc
 
+    async def server_version(self) -> str:
+        """``SQLite 3.40.1``: the library this process links."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise AuditUnavailable("audit log is not open")
@@ -125,6 +130,11 @@ class SqliteAuditLog:
             SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
             [resource],
         )
+        return rows[0] if rows else None
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row for ``resource``."""
+        rows = await self._select(first_share_sql("?"), [resource])
         return rows[0] if rows else None
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:

@@ -45,6 +45,7 @@ from component.xmpp.policy import (
     quotas_enabled,
 )
 from component.xmpp.quota import QuotaGate
+from component.xmpp.shares import ShareRecorder
 from component.xmpp.stanza import NS_LEGACY, parse_slot_request, register_stanzas
 from component.xmpp.urls import personal_url
 
@@ -120,6 +121,9 @@ class UploadComponent(ComponentXMPP):
                 self.on_download_request,  # type: ignore[arg-type]
             )
         )
+        # <shared> reports from the XMPP server's mod_mft_share: SHARE rows.
+        self.shares = ShareRecorder(cfg, audit, metrics, self.chat_types.classify)
+        self.shares.attach(self)
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("stream_error", self._on_stream_error)
         publish_disco(self, cfg)

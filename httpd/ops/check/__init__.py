@@ -3,10 +3,10 @@ Server Status").
 
 Each line reads ``OK|WARN|FAIL  <name>  <detail>  [hint: ...]``. The checks run
 concurrently, each bounded by a timeout, and are printed in a fixed order: database,
-repository (connect, probe, space), XMPP router, HTTP public URL, malware scanner
-(clamd). The exit code is 1 when any line is FAIL. No secret ever reaches the output:
-URLs are shown without their password and every printed reason is scrubbed of the
-configuration's secrets.
+repository (connect, probe, space), XMPP router, HTTP public URL, share reports,
+malware scanner (clamd). The exit code is 1 when any line is FAIL. No secret ever
+reaches the output: URLs are shown without their password and every printed reason is
+scrubbed of the configuration's secrets.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from httpd.ops.check.http import check_http
 from httpd.ops.check.repository import check_repository
 from httpd.ops.check.result import CheckResult, Status
 from httpd.ops.check.scanner import check_scanner
+from httpd.ops.check.shares import check_shares
 from httpd.ops.check.xmpp import check_xmpp
 from httpd.ops.util import config_secrets, redact
 
@@ -36,6 +37,7 @@ __all__ = [
     "check_http",
     "check_repository",
     "check_scanner",
+    "check_shares",
     "check_xmpp",
     "component_handshake",
     "run_checks",
@@ -48,6 +50,7 @@ CHECKS: tuple[Callable[[Config], Awaitable[list[CheckResult]]], ...] = (
     check_repository,
     check_xmpp,
     check_http,
+    check_shares,
     check_scanner,
 )
 

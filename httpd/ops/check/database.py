@@ -12,7 +12,7 @@ from httpd.ops.util import error_reason, safe_url
 
 
 async def check_database(cfg: Config) -> list[CheckResult]:
-    """Connect to AFT_LOG's database, ping it, and read from the table.
+    """Connect to AFT_LOG's database, ping it, read from the table, name the server.
 
     :returns: one ``database`` line.
     """
@@ -20,7 +20,7 @@ async def check_database(cfg: Config) -> list[CheckResult]:
     hint = (
         "check host, port, user and password in [database] url; the user needs CREATE,"
         " INSERT and SELECT on that database"
-        if cfg.database.scheme == "mysql"
+        if cfg.database.scheme in ("mysql", "postgresql")
         else "the file's directory must exist or be creatable and writable by the service user"
     )
     # The bare back-end: the durable spool belongs to the running service, and a check
@@ -31,6 +31,7 @@ async def check_database(cfg: Config) -> list[CheckResult]:
             await audit.open()
             await audit.ping()
             await audit.query(AuditQuery(limit=1))  # fails if AFT_LOG is missing
+            version = await audit.server_version()
     except TimeoutError:
         return [
             CheckResult(
@@ -43,4 +44,4 @@ async def check_database(cfg: Config) -> list[CheckResult]:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await audit.close()
-    return [CheckResult("OK", "database", f"{where}: connected, AFT_LOG present")]
+    return [CheckResult("OK", "database", f"{where}: {version}, AFT_LOG present")]
