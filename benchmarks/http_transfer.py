@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -53,11 +54,12 @@ async def body(size: int) -> AsyncIterator[bytes]:
 
 
 async def transfer(
-    base: Path, size: int, scan: dict[str, str], get_back: bool
-) -> tuple[float, float, float]:
+    base: Path, size: int, scan: dict[str, Any], get_back: bool
+) -> tuple[float, float, float, float]:
     """Serve the app on ``base``; PUT ``size`` bytes (and GET them back if ``get_back``).
 
-    :returns: PUT seconds, GET seconds (0 without ``get_back``), RSS before the PUT.
+    :returns: PUT seconds, GET seconds (0 without ``get_back``), RSS before the PUT, and
+        the seconds spent waiting for clamd's verdict after the last byte.
     """
     from component.config import parse_config
 
@@ -65,7 +67,8 @@ async def transfer(
     repo, audit = FileRepository(cfg.repository.path), SqliteAuditLog(cfg)
     await repo.open()
     await audit.open()
-    runner = make_runner(make_app(cfg, repo, audit, Metrics()))
+    metrics = Metrics()
+    runner = make_runner(make_app(cfg, repo, audit, metrics))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -92,7 +95,12 @@ async def transfer(
         await audit.close()
         await repo.close()
     await repo.delete(slot.path.repo_path)
-    return put, get, rss0
+    verdict = sum(
+        float(line.split()[-1])
+        for line in metrics.render().splitlines()
+        if line.startswith("mft_scan_seconds_sum")
+    )
+    return put, get, rss0, verdict
 
 
 async def main(size_mib: int, scan: bool) -> None:
@@ -110,16 +118,17 @@ async def main(size_mib: int, scan: bool) -> None:
         src.unlink()
         (base / "copy.bin").unlink()
 
-        put, get, rss0 = await transfer(base / "off", size, {}, get_back=True)
+        put, get, rss0, _v = await transfer(base / "off", size, {}, get_back=True)
         rows = [("reference: file copy", ref), ("HTTP PUT -> file://", put)]
         if scan:
             clamd: ClamdServer = stack.enter_context(
                 clamd_server(base / "clamd", stream_max=size + 1024 * 1024)
             )
-            scanned, _get, _rss = await transfer(
+            scanned, _get, _rss, verdict = await transfer(
                 base / "on", size, {"clamd": clamd.url, "io_timeout": 600.0}, get_back=False
             )
             rows.append(("HTTP PUT -> file://, clamd", scanned))
+            rows.append(("  of which clamd's verdict", verdict))
     print(f"{size_mib} MiB, loopback, client and server in one process")
     print(f"{'operation':<28}{'MB/s':>10}{'seconds':>10}")
     for name, secs in rows:
