@@ -152,6 +152,7 @@ async def serve_http(
         )
         if started is not None:
             started.set()
+        await app[SCANNER].announce()
         await stop.wait()
         await site.stop()  # no new connections from here on
         await _drain(app[IN_FLIGHT], cfg.http.shutdown_grace)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from component.config import ScanConfig
 from component.errors import Infected, ScanUnavailable, TooLargeToScan, UploadError
 from component.metrics import Metrics
-from httpd.scan.clamd import Instream
+from httpd.scan.clamd import Instream, version
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,19 @@ class Scanner:
     def accept_on_error(self) -> bool:
         """``[scan] on_error = "accept"``: publish unscanned while clamd fails."""
         return self._cfg.on_error == "accept"
+
+    async def announce(self) -> None:
+        """Log at start-up whether uploads are scanned and whether clamd answers."""
+        if not self.enabled:
+            log.info("malware scanning off (no [scan] clamd)")
+            return
+        try:
+            found = await version(self._cfg)
+        except ScanUnavailable as exc:
+            effect = "published unscanned" if self.accept_on_error else "refused (503)"
+            log.warning("malware scanner not answering: %s; uploads are %s", exc.text, effect)
+            return
+        log.info("malware scanning with %s: %s", self._cfg.clamd, found.engine)
 
     @contextlib.asynccontextmanager
     async def scan(self, size: int) -> AsyncIterator[UploadScan]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -9,13 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from component.errors import Infected, TooLargeToScan
+from component.errors import Infected, ScanUnavailable, TooLargeToScan
 from tests.fixtures.clamd import FOUND, ClamdServer, eicar
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
-from tests.integration.bodies import MiB, stream
+from tests.integration.bodies import MiB, PausingBody, stream
 from tests.integration.test_sftp_http import service
 from tests.unit.httpd_harness import UPLOADER, HttpdEnv, httpd_env
 
@@ -98,6 +100,38 @@ async def test_clamd_stopped_then_started(
         status, _text, slot = await put(env, b"after clamd is back")
         assert status == 201
         assert (env.repo.root / slot.path.repo_path).read_bytes() == b"after clamd is back"
+
+
+async def test_clamd_dies_mid_upload(
+    clamd_factory: Callable[..., ClamdServer], config_factory: ConfigFactory
+) -> None:
+    """clamd stops while the body streams: the upload fails (503 or a cut connection)
+    and nothing is published."""
+    server = clamd_factory()
+    async with httpd_env(scanning(config_factory, server.url)) as env:
+        body = PausingBody(half_mib=1)
+        slot = env.slot(body.size)
+        request = asyncio.create_task(
+            env.client.put(
+                slot.put_url, data=aiter(body), headers={"Content-Length": str(body.size)}
+            )
+        )
+        async with asyncio.timeout(30):
+            await body.half.wait()
+            await env.repo.started.get()  # the scan's connection is open, the body flowing
+        server.stop()
+        body.resume.set()
+        try:
+            async with asyncio.timeout(30):
+                resp = await request
+            status: int | None = resp.status
+            resp.release()
+        except aiohttp.ClientError:
+            status = None  # refused mid-body: the client may see the connection cut
+        assert status in (None, 503)
+        assert isinstance(await env.repo.stores.get(), ScanUnavailable)
+        assert env.repo.files() == []
+        assert await env.rows() == []
 
 
 async def test_hung_clamd_times_out_with_503(
