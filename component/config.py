@@ -7,18 +7,16 @@ the section and key.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from component.configfields import build_section
 from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
 from component.errors import ConfigError
 from component.hostkey import check_host_key
@@ -439,75 +437,6 @@ _REQUIRED_SECTIONS = ("xmpp", "http")
 # A secret may come from a file instead (``secret_file = "/etc/mft/xmpp.secret"``).
 _SECRET_KEYS = {("xmpp", "secret"), ("http", "secret"), ("database", "url")}
 
-T = TypeVar("T")
-
-
-def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against the field's type; lists become tuples."""
-    where = f"[{section}] {key}"
-    origin = get_origin(annotation)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str or origin is Literal:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType) and type(None) in get_args(annotation):
-        return value
-    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - programming error
-
-
-def _section(cls: type[T], raw: dict[str, Any], name: str, base_dir: Path) -> T:
-    """Build one section's dataclass, reporting unknown and missing keys by name."""
-    data = raw.get(name, {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    data = dict(data)
-    for secret_key in [k for s, k in _SECRET_KEYS if s == name]:
-        file_key = f"{secret_key}_file"
-        if file_key in data:
-            if secret_key in data:
-                raise ConfigError(f"[{name}] give either {secret_key} or {file_key}, not both")
-            path = base_dir / str(data.pop(file_key))
-            try:
-                data[secret_key] = path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"[{name}] {file_key}: cannot read {path}: {exc}") from exc
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"[{name}] unknown key {unknown[0]!r}")
-    kwargs = {k: _coerce(name, k, v, hints[k]) for k, v in data.items()}
-    missing = [
-        f.name
-        for f in fields.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"[{name}] missing key {missing[0]!r}")
-    return cls(**kwargs)
-
 
 def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
     """Build a :class:`Config` from an already-parsed TOML document.
@@ -521,7 +450,9 @@ def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None
         if name not in raw:
             raise ConfigError(f"missing section [{name}]")
     base = base_dir or (Path(source).parent if source else Path.cwd())
-    sections = {name: _section(cls, raw, name, base) for name, cls in _SECTIONS.items()}
+    sections = {
+        name: build_section(cls, raw, name, base, _SECRET_KEYS) for name, cls in _SECTIONS.items()
+    }
     return Config(**sections, source=source)
 
 

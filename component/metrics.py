@@ -54,6 +54,12 @@ DEFINITIONS: dict[str, MetricDef] = {
     ),
     "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
     "download_seconds": MetricDef("histogram", "Time to send a download", ("chat_type",)),
+    "scans": MetricDef("counter", "Uploads by malware scan result", ("result",)),
+    "scan_infected": MetricDef(
+        "counter", "Uploads refused as infected, by signature", ("signature",)
+    ),
+    "scan_errors": MetricDef("counter", "Malware scans that failed", ("reason",)),
+    "scan_seconds": MetricDef("histogram", "Wait for clamd's verdict after the body"),
 }
 
 _Metric = Counter | Gauge | Histogram

@@ -138,14 +138,24 @@ class FileRepository:
             finally:
                 self._fresh.made(made)
             try:
-                written, pending, pending_bytes, held = 0, [], 0, 0
+                pending: list[bytes] = []
+                written = pending_bytes = held = 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
                     # Paid before it is kept: when the budget is spent, no more of the
                     # body is read (TCP back-pressure) until written blocks are released.
-                    held += await self._budget.acquire(len(chunk))
+                    # Never wait while holding: write what is gathered first, or uploads
+                    # each holding part of the budget would wait for one another.
+                    if not self._budget.try_acquire(len(chunk)):
+                        if pending:
+                            await asyncio.to_thread(_write_all, fd, pending)
+                            pending, pending_bytes = [], 0
+                            self._budget.release(held)
+                            held = 0
+                        await self._budget.acquire(len(chunk))
+                    held += len(chunk)
                     pending.append(chunk)
                     pending_bytes += len(chunk)
                     if pending_bytes >= WRITE_BLOCK:
