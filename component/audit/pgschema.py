@@ -11,7 +11,17 @@ column needs one line in a new migration, nothing else.
 
 from __future__ import annotations
 
-from component.audit.base import COLUMNS, TEXT_LIMITS, AuditQuery, bare_jid, naive_utc
+from collections.abc import Sequence
+
+from component.audit.base import (
+    COLUMNS,
+    TEXT_LIMITS,
+    AuditQuery,
+    AuditRecord,
+    bare_jid,
+    naive_utc,
+)
+from component.audit.sql import record_values
 
 # pg_advisory_xact_lock key of the migration ("mft_aft1" as a 64-bit number): several
 # nodes or processes may start at once; one migrates, the others wait for its COMMIT.
@@ -145,10 +155,10 @@ COUNT_BY_CHAT_TYPE_SQL = (
 )
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
-# A direct COMMIT in doubt: the row got exactly this AFT_INDEX if it landed.
+# A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?
 LANDED_SQL = (
-    "SELECT aft_index, filename, method, date_time, jid FROM aft_log"
-    " WHERE aft_index = ANY($1::bigint[])"
+    "SELECT 1 FROM aft_log WHERE aft_index >= $1 AND filename = $2 AND method = $3"
+    " AND date_time = $4 AND jid = $5 LIMIT 1"
 )
 # Delivered ids are only needed while a spool may still hold their rows.
 PRUNE_DELIVERED_SQL = (
@@ -188,3 +198,18 @@ def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
     if q.until is not None:
         conds.append(f"date_time < {param(naive_utc(q.until))}")
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def pg_text(value: object) -> object:
+    """``value`` as PostgreSQL text can hold it (NUL and lone surrogates replaced)."""
+    # MariaDB and the JSON spool take them: storing a replacement here beats failing,
+    # and so blocking the spool, forever.
+    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
+    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
+    rows = [[pg_text(v) for v in record_values(r)] for r in records]
+    return [list(col) for col in zip(*rows, strict=True)]

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -26,63 +24,19 @@ import asyncpg
 
 from component.audit import pgschema as S
 from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
-from component.audit.sql import record_values, row_to_record
+from component.audit.sql import row_to_record
 from component.config import Config
-from component.dburl import PostgresTarget
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# What a lost server, a dropped connection, a refused login or a bounded wait raise.
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,  # refused, reset, unresolvable, TLS failures (ssl.SSLError)
-    EOFError,
-    TimeoutError,
-)
 # Rows per INSERT of the group-committing writer and of spool delivery.
 BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
-
-
-def ssl_setting(t: PostgresTarget) -> ssl.SSLContext | str | bool:
-    """asyncpg's ``ssl=`` for libpq's ``sslmode`` (and ``sslrootcert``).
-
-    As libpq: ``require`` encrypts without checking the certificate unless a root
-    certificate is given; ``verify-ca`` checks the chain; ``verify-full`` also the name.
-
-    :raises OSError: ``sslrootcert`` cannot be read.
-    :raises ssl.SSLError: it holds no usable certificate.
-    """
-    if t.sslmode == "disable":
-        return False
-    if t.sslmode in ("allow", "prefer"):
-        return t.sslmode
-    ctx = ssl.create_default_context(cafile=t.sslrootcert or None)
-    if t.sslmode == "require" and not t.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.check_hostname = t.sslmode == "verify-full"
-    return ctx
-
-
-def _text(value: object) -> object:
-    # PostgreSQL text holds no NUL and no lone surrogates (MariaDB and the JSON spool
-    # do): store a replacement rather than fail, and so block the spool, forever.
-    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
-    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
-    rows = [[_text(v) for v in record_values(r)] for r in records]
-    return [list(col) for col in zip(*rows, strict=True)]
 
 
 class PostgresAuditLog:
@@ -98,6 +52,7 @@ class PostgresAuditLog:
         self._metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._version = ""
+        self._high_index = 0  # the highest AFT_INDEX this process has been handed
         self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
         self._writers: set[asyncio.Task[None]] = set()
         # A few batches in flight at once (on separate connections): a row arriving while
@@ -113,7 +68,7 @@ class PostgresAuditLog:
         try:
             async with asyncio.timeout(self._connect_timeout + 5):
                 self._pool = await asyncpg.create_pool(
-                    min_size=1,
+                    min_size=0,  # no background reconnecting (and logging) during an outage
                     max_size=self._pool_size,
                     host=t.host,
                     port=t.port,
@@ -124,6 +79,9 @@ class PostgresAuditLog:
                     timeout=self._connect_timeout,
                     command_timeout=self._query_timeout,
                     server_settings={"TimeZone": "UTC", "application_name": "xmpp-mft"},
+                    # Sessions keep no state to undo (no LISTEN, cursors, session locks
+                    # or SET), so skip asyncpg's reset query: one round trip per release.
+                    reset=keep_session,
                 )
             await self._migrate()
         except DB_ERRORS as exc:
@@ -216,7 +174,7 @@ class PostgresAuditLog:
             async with self._connection() as conn:
                 await conn.fetchval("SELECT 1")
         except DB_ERRORS as exc:
-            raise AuditUnavailable(f"AFT_LOG database: {describe(exc)}") from exc
+            raise AuditUnavailable(f"AFT_LOG database: {describe(exc, self._target)}") from exc
 
     async def server_version(self) -> str:
         """``PostgreSQL 15.8 (Debian 15.8-0+deb12u1)``: the server :meth:`open` reached."""
@@ -226,10 +184,10 @@ class PostgresAuditLog:
         """Insert and commit one row.
 
         Rows recorded concurrently are written together, in call order, by a few writer
-        tasks: one INSERT and one COMMIT per batch (group commit).
+        tasks: one INSERT, committed on its own, per batch (group commit).
 
-        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set when
-            only the COMMIT's answer was lost (the row, if stored, has that index).
+        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set unless
+            the server refused the INSERT (the row, if stored, has an index >= it).
         """
         if self._pool is None:
             raise AuditUnavailable("the AFT_LOG database is not open")
@@ -244,25 +202,21 @@ class PostgresAuditLog:
     async def _write_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            indexes: list[int] = []
+            # Every index handed out before this INSERT is sent is lower than the batch's:
+            # the bound a COMMIT in doubt is checked from.
+            floor = self._high_index + 1
             try:
                 async with self._connection() as conn:
-                    tx = conn.transaction()
-                    await tx.start()
-                    try:
-                        rows = await conn.fetch(S.INSERT_SQL, *columns_of([r for r, _ in batch]))
-                    except BaseException:
-                        await tx.rollback()
-                        raise
-                    # Sequence values are taken in insert order: sorted, they are the batch's.
-                    indexes = sorted(int(r[0]) for r in rows)
-                    await tx.commit()
+                    # One statement, committed on its own: one round trip and one flush
+                    # for the whole batch.
+                    rows = await conn.fetch(S.INSERT_SQL, *S.columns_of([r for r, _ in batch]))
             except DB_ERRORS as exc:
                 self._failed("insert", exc)
-                text = f"{self._safe_url}: {describe(exc)}"
-                for i, (_, fut) in enumerate(batch):
+                text = f"{self._safe_url}: {describe(exc, self._target)}"
+                # Whether it committed is unknown unless the server said it failed.
+                maybe = None if refused(exc) else floor
+                for _, fut in batch:
                     if not fut.done():
-                        maybe = indexes[i] if indexes else None
                         fut.set_exception(AuditWriteFailed(text, maybe_index=maybe))
                 continue
             except BaseException:
@@ -271,6 +225,7 @@ class PostgresAuditLog:
                         fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
                 self._queue = []
                 raise
+            self._high_index = max([self._high_index, *(int(r[0]) for r in rows)])
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
@@ -280,8 +235,8 @@ class PostgresAuditLog:
 
         A row is already stored when its event id is in ``aft_spool_delivered`` (an
         earlier delivery committed but the spool was not updated), or when the row with
-        its ``maybe_index`` has the same FILENAME, METHOD, DATE_TIME and JID (a direct
-        COMMIT in doubt: sequence values are never handed out twice).
+        a row from ``maybe_index`` on has the same FILENAME, METHOD, DATE_TIME and JID
+        (a direct INSERT whose COMMIT answer was lost).
 
         :raises AuditUnavailable: nothing was stored; deliver the same entries again later.
         """
@@ -292,35 +247,32 @@ class PostgresAuditLog:
                 done = await self._already_stored(conn, entries)
                 todo = [e for e in entries if e.event_id not in done]
                 if todo:
-                    await conn.fetch(S.INSERT_SQL, *columns_of([e.record for e in todo]))
+                    await conn.fetch(S.INSERT_SQL, *S.columns_of([e.record for e in todo]))
                     await conn.execute(S.MARK_DELIVERED_SQL, [e.event_id for e in todo])
         except DB_ERRORS as exc:
             self._failed("spool delivery", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
         if done:
             log.info("AFT_LOG spool: %d rows were already stored, not inserted again", len(done))
 
     async def _already_stored(self, conn: Any, entries: Sequence[SpoolEntry]) -> set[str]:
         rows = await conn.fetch(S.DELIVERED_SQL, [e.event_id for e in entries])
         done = {str(r[0]) for r in rows}
-        doubtful: dict[int, list[SpoolEntry]] = {}
         for e in entries:
-            if e.maybe_index is not None and e.event_id not in done:
-                doubtful.setdefault(e.maybe_index, []).append(e)
-        if doubtful:
-            for index, filename, method, date_time, jid in await conn.fetch(
-                S.LANDED_SQL, list(doubtful)
-            ):
-                for e in doubtful[index]:
-                    row = e.record.clipped().as_row()
-                    if (filename, method, date_time, jid) == (
-                        _text(row["FILENAME"]),
-                        row["METHOD"],
-                        row["DATE_TIME"],
-                        _text(row["JID"]),
-                    ):
-                        done.add(e.event_id)
-                        break  # one stored row accounts for one spooled entry
+            if e.maybe_index is None or e.event_id in done:
+                continue
+            # A COMMIT in doubt: the row, if it landed, has an index >= maybe_index.
+            row = e.record.clipped().as_row()
+            landed = await conn.fetchval(
+                S.LANDED_SQL,
+                e.maybe_index,
+                S.pg_text(row["FILENAME"]),
+                row["METHOD"],
+                row["DATE_TIME"],
+                S.pg_text(row["JID"]),
+            )
+            if landed:
+                done.add(e.event_id)
         return done
 
     async def prune_delivered(self) -> None:
@@ -387,25 +339,4 @@ class PostgresAuditLog:
                 return list(await conn.fetch(sql, *params))
         except DB_ERRORS as exc:
             self._failed("query", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
-
-
-def describe(exc: BaseException, target: PostgresTarget | None = None) -> str:
-    """A short reason for logs and errors: the server's message and SQLSTATE, or what the
-    network said (``connection refused by 127.0.0.1:5432``)."""
-    where = ""
-    if target is not None:
-        where = f" {target.host}" if target.unix_socket else f" {target.host}:{target.port}"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from{where or ' the server'} (timed out)"
-    if isinstance(exc, asyncpg.PostgresError):
-        return f"{exc.args[0] if exc.args else type(exc).__name__} ({exc.sqlstate})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate of{where} not accepted: {exc.verify_message}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by{where or ' the server'}"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve{where or ' the host'} ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}{' (' + where.strip() + ')' if where else ''}"
-    return str(exc) or type(exc).__name__
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc

@@ -152,6 +152,8 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 ) -> None:
     """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
     assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    async with pg_log._connection() as conn:
+        assert await conn.fetchval("SHOW timezone") == "UTC"  # the service's sessions
     cest = timezone(timedelta(hours=2))
     long_jid = "u" * 3100 + "@example.test"
     original = replace(
@@ -302,6 +304,29 @@ async def test_bad_password_and_unreachable_server_fail_open(
         await log.open()
     assert isinstance(log, SpooledAuditLog)
     await log.close()
+
+
+async def test_a_role_that_may_not_create_tables_is_named(
+    config_factory: ConfigFactory, postgresql: PostgreSQL
+) -> None:
+    """PostgreSQL 15 lets only the owner create in schema public: the reason says so."""
+    name = postgresql.create_database()
+    try:
+        postgresql.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+        url = postgresql.url(name)
+        denied = r"permission denied for schema public \(42501\)"
+        with pytest.raises(AuditUnavailable, match=denied):
+            await PostgresAuditLog(config_factory(database={"url": url})).open()
+    finally:
+        postgresql.drop_database(name)
+
+
+async def test_a_missing_socket_is_named(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    """?host= naming a directory without a server: the socket file tried is named."""
+    url = f"postgresql://mft:pw@localhost:5999/mft?host={tmp_path}"
+    missing = r"no PostgreSQL server listens on the socket .*/\.s\.PGSQL\.5999"
+    with pytest.raises(AuditUnavailable, match=missing):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
 
 
 async def test_outage_during_20_records(
