@@ -4,14 +4,20 @@ Reference, measured in the same run: a plain file copy of the same size on the s
 (the ceiling for the file:// back-end). Usage::
 
     python benchmarks/http_transfer.py [--size-mib 256]
+
+``--hash-cost N`` also measures what FILE_SHA256 costs: N PUTs with the upload hash on
+and N with it replaced by a pass-through (benchmark only), interleaved, medians compared,
+plus hashlib's own SHA-256 rate on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +29,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpd.upload
 from component.audit.sqlite import SqliteAuditLog
 from component.metrics import Metrics
 from httpd.app import make_app, make_runner
@@ -45,7 +52,49 @@ async def body(size: int) -> AsyncIterator[bytes]:
         yield BLOCK
 
 
-async def main(size_mib: int) -> None:
+class _NoDigest(httpd.upload.StreamDigest):
+    """StreamDigest without the hash: the reference for the hash's cost."""
+
+    async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk
+
+
+async def hash_cost(cfg: object, http: aiohttp.ClientSession, size: int, runs: int) -> None:
+    """Interleaved PUTs with and without the upload hash; print medians and the ratio."""
+    from component.config import Config
+
+    assert isinstance(cfg, Config)
+    real = httpd.upload.StreamDigest
+    times: dict[str, list[float]] = {"with SHA-256": [], "without (pass-through)": []}
+    for _ in range(runs):
+        for name in times:
+            httpd.upload.StreamDigest = real if name == "with SHA-256" else _NoDigest  # type: ignore[misc]
+            slot = make_slot(cfg, size, "hash.bin")
+            t = time.perf_counter()
+            async with http.put(
+                slot.put_url, data=body(size), headers={"Content-Length": str(size)}
+            ) as r:
+                assert r.status == 201, r.status
+            times[name].append(time.perf_counter() - t)
+            (Path(cfg.repository.path) / slot.path.repo_path).unlink()
+    httpd.upload.StreamDigest = real  # type: ignore[misc]
+    digest, t = hashlib.sha256(), time.perf_counter()
+    for _ in range(size // len(BLOCK)):
+        digest.update(BLOCK)
+    raw = time.perf_counter() - t
+    print(
+        f"FILE_SHA256 cost, {size // 2**20} MiB PUT -> file://, median of {runs} interleaved runs"
+    )
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, secs in med.items():
+        print(f"  PUT {name:<24}{size / secs / 1e6:>8.0f} MB/s{secs:>8.2f} s")
+    base = med["without (pass-through)"]
+    print(f"  upload speed with the hash: {100 * base / med['with SHA-256']:.1f}% of without")
+    print(f"  hashlib sha256 alone: {size / raw / 1e6:.0f} MB/s")
+
+
+async def main(size_mib: int, hash_runs: int = 0) -> None:
     """Run the reference copy, then PUT and GET through the server; print a table."""
     from component.config import parse_config
 
@@ -86,6 +135,8 @@ async def main(size_mib: int) -> None:
                         got += len(chunk)
                 get = time.perf_counter() - t
                 assert got == size
+                if hash_runs:
+                    await hash_cost(cfg, http, size, hash_runs)
         finally:
             await runner.cleanup()
             await audit.close()
@@ -101,4 +152,6 @@ async def main(size_mib: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256)
-    asyncio.run(main(parser.parse_args().size_mib))
+    parser.add_argument("--hash-cost", type=int, default=0, metavar="RUNS")
+    args = parser.parse_args()
+    asyncio.run(main(args.size_mib, args.hash_cost))

@@ -96,6 +96,7 @@ class _Download:
             file_size=up.file_size if up else size,
             node_id=cfg.node.id,
             client_ip=client_ip(self.request),
+            file_sha256=up.file_sha256 if up else "",
         )
         try:
             await self.app[AUDIT].record(rec)

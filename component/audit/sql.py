@@ -40,6 +40,9 @@ def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
     if q.until is not None:
         conds.append(f"DATE_TIME < {placeholder}")
         params.append(naive_utc(q.until))
+    if q.after_index is not None:
+        conds.append(f"AFT_INDEX > {placeholder}")
+        params.append(int(q.after_index))
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 
@@ -101,4 +104,6 @@ def row_to_record(row: Sequence[object]) -> AuditRecord:
         date_time=dt.replace(tzinfo=UTC),
         node_id=str(row[11]),
         client_ip=str(row[12]),
+        file_sha256=str(row[13] or ""),
+        scan_result=str(row[14] or ""),
     )

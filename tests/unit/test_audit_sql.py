@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from component.audit import AuditLog, AuditQuery, AuditRecord, bare_jid
+from component.audit.base import COLUMNS
 from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, parse_mysql_url, schema_script
 from component.audit.sql import where_clause
 from component.audit.sqlite import SqliteAuditLog
@@ -81,7 +82,8 @@ def test_sqlite_script_runs() -> None:
     db = sqlite3.connect(":memory:")
     db.executescript((SQL_DIR / "aft_log_sqlite.sql").read_text())
     names = [r[1] for r in db.execute("PRAGMA table_info(AFT_LOG)")]
-    assert names[0] == "AFT_INDEX" and names[-1] == "CLIENT_IP"
+    assert names == list(COLUMNS)
+    assert db.execute("SELECT MAX(VERSION) FROM AFT_SCHEMA_VERSION").fetchone() == (2,)
     db.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import socket
@@ -43,6 +44,7 @@ async def test_get_returns_bytes_and_logs_get_row(env: HttpdEnv) -> None:
         "pdf",
     )
     assert (row.chat_type, row.file_size, row.node_id) == ("persistent", len(body), "node_1")
+    assert row.file_sha256 == hashlib.sha256(body).hexdigest()
     assert [r.method for r in await env.rows()] == ["POST", "GET"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ async def test_put_stores_file_and_logs_post(env: HttpdEnv) -> None:
     assert (row.filename, row.real_filename) == (slot.path.resource, "Holiday Photo é.JPG")
     assert (row.file_type, row.chat_type, row.file_size) == ("jpg", "groupchat", len(body))
     assert (row.file_server, row.node_id, row.client_ip) == ("localhost", "node_1", "127.0.0.1")
+    assert row.file_sha256 == hashlib.sha256(body).hexdigest()
+    assert row.scan_result == ""
 
 
 async def test_put_with_expect_100_continue(env: HttpdEnv) -> None:
