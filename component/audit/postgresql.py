@@ -17,14 +17,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from component.audit import pgschema as S
-from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
+from component.audit.holds import USER_LIMIT, hold_values, release_values, row_to_hold
 from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
+from component.audit.pgschema import pg_text as pg_value
 from component.audit.spool import SpoolEntry
 from component.audit.sql import row_to_record
 from component.config import Config
@@ -266,10 +268,10 @@ class PostgresAuditLog:
             landed = await conn.fetchval(
                 S.LANDED_SQL,
                 e.maybe_index,
-                S.pg_text(row["FILENAME"]),
+                pg_value(row["FILENAME"]),
                 row["METHOD"],
                 row["DATE_TIME"],
-                S.pg_text(row["JID"]),
+                pg_value(row["JID"]),
             )
             if landed:
                 done.add(e.event_id)
@@ -332,6 +334,57 @@ class PostgresAuditLog:
         """
         rows = await self._fetch(S.COUNT_BY_CHAT_TYPE_SQL, [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
+
+    # Legal holds and purge marks: straight to the database (the spool never takes them).
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Store a new hold; its id.
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        rows = await self._fetch(S.HOLD_INSERT_SQL, [pg_value(v) for v in hold_values(hold)])
+        return int(rows[0][0])
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        sql = S.ALL_HOLDS_SQL if include_released else S.HOLDS_SQL
+        return [row_to_hold(r) for r in await self._fetch(sql, [])]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        values = release_values(hold_id, by, reason, at or datetime.now(UTC))
+        await self._fetch(S.HOLD_RELEASE_SQL, [pg_value(v) for v in values])
+        rows = await self._fetch(S.HOLD_SQL, [int(hold_id)])
+        return row_to_hold(rows[0]) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` in one statement (a first mark is kept).
+
+        :raises AuditUnavailable: nothing was recorded.
+        """
+        if resources:
+            when = naive_utc(at or datetime.now(UTC))
+            params = [list(resources), node_id[:128], when, str(pg_value(by[:USER_LIMIT]))]
+            await self._fetch(S.MARK_PURGED_SQL, params)
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        return {str(r[0]) for r in await self._fetch(S.PURGED_SQL, [list(resources)])}
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         try:
