@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
-from component.dburl import PostgresTarget, parse_postgres_url
+from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
 from component.errors import ConfigError
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
@@ -223,8 +223,11 @@ class DatabaseConfig:
                 "[database] url: use mysql://user:pw@host:port/db,"
                 " postgresql://user:pw@host:port/db or sqlite:///path"
             )
+        # Every part and option checked now, not at the first connect.
         if self.scheme == "postgresql":
-            parse_postgres_url(self.url)  # every option checked now, not at first connect
+            parse_postgres_url(self.url)
+        elif self.scheme == "mysql":
+            parse_mysql_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:

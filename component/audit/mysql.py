@@ -17,10 +17,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomysql
 import pymysql
@@ -48,7 +46,8 @@ from component.audit.sql import (
     where_clause,
 )
 from component.config import Config
-from component.errors import AuditUnavailable, ConfigError
+from component.dburl import parse_mysql_url
+from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,46 +66,6 @@ MAX_WRITERS = 4
 _INSERT = insert_sql("%s")
 # Delivered ids are only needed while the spool may still hold their rows.
 _PRUNE_DELIVERED = "DELETE FROM AFT_SPOOL_DELIVERED WHERE DELIVERED_AT < NOW(6) - INTERVAL 30 DAY"
-
-
-@dataclass(frozen=True, slots=True)
-class MysqlTarget:
-    """Where and as whom to connect, from the ``mysql://`` URL."""
-
-    database: str
-    user: str = ""
-    password: str = field(default="", repr=False)
-    host: str = "localhost"
-    port: int = 3306
-    unix_socket: str | None = None
-
-
-def parse_mysql_url(url: str) -> MysqlTarget:
-    """``mysql://user:pw@host:port/db[?unix_socket=/path]`` with percent-decoded parts.
-
-    :raises ConfigError: the URL has no database name, a bad port or unknown options.
-    """
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigError(f"[database] url: bad port ({exc})") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError("[database] url: give the database name, mysql://user:pw@host/db")
-    options = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"unix_socket"})
-    if unknown:
-        raise ConfigError(f"[database] url: unknown option {unknown[0]!r} (known: unix_socket)")
-    sockets = options.get("unix_socket")
-    return MysqlTarget(
-        database=database,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        host=parts.hostname or "localhost",
-        port=port,
-        unix_socket=sockets[-1] if sockets else None,
-    )
 
 
 class MysqlAuditLog:
