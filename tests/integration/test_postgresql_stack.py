@@ -1,13 +1,17 @@
 """PostgreSQL through the whole stack: the HTTP app's POST/GET/GET_GONE rows, a cluster
-of two nodes, and ``mft run`` / ``mft check`` as an operator runs them."""
+of two nodes, ``mft run`` / ``mft check`` as an operator runs them, and the compliance
+commands (verify, export, hold, a held purge) on AFT_LOG in PostgreSQL."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +26,8 @@ from tests.fixtures.prosody import ClientFactory
 from tests.fixtures.stack import StackFactory
 from tests.integration import test_cluster
 from tests.integration.test_audit_http import check_rows, get, opened, put, serving
-from tests.unit.httpd_harness import make_slot
+from tests.unit import test_ops_compliance as compliance
+from tests.unit.httpd_harness import HttpdEnv, httpd_env, make_slot
 
 from .ops_helpers import mft, write_node_config
 
@@ -172,3 +177,30 @@ async def test_cluster_on_postgresql(
         )
     finally:
         postgresql.drop_database(second)
+
+
+@pytest.fixture
+async def pg_env(config_factory: ConfigFactory, postgresql_url: str) -> AsyncIterator[HttpdEnv]:
+    """The HTTP app over a file:// repository and AFT_LOG on PostgreSQL."""
+    async with httpd_env(config_factory(database={"url": postgresql_url})) as env:
+        assert env.cfg.database.scheme == "postgresql"
+        yield env
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        compliance.test_verify_finds_tampered_deleted_and_stray_files,
+        compliance.test_export_bundle_verifies_with_sha256sum,
+        compliance.test_hold_add_list_release,
+        compliance.test_purge_keeps_held_files_and_verify_accepts_purged,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+async def test_compliance_commands_on_postgresql(
+    pg_env: HttpdEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: Any
+) -> None:
+    """mft verify, export (zip), hold and a held purge read and write AFT_LOG on PostgreSQL:
+    the SQLite tests of those commands, run against this back-end."""
+    given = {"env": pg_env, "tmp_path": tmp_path, "capsys": capsys, "kind": "zip"}
+    await case(**{name: given[name] for name in inspect.signature(case).parameters})
