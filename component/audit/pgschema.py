@@ -21,7 +21,6 @@ from component.audit.base import (
     bare_jid,
     naive_utc,
 )
-from component.audit.holds import HOLD_SELECT, REASON_LIMIT, USER_LIMIT
 from component.audit.sql import record_values
 
 # pg_advisory_xact_lock key of the migration ("mft_aft1" as a 64-bit number): several
@@ -77,9 +76,6 @@ V1_COLUMNS = (
     "CHAT_TYPE", "FILE_SERVER", "FILE_SIZE", "DATE_TIME", "NODE_ID", "CLIENT_IP",
 )  # fmt: skip
 
-# Added by version 2 (DESIGN.md "Compliance records").
-V2_COLUMNS = ("FILE_SHA256", "SCAN_RESULT")
-
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS aft_schema_version (
     version    integer     NOT NULL PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
@@ -108,27 +104,28 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 )""",
         "CREATE INDEX IF NOT EXISTS aft_spool_delivered_at ON aft_spool_delivered (delivered_at)",
     ),
-    # Compliance records (DESIGN.md): content hash and scan verdict (rows written before
-    # keep them empty), legal holds, and the marks `mft purge` leaves for `mft verify`.
+    # DESIGN.md "Compliance records": the content hash and the malware verdict, legal
+    # holds and purge marks (component/audit/holds.py says what the two tables hold).
     2: (
-        "ALTER TABLE aft_log\n    "
-        + ",\n    ".join(f"ADD COLUMN IF NOT EXISTS {column_ddl(c)}" for c in V2_COLUMNS),
-        f"""CREATE TABLE IF NOT EXISTS aft_hold (
-    hold_id        bigserial     PRIMARY KEY,
-    hold_column    varchar(10)   NOT NULL CHECK (hold_column IN ('JID', 'TO_JID')),
-    hold_jid       varchar(3071) NOT NULL,
-    reason         varchar({REASON_LIMIT}) NOT NULL DEFAULT '',
-    created_at     timestamp     NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
-    created_by     varchar({USER_LIMIT})  NOT NULL DEFAULT '',
-    released_at    timestamp     NULL,
-    released_by    varchar({USER_LIMIT})  NOT NULL DEFAULT '',
-    release_reason varchar({REASON_LIMIT}) NOT NULL DEFAULT ''
+        "ALTER TABLE aft_log"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('FILE_SHA256')},"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('SCAN_RESULT')}",
+        """CREATE TABLE IF NOT EXISTS aft_hold (
+    hold_id        bigserial      PRIMARY KEY,
+    hold_column    varchar(10)    NOT NULL,
+    hold_jid       varchar(3071)  NOT NULL,
+    reason         varchar(1024)  NOT NULL DEFAULT '',
+    created_at     timestamp      NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    created_by     varchar(255)   NOT NULL DEFAULT '',
+    released_at    timestamp      NULL,
+    released_by    varchar(255)   NOT NULL DEFAULT '',
+    release_reason varchar(1024)  NOT NULL DEFAULT ''
 )""",
-        f"""CREATE TABLE IF NOT EXISTS aft_purged (
+        """CREATE TABLE IF NOT EXISTS aft_purged (
     filename  varchar(511) NOT NULL PRIMARY KEY,
     node_id   varchar(128) NOT NULL DEFAULT '',
     purged_at timestamp    NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
-    purged_by varchar({USER_LIMIT}) NOT NULL DEFAULT ''
+    purged_by varchar(255) NOT NULL DEFAULT ''
 )""",
     ),
 }
@@ -187,28 +184,16 @@ LANDED_SQL = (
     "SELECT 1 FROM aft_log WHERE aft_index >= $1 AND filename = $2 AND method = $3"
     " AND date_time = $4 AND jid = $5 LIMIT 1"
 )
-# Legal holds and purge marks (version 2): the shared SELECT (unquoted names fold).
-HOLD_INSERT_SQL = (
-    "INSERT INTO aft_hold (hold_column, hold_jid, reason, created_at, created_by)"
-    " VALUES ($1, $2, $3, $4, $5) RETURNING hold_id"
-)
-HOLD_RELEASE_SQL = (
-    "UPDATE aft_hold SET released_at = $1, released_by = $2, release_reason = $3"
-    " WHERE hold_id = $4 AND released_at IS NULL"
-)
-HOLDS_SQL = HOLD_SELECT + " WHERE released_at IS NULL ORDER BY hold_id"
-ALL_HOLDS_SQL = HOLD_SELECT + " ORDER BY hold_id"
-HOLD_SQL = HOLD_SELECT + " WHERE hold_id = $1"
-# A file purged twice keeps its first mark.
-MARK_PURGED_SQL = (
-    "INSERT INTO aft_purged (filename, node_id, purged_at, purged_by)"
-    " SELECT unnest($1::varchar[]), $2, $3, $4 ON CONFLICT (filename) DO NOTHING"
-)
-PURGED_SQL = "SELECT filename FROM aft_purged WHERE filename = ANY($1::varchar[])"
 # Delivered ids are only needed while a spool may still hold their rows.
 PRUNE_DELIVERED_SQL = (
     "DELETE FROM aft_spool_delivered WHERE delivered_at < now() - interval '30 days'"
 )
+
+
+def numbered(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders (the shared hold SQL), with ``$1, $2, ...``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
 
 
 def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
@@ -242,7 +227,7 @@ def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
         conds.append(f"date_time >= {param(naive_utc(q.since))}")
     if q.until is not None:
         conds.append(f"date_time < {param(naive_utc(q.until))}")
-    if q.after_index is not None:
+    if q.after_index is not None:  # keyset paging (mft verify, mft export)
         conds.append(f"aft_index > {param(int(q.after_index))}")
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 

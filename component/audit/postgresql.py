@@ -24,9 +24,16 @@ import asyncpg
 
 from component.audit import pgschema as S
 from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
-from component.audit.holds import USER_LIMIT, hold_values, release_values, row_to_hold
+from component.audit.holds import (
+    HOLD_SELECT,
+    hold_insert_sql,
+    hold_release_sql,
+    hold_values,
+    purged_insert_sql,
+    release_values,
+    row_to_hold,
+)
 from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
-from component.audit.pgschema import pg_text as pg_value
 from component.audit.spool import SpoolEntry
 from component.audit.sql import row_to_record
 from component.config import Config
@@ -268,10 +275,10 @@ class PostgresAuditLog:
             landed = await conn.fetchval(
                 S.LANDED_SQL,
                 e.maybe_index,
-                pg_value(row["FILENAME"]),
+                S.pg_text(row["FILENAME"]),
                 row["METHOD"],
                 row["DATE_TIME"],
-                pg_value(row["JID"]),
+                S.pg_text(row["JID"]),
             )
             if landed:
                 done.add(e.event_id)
@@ -335,14 +342,15 @@ class PostgresAuditLog:
         rows = await self._fetch(S.COUNT_BY_CHAT_TYPE_SQL, [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
 
-    # Legal holds and purge marks: straight to the database (the spool never takes them).
+    # --- legal holds and purge marks (written straight to the database, never spooled)
 
     async def add_hold(self, hold: Hold) -> int:
-        """Store a new hold; its id.
+        """Insert a hold; its id.
 
         :raises AuditUnavailable: the database did not take it.
         """
-        rows = await self._fetch(S.HOLD_INSERT_SQL, [pg_value(v) for v in hold_values(hold)])
+        sql = S.numbered(hold_insert_sql("?")) + " RETURNING hold_id"
+        rows = await self._fetch(sql, [S.pg_text(v) for v in hold_values(hold)])
         return int(rows[0][0])
 
     async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
@@ -350,8 +358,9 @@ class PostgresAuditLog:
 
         :raises AuditUnavailable: the database did not answer.
         """
-        sql = S.ALL_HOLDS_SQL if include_released else S.HOLDS_SQL
-        return [row_to_hold(r) for r in await self._fetch(sql, [])]
+        where = "" if include_released else " WHERE released_at IS NULL"
+        rows = await self._fetch(HOLD_SELECT + where + " ORDER BY hold_id", [])
+        return [row_to_hold(list(r)) for r in rows]
 
     async def release_hold(
         self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
@@ -361,21 +370,27 @@ class PostgresAuditLog:
         :raises AuditUnavailable: the database did not answer.
         """
         values = release_values(hold_id, by, reason, at or datetime.now(UTC))
-        await self._fetch(S.HOLD_RELEASE_SQL, [pg_value(v) for v in values])
-        rows = await self._fetch(S.HOLD_SQL, [int(hold_id)])
-        return row_to_hold(rows[0]) if rows else None
+        await self._fetch(S.numbered(hold_release_sql("?")), list(values))
+        rows = await self._fetch(HOLD_SELECT + " WHERE hold_id = $1", [int(hold_id)])
+        return row_to_hold(list(rows[0])) if rows else None
 
     async def mark_purged(
         self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
     ) -> None:
-        """Record purge marks for ``resources`` in one statement (a first mark is kept).
+        """Record purge marks for ``resources`` in one transaction (first mark kept).
 
         :raises AuditUnavailable: nothing was recorded.
         """
-        if resources:
-            when = naive_utc(at or datetime.now(UTC))
-            params = [list(resources), node_id[:128], when, str(pg_value(by[:USER_LIMIT]))]
-            await self._fetch(S.MARK_PURGED_SQL, params)
+        if not resources:
+            return
+        when = naive_utc(at or datetime.now(UTC))
+        sql = S.numbered(purged_insert_sql("?", keep_first="ON CONFLICT DO NOTHING"))
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.executemany(sql, [(r, node_id, when, by) for r in resources])
+        except DB_ERRORS as exc:
+            self._failed("purge mark", exc)
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
 
     async def purged(self, resources: Sequence[str]) -> set[str]:
         """Which of ``resources`` have a purge mark.
@@ -384,7 +399,10 @@ class PostgresAuditLog:
         """
         if not resources:
             return set()
-        return {str(r[0]) for r in await self._fetch(S.PURGED_SQL, [list(resources)])}
+        rows = await self._fetch(
+            "SELECT filename FROM aft_purged WHERE filename = ANY($1::varchar[])", [list(resources)]
+        )
+        return {str(r[0]) for r in rows}
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         try:
