@@ -1,9 +1,10 @@
 """Database URLs that need more than a scheme check: ``postgresql://`` as libpq spells
-it, and ``mysql://``.
+it, and ``mysql://`` with its options.
 
-:mod:`component.config` parses the URL when the file is loaded, so a bad option is
-reported at start by name; the back-ends read the same target and never parse the URL
-their own way.
+:mod:`component.config` calls :func:`parse_postgres_url` and :func:`parse_mysql_url`
+when the file is loaded, so a bad option is reported at start by name; the back-ends
+read the same :class:`PostgresTarget` / :class:`MysqlTarget` and never parse the URL
+themselves.
 """
 
 from __future__ import annotations

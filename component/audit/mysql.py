@@ -38,11 +38,13 @@ from component.audit.mysql_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TAB
 from component.audit.spool import SpoolEntry
 from component.audit.sql import (
     SELECT_SQL,
+    batches,
     count_by_chat_type_sql,
     first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
+    uploaded_among_sql,
     where_clause,
 )
 from component.config import Config
@@ -190,7 +192,7 @@ class MysqlAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, _describe(exc))
 
     async def ping(self) -> None:
@@ -364,6 +366,17 @@ class MysqlAuditLog:
             "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG" + where, params
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        found: set[str] = set()
+        for batch in batches(resources):
+            rows = await self._fetch(uploaded_among_sql("%s", len(batch)), batch)
+            found.update(str(row[0]) for row in rows)
+        return found
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.

@@ -177,6 +177,9 @@ COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"
 )
+UPLOADED_AMONG_SQL = (
+    "SELECT DISTINCT filename FROM aft_log WHERE method = 'POST' AND filename = ANY($1::text[])"
+)
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
 # A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?

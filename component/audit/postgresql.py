@@ -171,7 +171,7 @@ class PostgresAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, describe(exc))
 
     async def ping(self) -> None:
@@ -333,6 +333,16 @@ class PostgresAuditLog:
             "SELECT count(*), COALESCE(sum(file_size), 0) FROM aft_log" + where, params
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query, the names as one array).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(S.UPLOADED_AMONG_SQL, [list(resources)])
+        return {str(row[0]) for row in rows}
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.

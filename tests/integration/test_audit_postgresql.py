@@ -33,7 +33,11 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
-from tests.unit.test_audit_sql import check_count_by_chat_type, check_first_share
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
 from tests.unit.test_audit_v2 import SHA, check_holds_and_marks
 from tests.unit.test_spool import rec
 
@@ -231,6 +235,11 @@ async def test_query_filters_and_counts(pg_log: PostgresAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(pg_log: PostgresAuditLog) -> None:
     """PostgreSQL counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(pg_log)
+
+
+async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL answers which of many resource names have a POST row, in one query."""
+    await check_uploaded_among(pg_log)
 
 
 async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:

@@ -83,8 +83,8 @@ class ObservedRepository(FileRepository):
 class RecordingAudit(SqliteAuditLog):
     """SqliteAuditLog that announces every row it stored."""
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
         self.recorded: asyncio.Queue[AuditRecord] = asyncio.Queue()
 
     async def record(self, rec: AuditRecord) -> None:
@@ -123,7 +123,7 @@ class RecordingLog:
 def recording_audit(cfg: Config, metrics: Metrics) -> RecordingAudit | RecordingLog:
     """The audit log the service would use for ``cfg``, announcing its rows."""
     if cfg.database.scheme == "sqlite":
-        return RecordingAudit(cfg)
+        return RecordingAudit(cfg, metrics)
     return RecordingLog(open_audit_log(cfg, metrics))
 
 
