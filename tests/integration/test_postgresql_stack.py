@@ -141,7 +141,7 @@ async def test_bad_password_is_named_by_run_and_check(tmp_path: Path, postgresql
     code, out = await mft("check", "-c", config)
     line = database_line(out)
     assert code == 1 and line.startswith("FAIL") and "password authentication failed" in line
-    assert "hint: check host, port, user and password" in line
+    assert "hint: check host, port, user and password" in line and "database's owner" in line
     assert "wrong-pw" not in out
 
 
