@@ -1,6 +1,6 @@
 """PostgreSQL through the whole stack: the HTTP app's POST/GET/GET_GONE rows, a cluster
-of two nodes, ``mft run`` / ``mft check`` as an operator runs them, and the compliance
-commands (verify, export, hold, a held purge) on AFT_LOG in PostgreSQL."""
+of two nodes, ``mft run`` / ``mft check`` as an operator runs them, share reports, and
+the compliance commands (verify, export, hold, a held purge) on AFT_LOG in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests.fixtures.postgresql import PostgreSQL
 from tests.fixtures.prosody import ClientFactory
 from tests.fixtures.stack import StackFactory
 from tests.integration import test_cluster
+from tests.integration import test_shares_prosody as shares
 from tests.integration.test_audit_http import check_rows, get, opened, put, serving
 from tests.unit import test_ops_compliance as compliance
 from tests.unit.httpd_harness import HttpdEnv, httpd_env, make_slot
@@ -204,3 +205,28 @@ async def test_compliance_commands_on_postgresql(
     the SQLite tests of those commands, run against this back-end."""
     given = {"env": pg_env, "tmp_path": tmp_path, "capsys": capsys, "kind": "zip"}
     await case(**{name: given[name] for name in inspect.signature(case).parameters})
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        shares.test_chat_with_body_and_oob_gives_one_share_row,
+        shares.test_upload_with_recipient_keeps_it_on_get_rows,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+async def test_share_reports_on_postgresql(
+    mft_stack: StackFactory, xmpp_client: ClientFactory, postgresql_url: str, case: Any
+) -> None:
+    """SHARE rows from Prosody's reports, and GET rows that follow them, on PostgreSQL:
+    the SQLite tests of the share reports, run with this back-end."""
+
+    started = []
+
+    async def on_postgresql(**sections: Any) -> Any:
+        stack = await mft_stack(database={"url": postgresql_url}, **sections)
+        started.append(stack.cfg.database.scheme)
+        return stack
+
+    await case(on_postgresql, xmpp_client)
+    assert started == ["postgresql"]
