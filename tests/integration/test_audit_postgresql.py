@@ -464,7 +464,8 @@ CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON aft_log
 
 async def test_connection_lost_at_commit_is_spooled_with_its_index(cfg: Config, sql: Any) -> None:
     """The session dies inside COMMIT (a deferred trigger ends it): the row is spooled with
-    its own AFT_INDEX as the COMMIT in doubt, checked, and then stored exactly once."""
+    the lowest AFT_INDEX it can have as the COMMIT in doubt (one past the highest this
+    process was given), checked, and then stored exactly once."""
     log = open_audit_log(cfg, Metrics())
     assert isinstance(log, SpooledAuditLog)
     await log.open()
