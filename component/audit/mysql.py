@@ -209,8 +209,12 @@ class MysqlAuditLog:
             raise AuditUnavailable(f"AFT_LOG database: {_describe(exc)}") from exc
 
     async def server_version(self) -> str:
-        """``MariaDB 10.11.6-MariaDB-0+deb12u1`` or ``MySQL 8.0.36`` (AuditUnavailable)."""
-        version = str((await self._fetch("SELECT VERSION()", []))[0][0])
+        """``MariaDB 10.11.6-MariaDB-0+deb12u1`` (or ``MySQL 8.0.36``), asked of the server.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch("SELECT VERSION()", [])
+        version = str(rows[0][0]) if rows else ""
         return f"{'MariaDB' if 'mariadb' in version.lower() else 'MySQL'} {version}"
 
     async def record(self, rec: AuditRecord) -> None:
