@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default="localhost", help="XMPP domain of the sandbox")
     p.add_argument("--c2s-port", type=int, default=5222)
     p.add_argument("--http-port", type=int, default=5443)
+    p.add_argument(
+        "--https",
+        action="store_true",
+        help="serve uploads over HTTPS with a local CA made in --dir (for Gajim, Dino)",
+    )
 
     p = sub.add_parser("check", help="check database, repository, XMPP router and HTTP URL")
     with_config(p)

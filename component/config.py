@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
+from component.dburl import PostgresTarget, parse_postgres_url
 from component.errors import ConfigError
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
@@ -54,6 +55,8 @@ class XmppConfig:
     # Chat-type classification: how long to wait for disco answers, how long to cache them.
     disco_timeout: float = 5.0
     disco_cache_ttl: float = 300.0
+    # Servers whose share reports (mod_mft_share) are believed; empty: the server domain.
+    share_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reconnect_max_delay <= 0:
@@ -62,6 +65,11 @@ class XmppConfig:
             raise ConfigError("[xmpp] disco_timeout: more than 0, at most 60 seconds")
         if not 0 <= self.disco_cache_ttl <= 86400:
             raise ConfigError("[xmpp] disco_cache_ttl: between 0 and 86400 seconds")
+
+    @property
+    def share_host_set(self) -> tuple[str, ...]:
+        """Hosts whose ``<shared>`` reports are accepted: configured, else the server domain."""
+        return self.share_hosts or (self.server_domain,)
 
     @property
     def server_domain(self) -> str:
@@ -199,19 +207,24 @@ class RepositoryConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
-    """``[database]``: the AFT_LOG database (``mysql://`` or ``sqlite://``)."""
+    """``[database]``: the AFT_LOG database (``mysql://``, ``postgresql://`` or ``sqlite://``)."""
 
     url: str = field(default="sqlite:///var/lib/mft/aft_log.sqlite3", repr=False)
     # Durable local spool for rows while the database is unreachable.
     spool_path: str = ""
     connect_timeout: float = 10.0
-    # mysql: connections kept in the pool, and the bound on any one statement.
+    # mysql/postgresql: connections kept in the pool, and the bound on any one statement.
     pool_size: int = 8
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("mysql", "sqlite"):
-            raise ConfigError("[database] url: use mysql://user:pw@host:port/db or sqlite:///path")
+        if self.scheme not in ("mysql", "postgresql", "sqlite"):
+            raise ConfigError(
+                "[database] url: use mysql://user:pw@host:port/db,"
+                " postgresql://user:pw@host:port/db or sqlite:///path"
+            )
+        if self.scheme == "postgresql":
+            parse_postgres_url(self.url)  # every option checked now, not at first connect
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -219,8 +232,17 @@ class DatabaseConfig:
 
     @property
     def scheme(self) -> str:
-        """``mysql`` or ``sqlite``."""
-        return urlsplit(self.url).scheme
+        """``mysql``, ``postgresql`` (also for ``postgres://``) or ``sqlite``."""
+        scheme = urlsplit(self.url).scheme
+        return "postgresql" if scheme == "postgres" else scheme
+
+    @property
+    def postgres(self) -> PostgresTarget:
+        """The parts of a ``postgresql://`` URL (checked in ``__post_init__``).
+
+        :raises ConfigError: the URL is not a valid PostgreSQL URL.
+        """
+        return parse_postgres_url(self.url)
 
     @property
     def safe_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -15,7 +16,16 @@ from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd import handlers
-from httpd.appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY, TRUSTED_PROXIES, InFlight
+from httpd.appkeys import (
+    AUDIT,
+    CONFIG,
+    IN_FLIGHT,
+    METRICS,
+    REPOSITORY,
+    STARTED,
+    TRUSTED_PROXIES,
+    InFlight,
+)
 from httpd.clientip import client_ip
 from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
 from httpd.repository import Repository
@@ -69,6 +79,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[AUDIT] = audit
     app[METRICS] = metrics
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
+    app[STARTED] = datetime.now(UTC)
     for prefix in _prefixes(cfg):
         files = app.router.add_resource(prefix + FILE_ROUTE)
         files.add_route("PUT", handlers.put_upload, expect_handler=handlers.expect_upload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 
 from aiohttp import web
 
@@ -19,6 +20,8 @@ AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
 # [http] trusted_proxies, parsed once (see httpd.clientip).
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])
+# When the application was made (UTC), reported on /healthz.
+STARTED = web.AppKey("started", datetime)
 
 
 class InFlight:

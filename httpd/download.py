@@ -58,20 +58,40 @@ class _Download:
                 )
         return self._upload
 
+    async def recipient(self, up: AuditRecord | None) -> tuple[str, str]:
+        """TO_JID and CHAT_TYPE for this request's row.
+
+        The upload's own, unless it had no recipient (a client that does not send
+        ``<recipient>``): then those of the file's first SHARE row, if the XMPP server
+        reported one (DESIGN.md "Recipients for every client").
+        """
+        if up is None:
+            return "", self.path.chat_type
+        if up.to_jid:
+            return up.to_jid, up.chat_type
+        try:
+            share = await self.app[AUDIT].find_first_share(self.path.resource)
+        except AuditUnavailable as exc:
+            count_failure(self.app[METRICS], exc)
+            log.warning("AFT_LOG share lookup failed for %s", self.path.resource)
+            share = None
+        return (share.to_jid, share.chat_type) if share else (up.to_jid, up.chat_type)
+
     async def log(self, method: Method, size: int = 0) -> None:
         """Write this request's row; a failure is logged, the response stands."""
         if self.head:
             return
         up = await self.upload_row()
         cfg = self.app[CONFIG]
+        to_jid, chat_type = await self.recipient(up)
         rec = AuditRecord(
             jid=self.ticket.jid if self.ticket else "",
-            to_jid=up.to_jid if up else "",
+            to_jid=to_jid,
             method=method,
             filename=self.path.resource,
             real_filename=up.real_filename if up else real_filename(self.path.filename),
             file_type=up.file_type if up else file_type(self.path.filename),
-            chat_type=up.chat_type if up else self.path.chat_type,
+            chat_type=chat_type,
             file_server=self.app[REPOSITORY].file_server,
             file_size=up.file_size if up else size,
             node_id=cfg.node.id,

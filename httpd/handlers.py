@@ -9,9 +9,15 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, STARTED
 from httpd.download import get_download
-from httpd.headers import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, NODE_HEADER
+from httpd.headers import (
+    CORS_ALLOW_HEADERS,
+    CORS_ALLOW_METHODS,
+    CORS_MAX_AGE,
+    NODE_HEADER,
+    STARTED_HEADER,
+)
 from httpd.upload import expect_upload, put_upload
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,10 @@ async def healthz(request: web.Request) -> web.Response:
         if reason
     ]
     # The node header lets `mft check` tell this node's /healthz from another service's.
-    node = {NODE_HEADER: request.app[CONFIG].node.id}
+    node = {
+        NODE_HEADER: request.app[CONFIG].node.id,
+        STARTED_HEADER: request.app[STARTED].isoformat(timespec="seconds"),
+    }
     if failures:
         return web.Response(status=503, text="\n".join(failures) + "\n", headers=node)
     return web.Response(text="ok\n", headers=node)

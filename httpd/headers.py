@@ -37,6 +37,9 @@ CORS_ALLOW_HEADERS = "Content-Type, Content-Length, Authorization, Range"
 CORS_EXPOSE_HEADERS = "Content-Length, Content-Range, Content-Disposition"
 # On /healthz: which node answered (`mft check` compares it with [node] id).
 NODE_HEADER = "X-MFT-Node"
+# On /healthz: when this HTTP server started (ISO 8601 UTC); `mft check` asks AFT_LOG
+# whether a share report arrived since.
+STARTED_HEADER = "X-MFT-Started"
 CORS_MAX_AGE = "86400"
 # Even an inline image must not load scripts or be framed by another site.
 CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"

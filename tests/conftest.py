@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.prosody",
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
+    "tests.fixtures.postgresql",
     "tests.fixtures.stack",
     "tests.fixtures.ejabberd",
 ]

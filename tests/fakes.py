@@ -30,11 +30,19 @@ class FakeAudit:
     async def ping(self) -> None:
         """Always reachable."""
 
+    async def server_version(self) -> str:
+        """A made-up product."""
+        return "FakeDB 1.0"
+
     async def record(self, rec: AuditRecord) -> None:
         """Rows are not kept."""
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """No upload is ever found."""
+        return None
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """No share is ever found."""
         return None
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:

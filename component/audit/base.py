@@ -15,10 +15,9 @@ from component.errors import AuditUnavailable
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
-# ticket when one is required), GET_GONE (file purged by retention).
-# SHARE: the XMPP server reported the URL sent to someone (DESIGN.md "Recipients for every
-# client"). POST_INFECTED: an upload the malware scan refused (nothing stored; SCAN_RESULT
-# names the signature).
+# ticket when one is required), GET_GONE (file purged by retention). SHARE: the XMPP
+# server reported the file's URL sent to TO_JID (mod_mft_share). POST_INFECTED: an
+# upload the malware scan refused (nothing stored; SCAN_RESULT names the signature).
 Method = Literal[
     "POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE", "POST_INFECTED"
 ]
@@ -213,6 +212,9 @@ class AuditLog(Protocol):
         :raises AuditUnavailable: it does not.
         """
 
+    async def server_version(self) -> str:
+        """The database product and version :meth:`open` reached (for ``mft check``)."""
+
     async def record(self, rec: AuditRecord) -> None:
         """Store one row durably (in the database, or in the spool while it is down).
 
@@ -221,6 +223,12 @@ class AuditLog(Protocol):
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The POST row of ``resource`` (for GET rows after a restart), if known."""
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row of ``resource`` (its recipient for GET rows), if any.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows matching ``q``, oldest first."""

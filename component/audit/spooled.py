@@ -1,6 +1,6 @@
 """An audit log that never loses a row: the database, or the durable spool while it is away.
 
-:class:`SpooledAuditLog` wraps a database back-end (:class:`~component.audit.mysql.MysqlAuditLog`).
+:class:`SpooledAuditLog` wraps a database back-end (MariaDB or PostgreSQL).
 ``record()`` inserts directly while the spool is empty; when the database fails, the row
 goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
 new rows queue behind them, and one background task delivers them in order, in batches,
@@ -70,6 +70,8 @@ class SpooledAuditLog:
         # a query, and still can while the database is away.
         self._recent: OrderedDict[str, AuditRecord] = OrderedDict()
         self._recent_max = recent_uploads
+        # The first SHARE row this process wrote per resource, for GET rows during outages.
+        self._shares: OrderedDict[str, AuditRecord] = OrderedDict()
         self._wake = asyncio.Event()  # rows to deliver
         self._kick = asyncio.Event()  # cut a back-off short (flush, close)
         self._drained = asyncio.Event()
@@ -160,6 +162,10 @@ class SpooledAuditLog:
         """
         await self._inner.ping()
 
+    async def server_version(self) -> str:
+        """The database's product and version."""
+        return await self._inner.server_version()
+
     async def record(self, rec: AuditRecord) -> None:
         """Store ``rec`` in the database, or durably in the spool.
 
@@ -182,6 +188,10 @@ class SpooledAuditLog:
             await self._to_spool(SpoolEntry(rec))
         if rec.method == "POST":
             self._remember(rec)
+        elif rec.method == "SHARE" and rec.filename not in self._shares:
+            self._shares[rec.filename] = rec
+            while len(self._shares) > self._recent_max:
+                self._shares.popitem(last=False)
 
     async def _to_spool(self, entry: SpoolEntry) -> None:
         try:
@@ -266,6 +276,28 @@ class SpooledAuditLog:
         if resource in self._recent:
             return self._recent[resource]
         return await self._inner.find_upload(resource)
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row of ``resource``: from the database, else the spool (rows
+        there are newer than any in the database), else this process's own shares.
+
+        :raises AuditUnavailable: the database did not answer and nothing is known locally.
+        """
+        try:
+            found = await self._inner.find_first_share(resource)
+        except AuditUnavailable:
+            found = self._shares.get(resource)
+            if found is None and not self._spooled_share(resource):
+                raise
+        if found is not None:
+            return found
+        return self._spooled_share(resource)
+
+    def _spooled_share(self, resource: str) -> AuditRecord | None:
+        for entry in self._spool:
+            if entry.record.method == "SHARE" and entry.record.filename == resource:
+                return entry.record
+        return None
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows in the database matching ``q`` (spooled rows appear once delivered).

@@ -57,6 +57,14 @@ def insert_sql(placeholder: str) -> str:
 SELECT_SQL = f"SELECT {', '.join(COLUMNS)} FROM AFT_LOG"
 
 
+def first_share_sql(placeholder: str) -> str:
+    """The oldest SHARE row of one FILENAME (parameter: the resource name)."""
+    return (
+        SELECT_SQL + f" WHERE FILENAME = {placeholder} AND METHOD = 'SHARE'"
+        " ORDER BY AFT_INDEX LIMIT 1"
+    )
+
+
 def count_by_chat_type_sql(placeholder: str) -> str:
     """``SELECT CHAT_TYPE, COUNT(*)`` of POST rows by NODE_ID since DATE_TIME, grouped.
 

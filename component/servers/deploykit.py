@@ -9,12 +9,16 @@ so what the suite runs is what an admin installs.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from string import Template
 
 EXAMPLE_COMPONENT_JID = "upload.example.com"
 EXAMPLE_SECRET = "component-secret"
 EXAMPLE_PORT = 5347
 EXAMPLE_INTERFACE = "127.0.0.1"
+EXAMPLE_DOMAIN = "example.com"
+EXAMPLE_PUBLIC_URL = "https://upload.example.com:5443/"
+EXAMPLE_CHECKOUT = "/opt/xmpp-mft"
 
 PROSODY_TEMPLATE = Template(
     """\
@@ -45,6 +49,27 @@ PROSODY_COMPONENT_TEMPLATE = Template(
     """\
 Component $component_jid
     component_secret = $secret
+"""
+)
+
+# mod_mft_share (deploy/prosody/mod_mft_share.lua) on the VirtualHost: share reports.
+PROSODY_SHARE_TEMPLATE = Template(
+    """\
+-- xmpp-mft: report who each upload URL is sent to (mod_mft_share, Prosody 0.12+).
+--
+-- Save as /etc/prosody/conf.d/mft_share.cfg.lua, then `prosodyctl check config` and
+-- restart Prosody. mft_share_component is the [xmpp] component_jid of mft.toml (a
+-- list of them for a cluster: every node records the URLs of its own uploads);
+-- mft_share_urls the [http] public_url of each node, with a trailing slash.
+-- If your prosody.cfg.lua sets plugin_paths, add the directory there instead; if
+-- the VirtualHost has its own modules_enabled, add "mft_share" to that list.
+Host "*"
+    plugin_paths = { $plugin_path }
+
+VirtualHost $domain
+    modules_enabled = { "mft_share" }
+    mft_share_component = $components
+    mft_share_urls = { $urls }
 """
 )
 
@@ -80,6 +105,29 @@ modules:
 """
 )
 
+# mod_mft_share (deploy/ejabberd/mod_mft_share.erl, built with `make ejabberd-module`).
+EJABBERD_SHARE_TEMPLATE = Template(
+    """\
+# xmpp-mft: report who each upload URL is sent to (mod_mft_share, ejabberd 23.01).
+#
+# Build the module and copy it where ejabberd loads modules from (README,
+# "Recipients for every client"):
+#     make ejabberd-module
+#     install -m 0644 build/ejabberd/mod_mft_share.beam $ebin/
+# Save this file as /etc/ejabberd/mft_share.yml, include it from ejabberd.yml
+#     include_config_file: [/etc/ejabberd/mft.yml, /etc/ejabberd/mft_share.yml]
+# and restart ejabberd. mft_share_component is the [xmpp] component_jid of mft.toml
+# (a list of them for a cluster: every node records the URLs of its own uploads);
+# mft_share_urls the [http] public_url of each node, with a trailing slash.
+
+modules:
+  mod_mft_share:
+    mft_share_component: $components
+    mft_share_urls: $urls
+"""
+)
+EJABBERD_EBIN = "/usr/lib/x86_64-linux-gnu/ejabberd-23.01-1/ebin"
+
 
 def _lua_string(value: str) -> str:
     """A double-quoted Lua string literal."""
@@ -105,6 +153,36 @@ def prosody_component(component_jid: str, secret: str) -> str:
     """One ``Component`` entry (for more components on the same component port)."""
     return PROSODY_COMPONENT_TEMPLATE.substitute(
         component_jid=_lua_string(component_jid), secret=_lua_string(secret)
+    )
+
+
+def prosody_share_snippet(
+    domain: str = EXAMPLE_DOMAIN,
+    components: Sequence[str] = (EXAMPLE_COMPONENT_JID,),
+    urls: Sequence[str] = (EXAMPLE_PUBLIC_URL,),
+    plugin_path: str = f"{EXAMPLE_CHECKOUT}/deploy/prosody",
+) -> str:
+    """The Prosody snippet that loads mod_mft_share on ``domain``'s VirtualHost."""
+    comps = [_lua_string(c) for c in components]
+    return PROSODY_SHARE_TEMPLATE.substitute(
+        domain=_lua_string(domain),
+        components=comps[0] if len(comps) == 1 else "{ " + ", ".join(comps) + " }",
+        urls=", ".join(_lua_string(u) for u in urls),
+        plugin_path=_lua_string(plugin_path),
+    )
+
+
+def ejabberd_share_snippet(
+    components: Sequence[str] = (EXAMPLE_COMPONENT_JID,),
+    urls: Sequence[str] = (EXAMPLE_PUBLIC_URL,),
+    ebin: str = EJABBERD_EBIN,
+) -> str:
+    """The ejabberd snippet (YAML) that loads mod_mft_share."""
+    comps = [json.dumps(c) for c in components]
+    return EJABBERD_SHARE_TEMPLATE.substitute(
+        components=comps[0] if len(comps) == 1 else "[" + ", ".join(comps) + "]",
+        urls="[" + ", ".join(json.dumps(u) for u in urls) + "]",
+        ebin=ebin,
     )
 
 

@@ -91,6 +91,8 @@ class ProsodyInstance:
         secret (e.g. the other nodes of a cluster, each with its own JID).
     :param users: user name -> password, registered with ``prosodyctl`` before start.
     :param tls: make a self-signed certificate so TLS clients can connect as well.
+    :param tls_files: with ``tls``, use this ``(key, certificate)`` pair instead (e.g. one
+        the sandbox's local CA signed).
     :param extra_config: raw config lines appended at the end (e.g. more components).
     :param start_timeout: seconds to wait for the ports to listen.
     """
@@ -106,6 +108,7 @@ class ProsodyInstance:
         extra_components: Mapping[str, str] | None = None,
         users: Mapping[str, str] | None = None,
         tls: bool = False,
+        tls_files: tuple[Path, Path] | None = None,
         extra_config: str | Sequence[str] = (),
         c2s_port: int | None = None,
         component_port: int | None = None,
@@ -120,6 +123,10 @@ class ProsodyInstance:
         self.extra_components: dict[str, str] = dict(extra_components or {})
         self.users: dict[str, str] = dict(users or {})
         self.tls = tls
+        self.tls_key, self.tls_cert = tls_files or (
+            self.directory / "tls.key",
+            self.directory / "tls.crt",
+        )
         self.extra_config = [extra_config] if isinstance(extra_config, str) else list(extra_config)
         self.c2s_port = c2s_port or free_port()
         self.component_port = component_port or free_port()
@@ -275,7 +282,6 @@ class ProsodyInstance:
 
     def render_config(self) -> str:
         """The Prosody config file text."""
-        d = self.directory
         lines = [
             "-- written by xmpp-mft (component/prosody.py); throwaway instance",
             f"run_as_root = {lua(True)}",
@@ -299,8 +305,8 @@ class ProsodyInstance:
         ]
         if self.tls:
             lines.append(
-                f"ssl = {{ key = {lua(str(d / 'tls.key'))}, "
-                f"certificate = {lua(str(d / 'tls.crt'))} }}"
+                f"ssl = {{ key = {lua(str(self.tls_key))}, "
+                f"certificate = {lua(str(self.tls_cert))} }}"
             )
         lines += [
             "",
@@ -325,7 +331,7 @@ class ProsodyInstance:
         openssl = shutil.which("openssl")
         if openssl is None:
             raise ProsodyError("openssl not found: needed for the TLS certificate")
-        key, crt = self.directory / "tls.key", self.directory / "tls.crt"
+        key, crt = self.tls_key, self.tls_cert
         if key.exists() and crt.exists():
             return
         await _run(

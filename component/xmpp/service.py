@@ -15,15 +15,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from slixmpp import JID, Iq
 from slixmpp.componentxmpp import ComponentXMPP
-from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
@@ -32,25 +30,24 @@ from component.config import Config
 from component.errors import (
     AuditUnavailable,
     FileTooLarge,
-    InvalidRequest,
     QuotaExceeded,
     UploadError,
 )
 from component.layout import DirectoryAllocator, SlotPath, new_resource
 from component.metrics import Metrics
-from component.tokens import DownloadTicket, UploadGrant
-from component.xmpp.chattype import ChatTypeResolver, DiscoInfo, DiscoUnavailable
+from component.tokens import UploadGrant
+from component.xmpp.chattype import ChatTypeResolver
+from component.xmpp.disco import SlixDisco, publish_disco
 from component.xmpp.policy import (
-    SlotLedger,
-    Usage,
     check_quota,
     check_slot_request,
-    combine_usage,
-    day_start,
     hour_start,
     quotas_enabled,
 )
-from component.xmpp.stanza import NS, NS_LEGACY, parse_slot_request, register_stanzas
+from component.xmpp.quota import QuotaGate
+from component.xmpp.shares import ShareRecorder
+from component.xmpp.stanza import NS_LEGACY, parse_slot_request, register_stanzas
+from component.xmpp.urls import personal_url
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +69,6 @@ def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
-class _SharedLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
 async def _first_of(*events: asyncio.Event) -> None:
     """Wait until one of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -86,36 +77,6 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for w in waiters:
             w.cancel()
-
-
-class _SlixDisco:
-    """:class:`chattype.Disco` over the component's own stream."""
-
-    def __init__(self, xmpp: ComponentXMPP, timeout: float) -> None:
-        self._xmpp = xmpp
-        self._timeout = timeout
-
-    async def info(self, jid: str) -> DiscoInfo:
-        try:
-            iq = await self._xmpp.plugin["xep_0030"].get_info(
-                jid=JID(jid), ifrom=self._xmpp.boundjid, timeout=self._timeout, local=False
-            )
-        except (IqError, IqTimeout) as exc:
-            raise DiscoUnavailable(f"disco#info {jid}") from exc
-        info = iq["disco_info"]
-        return DiscoInfo(
-            identities=frozenset((i[0], i[1]) for i in info["identities"]),
-            features=frozenset(info["features"]),
-        )
-
-    async def items(self, jid: str) -> list[str]:
-        try:
-            iq = await self._xmpp.plugin["xep_0030"].get_items(
-                jid=JID(jid), ifrom=self._xmpp.boundjid, timeout=self._timeout
-            )
-        except (IqError, IqTimeout) as exc:
-            raise DiscoUnavailable(f"disco#items {jid}") from exc
-        return [str(item[0]) for item in iq["disco_items"]["items"]]
 
 
 class UploadComponent(ComponentXMPP):
@@ -137,10 +98,9 @@ class UploadComponent(ComponentXMPP):
         for plugin in ("xep_0030", "xep_0004", "xep_0128"):
             self.register_plugin(plugin)
         self._allocator = DirectoryAllocator(cfg.repository.files_per_directory)
-        self._ledger = SlotLedger()
-        self._quota_locks: dict[str, _SharedLock] = {}
+        self.quota = QuotaGate(cfg, audit)
         self.chat_types = ChatTypeResolver(
-            _SlixDisco(self, cfg.xmpp.disco_timeout),
+            SlixDisco(self, cfg.xmpp.disco_timeout),
             cfg.xmpp.server_domain,
             cfg.xmpp.muc_domains,
             timeout=cfg.xmpp.disco_timeout,
@@ -161,9 +121,12 @@ class UploadComponent(ComponentXMPP):
                 self.on_download_request,  # type: ignore[arg-type]
             )
         )
+        # <shared> reports from the XMPP server's mod_mft_share: SHARE rows.
+        self.shares = ShareRecorder(cfg, audit, metrics, self.chat_types.classify)
+        self.shares.attach(self)
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("stream_error", self._on_stream_error)
-        self._publish_disco()
+        publish_disco(self, cfg)
 
     # -- disco -----------------------------------------------------------------------
 
@@ -171,29 +134,6 @@ class UploadComponent(ComponentXMPP):
         log.info(
             "component %s connected to %s:%d", self.boundjid, self.cfg.xmpp.host, self.cfg.xmpp.port
         )
-
-    def _publish_disco(self) -> None:
-        """identity ``store/file``, both upload features and their max-file-size forms.
-
-        Published once: the static disco data outlives reconnections (and slixmpp 1.17's
-        ``del_extended_info`` does not remove forms, so re-publishing would duplicate them).
-        The static handlers are synchronous; their futures are already done.
-
-        .. note:: go-sendxmpp reads ``max-file-size`` only when ``FORM_TYPE`` comes first.
-        """
-        disco = self.plugin["xep_0030"]
-        jid = self.boundjid
-        disco.add_identity(category="store", itype="file", name="HTTP File Upload", jid=jid)
-        if self.cfg.upload.mode == "disabled":
-            return  # hide the feature: clients then do not offer uploads at all
-        forms = []
-        for ns in (NS, NS_LEGACY):
-            disco.add_feature(ns, jid=jid)
-            form = self.plugin["xep_0004"].make_form(ftype="result")  # type: ignore[no-untyped-call]
-            form.add_field(var="FORM_TYPE", ftype="hidden", value=ns)
-            form.add_field(var="max-file-size", value=str(self.cfg.upload.max_file_size))
-            forms.append(form)
-        self.plugin["xep_0128"].add_extended_info(jid=jid, data=forms)
 
     def _on_stream_error(self, error: Any) -> None:
         log.warning(
@@ -229,9 +169,9 @@ class UploadComponent(ComponentXMPP):
         resource = new_resource()
         expires = int(time.time()) + self.cfg.upload.slot_lifetime
         if quotas_enabled(self.cfg):
-            async with self._quota_lock(requester):
-                check_quota(self.cfg, size, await self._usage(requester, now), now)
-                self._ledger.add(requester, resource, size, expires)
+            async with self.quota.lock(requester):
+                check_quota(self.cfg, size, await self.quota.usage(requester, now), now)
+                self.quota.ledger.add(requester, resource, size, expires)
         date, hour = self._allocator.allocate(target.chat_type, now)
         path = SlotPath(self.cfg.node.id, target.chat_type, date, hour, resource, req.filename)
         grant = UploadGrant(
@@ -296,46 +236,6 @@ class UploadComponent(ComponentXMPP):
                 ", ".join(f"{ct} {n}" for ct, n in sorted(counts.items())),
             )
 
-    @contextlib.asynccontextmanager
-    async def _quota_lock(self, jid: str) -> AsyncIterator[None]:
-        """Serialise one user's quota check and ledger update.
-
-        Concurrent requests must not all pass on the same usage count. The lock lives
-        while anyone holds or waits for it (reference count), so memory stays bounded.
-        """
-        entry = self._quota_locks.setdefault(jid, _SharedLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._quota_locks[jid]
-
-    async def _usage(self, jid: str, now: datetime) -> Usage:
-        """Uploads in AFT_LOG in the quota windows plus this process's pending slots.
-
-        When AFT_LOG cannot answer, only the pending slots count (an audit outage must
-        not stop transfers); that is logged.
-        """
-        pending = self._ledger.pending(jid)
-        files = nbytes = 0
-        try:
-            async with asyncio.timeout(self.cfg.database.connect_timeout):
-                if self.cfg.upload.files_per_hour:
-                    files, _ = await self.audit.count_uploads(jid, hour_start(now))
-                if self.cfg.upload.daily_bytes:
-                    _, nbytes = await self.audit.count_uploads(jid, day_start(now))
-                uploaded = [p.resource for p in pending if await self.audit.find_upload(p.resource)]
-        except (AuditUnavailable, TimeoutError):
-            log.warning("AFT_LOG unavailable: quota of %s counts pending slots only", jid)
-            return combine_usage(0, 0, pending)
-        if uploaded:
-            self._ledger.settle(jid, uploaded)
-            pending = [p for p in pending if p.resource not in uploaded]
-        return combine_usage(files, nbytes, pending)
-
     # -- download tickets ------------------------------------------------------------
 
     async def on_download_request(self, iq: Iq) -> None:
@@ -355,47 +255,11 @@ class UploadComponent(ComponentXMPP):
             self._reply_error(iq, UploadError())
 
     def personal_url(self, url: str, jid: str) -> str:
-        """``url`` (a GET URL of ours) with a signed ticket naming bare ``jid``.
+        """``url`` (a GET URL of this cluster) with a signed ticket naming bare ``jid``.
 
-        URLs of the nodes in ``[cluster]`` are accepted too: tickets are signed with the
-        shared ``[http] secret`` and any node verifies them.
-
-        :raises InvalidRequest: not a GET URL under our public URL (or a cluster node's).
+        :raises InvalidRequest: not a GET URL of this cluster.
         """
-        parts = urlsplit(url.strip())
-        path = self._parse_get_path(parts.scheme, parts.netloc, parts.path)
-        ticket = DownloadTicket(
-            path=path, jid=jid, expires=int(time.time()) + self.cfg.download.ticket_lifetime
-        )
-        base = urlsplit(self._bases()[path.node])
-        return urlunsplit(
-            (
-                base.scheme,
-                base.netloc,
-                f"{base.path}/{path.url_path}",
-                urlencode(ticket.query(self.cfg.http.secret)),
-                parts.fragment,
-            )
-        )
-
-    def _bases(self) -> dict[str, str]:
-        """Node id -> public base URL (without trailing slash), ours included."""
-        nodes = {**self.cfg.cluster.nodes, self.cfg.node.id: self.cfg.http.public_url}
-        return {node: url.rstrip("/") for node, url in nodes.items()}
-
-    def _parse_get_path(self, scheme: str, netloc: str, path: str) -> SlotPath:
-        for node, base_url in self._bases().items():
-            base = urlsplit(base_url)
-            prefix = f"{base.path}/{node}/"
-            if (scheme.lower(), netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
-                continue
-            if not path.startswith(prefix):
-                continue
-            segments = path[len(base.path) + 1 :].split("/")
-            if len(segments) != 6:
-                break
-            return SlotPath.parse(*(unquote(s) for s in segments))
-        raise InvalidRequest("Not a download URL of this service")
+        return personal_url(self.cfg, url, jid)
 
     # -- errors and notifications ----------------------------------------------------
 

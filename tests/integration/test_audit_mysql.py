@@ -28,7 +28,7 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
-from tests.unit.test_audit_sql import check_count_by_chat_type
+from tests.unit.test_audit_sql import check_count_by_chat_type, check_first_share
 from tests.unit.test_audit_v2 import check_holds_and_marks
 from tests.unit.test_spool import rec
 
@@ -197,6 +197,11 @@ async def test_query_filters_and_counts(mysql_log: MysqlAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(mysql_log: MysqlAuditLog) -> None:
     """MariaDB counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(mysql_log)
+
+
+async def test_finds_the_first_share(mysql_log: MysqlAuditLog) -> None:
+    """MariaDB returns the oldest SHARE row of a resource."""
+    await check_first_share(mysql_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, mariadb: MariaDB) -> None:

@@ -1,4 +1,4 @@
-"""``mft log`` as a user runs it (``python -m component log -c FILE``), on SQLite and MariaDB."""
+"""``mft log`` as a user runs it (``python -m component log -c FILE``) on each back-end."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ def toml_config(path: Path, database_url: str) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
+@pytest.fixture(params=["sqlite", "mysql", "postgresql"])
 async def config_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """An mft.toml on each back-end, its AFT_LOG holding four rows."""
     if request.param == "mysql":
         url = request.getfixturevalue("mariadb_url")
+    elif request.param == "postgresql":
+        url = request.getfixturevalue("postgresql_url")
     else:
         url = f"sqlite:///{tmp_path}/aft_log.sqlite3"
     path = toml_config(tmp_path / "mft.toml", url)

@@ -90,6 +90,7 @@ async def test_alarm_message_and_check_of_running_service(
             "repository space": "WARN",  # below the (absurd) alarm threshold
             "xmpp router": "OK",
             "http public url": "OK",
+            "share reports": "WARN",  # none yet: the hint says how to enable them
         }, out
         assert code == 0
         assert "component already connected (service running)" in out

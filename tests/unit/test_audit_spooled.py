@@ -71,6 +71,10 @@ class FakeDatabase:
         self._check()
         return next((r for r in reversed(self.rows) if r.filename == resource), None)
 
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        self._check()
+        return next((r for r in self.rows if r.filename == resource and r.method == "SHARE"), None)
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         self._check()
         return list(self.rows)
@@ -198,6 +202,25 @@ async def test_find_upload_sees_spooled_and_recent_rows(
     assert await audit.find_upload("res1") == rec(1)  # written before the outage
     with pytest.raises(AuditUnavailable):
         await audit.find_upload("unknown")
+
+
+async def test_first_share_from_database_spool_or_memory(
+    audit: SpooledAuditLog, db: FakeDatabase
+) -> None:
+    """The oldest SHARE row: the database's first, else the spool's, else this process's."""
+    first = replace(rec(1, method="SHARE"), to_jid="room@conference.example.test")
+    await audit.record(first)
+    await audit.record(replace(rec(1, method="SHARE"), to_jid="carol@example.test"))
+    assert await audit.find_first_share("res1") == first
+    db.writable = False
+    spooled = replace(rec(2, method="SHARE"), to_jid="dave@example.test")
+    await audit.record(spooled)
+    assert await audit.find_first_share("res2") == spooled  # only in the spool
+    db.up = False
+    assert await audit.find_first_share("res1") == first  # remembered from record()
+    assert await audit.find_first_share("res2") == spooled
+    with pytest.raises(AuditUnavailable):
+        await audit.find_first_share("unknown")
 
 
 async def test_counts_include_spooled_rows(audit: SpooledAuditLog, db: FakeDatabase) -> None:

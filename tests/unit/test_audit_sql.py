@@ -125,6 +125,34 @@ async def check_count_by_chat_type(audit: AuditLog) -> None:
     assert await audit.count_by_chat_type(HOUR + timedelta(hours=1), "node_1") == {}
 
 
+async def check_first_share(audit: AuditLog) -> None:
+    """The oldest SHARE row of a resource comes back; other methods and files do not."""
+    share = rollover_rows()[0]
+    rows = [
+        replace(share, method="POST", to_jid=""),
+        replace(share, method="GET", to_jid="x@example.test"),
+        replace(share, method="SHARE", to_jid="room@conference.example.test"),
+        replace(share, method="SHARE", to_jid="carol@example.test"),
+        replace(share, method="SHARE", filename="other-resource", to_jid="y@example.test"),
+    ]
+    for row in rows:
+        await audit.record(row)
+    first = await audit.find_first_share(share.filename)
+    assert first is not None
+    assert (first.method, first.to_jid) == ("SHARE", "room@conference.example.test")
+    assert await audit.find_first_share("never-shared") is None
+
+
+async def test_sqlite_finds_the_first_share(config_factory: ConfigFactory) -> None:
+    """SQLite returns the oldest SHARE row of a resource."""
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await check_first_share(audit)
+    finally:
+        await audit.close()
+
+
 async def test_sqlite_counts_uploads_per_chat_type(config_factory: ConfigFactory) -> None:
     """SQLite counts this node's POST rows since the hour began, per chat type."""
     audit = SqliteAuditLog(config_factory())

@@ -33,7 +33,7 @@ def test_defaults_fill_optional_sections(config_factory: ConfigFactory) -> None:
         ("node", {"id": "node 1/.."}, "[node] id"),
         ("http", {"public_url": "ftp://x"}, "[http] public_url"),
         ("repository", {"url": "sftp://host/path"}, "sftp://user@host:port/path"),
-        ("database", {"url": "postgres://x"}, "[database] url"),
+        ("database", {"url": "oracle://x"}, "[database] url"),
         ("xmpp", {"muc_domains": "conference.example.com"}, "expected a list of strings"),
         ("http", {"trusted_proxies": ["nginx.local"]}, "[http] trusted_proxies: 'nginx.local'"),
         ("http", {"trusted_proxies": ["10.0.0.0/33"]}, "not an IP address or network"),

@@ -130,7 +130,6 @@ def test_httpd_uses_the_xmpp_service_only_in_composition_roots() -> None:
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason="service, check and sftp are being split")
 def test_rooms_stay_small() -> None:
     """No package holds more than 12 modules and no module passes 500 lines."""
     per_package: dict[Path, int] = {}

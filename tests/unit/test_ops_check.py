@@ -9,12 +9,12 @@ from aiohttp import web
 
 from httpd.ops.check import (
     CheckResult,
-    _check_space,
     check_database,
     check_http,
     check_repository,
     check_xmpp,
 )
+from httpd.ops.check.repository import _check_space
 from httpd.repository import DiskUsage, FileRepository
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory

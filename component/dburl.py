@@ -1,0 +1,75 @@
+"""Database URLs that need more than a scheme check: ``postgresql://`` as libpq spells it.
+
+:mod:`component.config` calls :func:`parse_postgres_url` when the file is loaded, so a
+bad option is reported at start by name; the back-end reads the same
+:class:`PostgresTarget` and never parses the URL itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from component.errors import ConfigError
+
+# libpq's sslmode values; verify-ca/verify-full check the server's certificate.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_PG_OPTIONS = ("host", "sslmode", "sslrootcert")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresTarget:
+    """Where and as whom to connect, from a ``postgresql://`` URL (percent-decoded)."""
+
+    database: str
+    user: str = ""
+    password: str = field(default="", repr=False)
+    host: str = "localhost"  # a directory (starting with /) means a Unix socket there
+    port: int = 5432
+    sslmode: str = "prefer"
+    sslrootcert: str = ""
+
+    @property
+    def unix_socket(self) -> bool:
+        """Whether ``host`` is a socket directory rather than a host name."""
+        return self.host.startswith("/")
+
+
+def parse_postgres_url(url: str) -> PostgresTarget:
+    """``postgresql://user:pw@host:port/db[?host=/run/postgresql][&sslmode=..][&sslrootcert=..]``.
+
+    ``postgres://`` is the same; options are spelled as libpq spells them.
+
+    :raises ConfigError: no database name, a bad port, an unknown option or sslmode.
+    """
+    parts = urlsplit(url)
+    where = "[database] url"
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad port ({exc})") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(f"{where}: give the database name, postgresql://user:pw@host/db")
+    options: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if name not in _PG_OPTIONS:
+            raise ConfigError(f"{where}: unknown option {name!r} (known: {', '.join(_PG_OPTIONS)})")
+        options[name] = values[-1]
+    sslmode = options.get("sslmode", "prefer")
+    if sslmode not in SSL_MODES:
+        raise ConfigError(f"{where}: sslmode {sslmode!r}: use one of {', '.join(SSL_MODES)}")
+    socket_dir = options.get("host", "")
+    if socket_dir and not socket_dir.startswith("/"):
+        raise ConfigError(f"{where}: host= is a socket directory such as /run/postgresql")
+    if options.get("sslrootcert") and sslmode in ("disable", "allow", "prefer"):
+        raise ConfigError(f"{where}: sslrootcert needs sslmode=require, verify-ca or verify-full")
+    return PostgresTarget(
+        database=database,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        host=socket_dir or parts.hostname or "localhost",
+        port=port,
+        sslmode=sslmode,
+        sslrootcert=options.get("sslrootcert", ""),
+    )

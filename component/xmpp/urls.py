@@ -1,0 +1,61 @@
+"""GET URLs of this cluster: which slot a URL names, and a user's personal download URL."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+
+from component.config import Config
+from component.errors import InvalidRequest
+from component.layout import SlotPath
+from component.tokens import DownloadTicket
+
+
+def personal_url(cfg: Config, url: str, jid: str) -> str:
+    """``url`` (a GET URL of ours) with a signed ticket naming bare ``jid``.
+
+    URLs of the nodes in ``[cluster]`` are accepted too: tickets are signed with the
+    shared ``[http] secret`` and any node verifies them.
+
+    :raises InvalidRequest: not a GET URL under our public URL (or a cluster node's).
+    """
+    parts = urlsplit(url.strip())
+    path = parse_get_url(cfg, parts.scheme, parts.netloc, parts.path)
+    ticket = DownloadTicket(
+        path=path, jid=jid, expires=int(time.time()) + cfg.download.ticket_lifetime
+    )
+    base = urlsplit(node_bases(cfg)[path.node])
+    return urlunsplit(
+        (
+            base.scheme,
+            base.netloc,
+            f"{base.path}/{path.url_path}",
+            urlencode(ticket.query(cfg.http.secret)),
+            parts.fragment,
+        )
+    )
+
+
+def node_bases(cfg: Config) -> dict[str, str]:
+    """Node id -> public base URL (without trailing slash), ours included."""
+    nodes = {**cfg.cluster.nodes, cfg.node.id: cfg.http.public_url}
+    return {node: url.rstrip("/") for node, url in nodes.items()}
+
+
+def parse_get_url(cfg: Config, scheme: str, netloc: str, path: str) -> SlotPath:
+    """The slot a GET URL of this cluster names.
+
+    :raises InvalidRequest: not a GET URL under our public URL or a cluster node's.
+    """
+    for node, base_url in node_bases(cfg).items():
+        base = urlsplit(base_url)
+        prefix = f"{base.path}/{node}/"
+        if (scheme.lower(), netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+            continue
+        if not path.startswith(prefix):
+            continue
+        segments = path[len(base.path) + 1 :].split("/")
+        if len(segments) != 6:
+            break
+        return SlotPath.parse(*(unquote(s) for s in segments))
+    raise InvalidRequest("Not a download URL of this service")

@@ -1,0 +1,518 @@
+"""AFT_LOG on a real PostgreSQL 15: schema, rows, TLS, outages, crashes, exactly-once delivery.
+
+The server runs in a non-UTC zone (Asia/Kolkata): the raw connections below see what a
+compliance tool written for Cisco's AFT_LOG sees, without setting any zone themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from component.audit import AuditQuery, AuditRecord, open_audit_log
+from component.audit.base import Hold
+from component.audit.pgschema import MIGRATIONS, VERSION_TABLE, schema_script
+from component.audit.postgresql import PostgresAuditLog
+from component.audit.spool import SpoolEntry, SpoolFile
+from component.audit.spooled import SpooledAuditLog
+from component.config import Config
+from component.errors import AuditUnavailable
+from component.metrics import Metrics
+from tests.fixtures.config import ConfigFactory
+from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
+from tests.unit.test_audit_sql import check_count_by_chat_type
+from tests.unit.test_audit_v2 import check_holds_and_marks
+from tests.unit.test_spool import rec
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SINCE_EVER = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def cfg(config_factory: ConfigFactory, postgresql_url: str) -> Config:
+    """A config whose [database] is this test's own PostgreSQL database."""
+    return config_factory(database={"url": postgresql_url, "connect_timeout": 3.0})
+
+
+@pytest.fixture
+async def pg_log(cfg: Config) -> AsyncIterator[PostgresAuditLog]:
+    """An opened PostgresAuditLog (no spool)."""
+    log = PostgresAuditLog(cfg)
+    await log.open()
+    yield log
+    await log.close()
+
+
+async def superuser(db: PostgreSQL, cfg: Config) -> Any:
+    """A superuser connection to this test's database, in the server's own (non-UTC) zone."""
+    return await asyncpg.connect(db.superuser_dsn(cfg.database.postgres.database))
+
+
+@pytest.fixture
+async def sql(postgresql: PostgreSQL, cfg: Config) -> AsyncIterator[Any]:
+    """A raw connection for looking behind the interface (reconnected by the outage tests)."""
+    conn = await superuser(postgresql, cfg)
+    yield conn
+    await conn.close()
+
+
+async def stored_filenames(conn: Any) -> list[str]:
+    """FILENAME of every AFT_LOG row in AFT_INDEX order."""
+    return [r[0] for r in await conn.fetch("SELECT filename FROM aft_log ORDER BY aft_index")]
+
+
+async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql: Any) -> None:
+    """aft_log: lower-case DESIGN columns, sizes, bigint key from a sequence, timestamp."""
+    rows = await sql.fetch(
+        "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'aft_log' ORDER BY ordinal_position"
+    )
+    columns = {r[0]: tuple(r[1:]) for r in rows}
+    assert list(columns) == [
+        "aft_index", "jid", "to_jid", "method", "filename", "real_filename", "file_type",
+        "chat_type", "file_server", "file_size", "date_time", "node_id", "client_ip",
+        "file_sha256", "scan_result",
+    ]  # fmt: skip
+    assert columns["aft_index"][0] == "bigint"
+    assert columns["aft_index"][3] == "nextval('aft_log_aft_index_seq'::regclass)"
+    sizes = {name: length for name, (kind, length, *_rest) in columns.items() if kind != "bigint"}
+    assert sizes == {
+        "jid": 3071, "to_jid": 3071, "method": 63, "filename": 511, "real_filename": 511,
+        "file_type": 10, "chat_type": 10, "file_server": 511, "date_time": None,
+        "node_id": 128, "client_ip": 64, "file_sha256": 64, "scan_result": 255,
+    }  # fmt: skip
+    assert {c[0] for n, c in columns.items() if n not in ("date_time",)} <= {
+        "bigint",
+        "character varying",
+    }
+    assert columns["date_time"][0] == "timestamp without time zone"
+    assert columns["file_size"][0] == "bigint"
+    assert all(c[2] == "NO" for c in columns.values())
+    key = await sql.fetch(
+        "SELECT kcu.column_name FROM information_schema.table_constraints tc"
+        " JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name)"
+        " WHERE tc.table_name = 'aft_log' AND tc.constraint_type = 'PRIMARY KEY'"
+    )
+    assert [r[0] for r in key] == ["aft_index"]
+    indexes = {
+        r[0]: r[1]
+        for r in await sql.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'aft_log'"
+        )
+    }
+    assert {"aft_log_jid", "aft_log_to_jid", "aft_log_date", "aft_log_filename"} <= set(indexes)
+    assert "split_part((jid)::text, '/'::text, 1)" in indexes["aft_log_jid"]
+    assert [
+        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    ] == [1, 2]
+
+
+async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
+    cfg: Config, sql: Any, postgresql: PostgreSQL
+) -> None:
+    """Tables made with psql from deploy/sql are adopted; opening twice migrates once."""
+    script = ROOT / "deploy" / "sql" / "aft_log_postgresql.sql"
+    assert script.read_text() == schema_script()
+    database = cfg.database.postgres.database
+    await sql.execute(f"SET ROLE {postgresql.user}")  # the tables belong to the app's role
+    await sql.execute(schema_script())
+    await sql.execute("RESET ROLE")
+    for _ in range(2):
+        log = PostgresAuditLog(cfg)
+        await log.open()
+        await log.record(rec(1))
+        await log.close()
+    assert [
+        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    ] == [1, 2]
+    assert await stored_filenames(sql) == ["res1", "res1"]
+    assert database in postgresql.psql("SELECT current_database()", database=database)
+
+
+async def test_concurrent_opens_migrate_once(cfg: Config, sql: Any) -> None:
+    """Four processes' worth of opens at once: the advisory lock lets one create the tables."""
+    logs = [PostgresAuditLog(cfg) for _ in range(4)]
+    await asyncio.gather(*(log.open() for log in logs))
+    for log in logs:
+        await log.close()
+    assert [
+        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    ] == [1, 2]
+
+
+async def test_rows_round_trip_in_utc_on_a_non_utc_server(
+    pg_log: PostgresAuditLog, sql: Any
+) -> None:
+    """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
+    assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    cest = timezone(timedelta(hours=2))
+    long_jid = "u" * 3100 + "@example.test"
+    original = replace(
+        rec(1),
+        jid=long_jid,
+        to_jid="t" * 3071,  # a recipient as long as the column: its index takes a prefix
+        real_filename="Zürich 🎉 report.pdf",
+        date_time=datetime(2024, 5, 1, 14, 30, 0, 250000, tzinfo=cest),
+    )
+    await pg_log.record(original)
+    await pg_log.record(rec(2, method="GET_INCOMPLETE"))
+    rows = await pg_log.query(AuditQuery())
+    assert [r.index for r in rows] == [1, 2]
+    assert replace(rows[0], index=None) == original.clipped()
+    assert len(rows[0].jid) == 3071
+    assert rows[0].date_time == datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=UTC)
+    assert rows[1].method == "GET_INCOMPLETE"
+    # What another tool reads, in the server's zone: the UTC wall clock, unshifted.
+    stored = await sql.fetchval("SELECT date_time FROM aft_log WHERE aft_index = 1")
+    assert stored == datetime(2024, 5, 1, 12, 30, 0, 250000)
+    # A row another tool inserts without DATE_TIME gets the UTC time too.
+    default = await sql.fetchval(
+        "INSERT INTO aft_log (method, filename) VALUES ('POST', 'x') RETURNING date_time"
+    )
+    assert abs(default - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=5)
+
+
+async def test_find_upload_returns_the_post_row(pg_log: PostgresAuditLog) -> None:
+    """The newest POST row of a resource; GET rows and case-variants of the name do not count."""
+    await pg_log.record(rec(1))
+    await pg_log.record(replace(rec(1), method="GET", jid="bob@example.test"))
+    found = await pg_log.find_upload("res1")
+    assert found is not None and found.method == "POST" and found.to_jid == "bob@example.test"
+    assert await pg_log.find_upload("RES1") is None
+    assert await pg_log.find_upload("nope") is None
+
+
+async def test_query_filters_and_counts(pg_log: PostgresAuditLog) -> None:
+    """Filters by bare JID (any case), recipient, method, chat type, dates, limit; counts."""
+    rows = [
+        rec(1),
+        replace(rec(2), jid="Alice@Example.test", chat_type="groupchat", to_jid="room@conf.test"),
+        replace(rec(3), method="GET", jid="bob@example.test/pc"),
+        replace(rec(4), jid="alicex@example.test/r"),
+        replace(rec(5), jid="alice@example.test.evil/r", method="GET_GONE"),
+    ]
+    for r in rows:
+        await pg_log.record(r)
+
+    async def names(**kw: object) -> list[str]:
+        return [r.filename for r in await pg_log.query(AuditQuery(**kw))]  # type: ignore[arg-type]
+
+    assert await names(jid="Alice@example.test/other") == ["res1", "res2"]
+    assert await names(to_jid="room@conf.test") == ["res2"]
+    assert await names(method="GET") == ["res3"]
+    assert await names(method="GET_GONE") == ["res5"]
+    assert await names(chat_type="groupchat") == ["res2"]
+    t2 = rows[1].date_time
+    assert await names(since=t2) == ["res2", "res3", "res4", "res5"]
+    assert await names(since=t2, until=t2 + timedelta(seconds=1)) == ["res2"]
+    assert await names(limit=2) == ["res1", "res2"]
+    assert await pg_log.count_uploads("alice@example.test", SINCE_EVER) == (2, 1001 + 1002)
+    assert await pg_log.count_uploads("alice@example.test", t2) == (1, 1002)
+    assert await pg_log.count_uploads("carol@example.test", SINCE_EVER) == (0, 0)
+
+
+async def test_counts_uploads_per_chat_type(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL counts this node's POST rows since the hour began, per chat type."""
+    await check_count_by_chat_type(pg_log)
+
+
+async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:
+    """``?host=/dir`` connects through the Unix socket in that directory."""
+    name = postgresql.create_database()
+    try:
+        cfg = config_factory(database={"url": postgresql.url(name, unix_socket=True)})
+        assert cfg.database.postgres.unix_socket
+        log = PostgresAuditLog(cfg)
+        await log.open()
+        await log.record(rec(1))
+        assert [r.filename for r in await log.query(AuditQuery())] == ["res1"]
+        await log.close()
+        out = postgresql.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE client_addr IS NULL"
+            " AND application_name = 'xmpp-mft'",
+            database=name,
+        )
+        assert out.strip() == "0"  # closed again
+    finally:
+        postgresql.drop_database(name)
+
+
+@pytest.mark.parametrize("mode", ["require", "verify-full"])
+async def test_tls_connections(
+    config_factory: ConfigFactory, postgresql: PostgreSQL, postgresql_url: str, mode: str
+) -> None:
+    """sslmode=require and verify-full (against the server's CA) encrypt every session."""
+    query = f"sslmode={mode}" + (f"&sslrootcert={postgresql.cert}" if mode == "verify-full" else "")
+    cfg = config_factory(database={"url": f"{postgresql_url}?{query}"})
+    log = PostgresAuditLog(cfg)
+    await log.open()
+    try:
+        await log.record(rec(1))
+        async with log._connection() as conn:
+            assert await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    finally:
+        await log.close()
+
+
+async def test_tls_with_the_wrong_root_certificate_is_refused(
+    config_factory: ConfigFactory, postgresql_url: str, tmp_path: Path
+) -> None:
+    """verify-full with another CA: start-up fails naming the certificate problem."""
+    other = tmp_path / "other-ca.pem"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=other", "-keyout", str(tmp_path / "k"),
+         "-out", str(other)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    url = f"{postgresql_url}?sslmode=verify-full&sslrootcert={other}"
+    with pytest.raises(AuditUnavailable, match=r"TLS certificate of 127\.0\.0\.1:\d+ not accepted"):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
+
+
+async def test_bad_password_and_unreachable_server_fail_open(
+    config_factory: ConfigFactory, postgresql: PostgreSQL, postgresql_url: str
+) -> None:
+    """Start-up fails with AuditUnavailable naming the safe URL and the reason, never the
+    password; a log that never opened closes cleanly."""
+    bad_pw = postgresql_url.replace("p%40ss", "wrong", 1)
+    cfg = config_factory(database={"url": bad_pw})
+    with pytest.raises(AuditUnavailable, match=r"postgresql://mft:\*\*\*@") as info:
+        await open_audit_log(cfg, Metrics()).open()
+    assert "wrong" not in info.value.text
+    assert 'password authentication failed for user "mft" (28P01)' in info.value.text
+    port = urlsplit(postgresql_url).port
+    postgresql.stop()
+    cfg = config_factory(database={"url": postgresql_url, "connect_timeout": 3.0})
+    log = open_audit_log(cfg, Metrics())
+    with pytest.raises(AuditUnavailable, match=f"connection refused by 127.0.0.1:{port}"):
+        await log.open()
+    assert isinstance(log, SpooledAuditLog)
+    await log.close()
+
+
+async def test_outage_during_20_records(
+    cfg: Config, postgresql: PostgreSQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Database stopped during 20 record() calls, then restarted: 20 rows, once, in order."""
+    caplog.set_level(logging.INFO)
+    metrics = Metrics()
+    log = open_audit_log(cfg, metrics)
+    assert isinstance(log, SpooledAuditLog)
+    await log.open()
+    try:
+        for i in range(20):
+            if i == 6:
+                await asyncio.to_thread(postgresql.stop)
+            if i == 13:
+                assert metrics.value("spool_rows") == 7
+                await asyncio.to_thread(postgresql.start)
+            await log.record(rec(i))
+        async with asyncio.timeout(60):
+            await log.flush()
+        assert metrics.value("spool_rows") == 0
+    finally:
+        await log.close()
+    conn = await superuser(postgresql, cfg)  # the server restarted: a fresh connection
+    try:
+        assert await stored_filenames(conn) == [f"res{i}" for i in range(20)]
+        assert await conn.fetchval("SELECT count(*) FROM aft_spool_delivered") >= 7
+    finally:
+        await conn.close()
+    text = caplog.text
+    assert "spooling rows" in text and "spool drained" in text
+    assert cfg.spool_path.stat().st_size == 0
+
+
+async def test_killed_process_rows_delivered_once_after_restart(
+    cfg: Config, postgresql: PostgreSQL
+) -> None:
+    """Service SIGKILLed with rows spooled; a fresh instance delivers each row exactly once."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.spool_child", cfg.database.url,
+        str(cfg.spool_path), "12",
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            assert await child.stdout.readline() == b"open\n"
+            await asyncio.to_thread(postgresql.stop)
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+            assert await child.stdout.readline() == b"spooled 12\n"
+            child.send_signal(signal.SIGKILL)
+            assert await child.wait() == -signal.SIGKILL
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    assert len(cfg.spool_path.read_bytes().splitlines()) == 12
+    await asyncio.to_thread(postgresql.start)
+    for _ in range(2):  # a second start finds nothing left to deliver
+        log = open_audit_log(cfg, Metrics())
+        await log.open()
+        try:
+            assert isinstance(log, SpooledAuditLog)
+            async with asyncio.timeout(60):
+                await log.flush()
+            rows = await log.query(AuditQuery())
+        finally:
+            await log.close()
+        assert [r.filename for r in rows] == [f"res{i}" for i in range(12)]
+
+
+async def test_crash_after_commit_before_spool_update(
+    cfg: Config, pg_log: PostgresAuditLog, sql: Any
+) -> None:
+    """Rows already committed from the spool (spool not updated) are not inserted again."""
+    spool = SpoolFile(cfg.spool_path)
+    await spool.open()
+    entries = [SpoolEntry(rec(i)) for i in range(6)]
+    for e in entries:
+        await spool.append(e)
+    await spool.close()
+    await pg_log.deliver(entries[:4])  # committed; then the "process died"
+    log = SpooledAuditLog(PostgresAuditLog(cfg), cfg.spool_path, Metrics())
+    await log.open()
+    async with asyncio.timeout(30):
+        await log.flush()
+    await log.close()
+    assert await stored_filenames(sql) == [f"res{i}" for i in range(6)]
+
+
+async def test_commit_in_doubt_is_checked_by_index(pg_log: PostgresAuditLog, sql: Any) -> None:
+    """A spooled row whose direct COMMIT did land (same index and row) is skipped."""
+    landed: AuditRecord = rec(1)
+    await pg_log.record(landed)
+    await pg_log.deliver(
+        [
+            SpoolEntry(landed, maybe_index=1),  # it did land: skip
+            SpoolEntry(rec(2), maybe_index=1),  # index 1 is another row: insert
+            SpoolEntry(rec(3), maybe_index=99),  # never landed: insert
+        ]
+    )
+    assert await stored_filenames(sql) == ["res1", "res2", "res3"]
+
+
+DIE_AT_COMMIT = """
+CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.filename = 'res1' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON aft_log
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die_at_commit();
+"""
+
+
+async def test_connection_lost_at_commit_is_spooled_with_its_index(cfg: Config, sql: Any) -> None:
+    """The session dies inside COMMIT (a deferred trigger ends it): the row is spooled with
+    its own AFT_INDEX as the COMMIT in doubt, checked, and then stored exactly once."""
+    log = open_audit_log(cfg, Metrics())
+    assert isinstance(log, SpooledAuditLog)
+    await log.open()
+    try:
+        await log.record(rec(0))
+        await sql.execute(DIE_AT_COMMIT)
+        await log.record(rec(1))  # accepted: into the spool
+        [entry] = list(SpoolFile(cfg.spool_path)._load())
+        assert entry.record.filename == "res1" and entry.maybe_index == 2
+        await sql.execute("DROP TRIGGER die_at_commit ON aft_log")
+        async with asyncio.timeout(60):
+            await log.flush()
+    finally:
+        await log.close()
+    assert await stored_filenames(sql) == ["res0", "res1"]
+    assert await sql.fetchval("SELECT max(aft_index) FROM aft_log") == 3  # 2 never committed
+
+
+async def test_unwritable_spool_during_outage_fails_the_record(
+    cfg: Config, postgresql: PostgreSQL
+) -> None:
+    """With the database down and the spool unwritable, record() raises AuditUnavailable."""
+    log = open_audit_log(cfg, Metrics())
+    await log.open()
+    try:
+        await asyncio.to_thread(postgresql.stop)
+        cfg.spool_path.mkdir()  # the spool file cannot be opened for writing
+        with pytest.raises(AuditUnavailable):
+            await log.record(rec(1))
+        cfg.spool_path.rmdir()
+        await log.record(rec(2))  # spool writable again: accepted
+        assert isinstance(log, SpooledAuditLog) and log.spooled == 1
+    finally:
+        await asyncio.to_thread(postgresql.start)
+        await log.close()
+
+
+async def test_concurrent_records_are_group_committed_once_each(
+    pg_log: PostgresAuditLog, sql: Any
+) -> None:
+    """200 concurrent record() calls store 200 distinct rows in a few transactions."""
+    async with asyncio.timeout(60):
+        await asyncio.gather(
+            *(pg_log.record(replace(rec(1), filename=f"c{i}")) for i in range(200))
+        )
+    row = await sql.fetchrow(
+        "SELECT count(*), count(DISTINCT filename), count(DISTINCT xmin::text) FROM aft_log"
+    )
+    assert (row[0], row[1]) == (200, 200)
+    assert row[2] <= 8  # rows of one transaction share its xmin: batches, not 200 COMMITs
+
+
+async def test_v1_database_is_migrated_keeping_rows(
+    cfg: Config, sql: Any, postgresql: PostgreSQL
+) -> None:
+    """A version-1 aft_log gains file_sha256/scan_result (empty on its rows) and the v2 tables."""
+    await sql.execute(f"SET ROLE {postgresql.user}")  # the tables belong to the app's role
+    await sql.execute(VERSION_TABLE)
+    for statement in MIGRATIONS[1]:
+        await sql.execute(statement)
+    await sql.execute("INSERT INTO aft_schema_version (version) VALUES (1)")
+    await sql.execute(
+        "INSERT INTO aft_log (jid, method, filename, file_size, date_time)"
+        " VALUES ('old@example.test', 'POST', 'oldres', 7, '2024-05-01 12:00:00')"
+    )
+    await sql.execute("RESET ROLE")
+    log = PostgresAuditLog(cfg)
+    await log.open()
+    try:
+        await log.record(replace(rec(1), file_sha256="cd" * 32, scan_result="clean"))
+        rows = await log.query(AuditQuery())
+        assert [(r.filename, r.file_sha256, r.scan_result) for r in rows] == [
+            ("oldres", "", ""),
+            ("res1", "cd" * 32, "clean"),
+        ]
+        assert rows[0].jid == "old@example.test" and rows[0].file_size == 7
+    finally:
+        await log.close()
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
+
+
+async def test_holds_and_purge_marks(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL keeps holds (who, when, why, release) and purge marks."""
+    await check_holds_and_marks(pg_log)
+    hold_id = await pg_log.add_hold(Hold(column="JID", jid="nul\x00@example.test"))
+    assert [h.jid for h in await pg_log.list_holds() if h.hold_id == hold_id] == [
+        "nul\ufffd@example.test"
+    ]
