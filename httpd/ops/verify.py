@@ -128,18 +128,21 @@ async def post_rows(
 class Progress:
     """A one-line progress bar on a terminal (files, bytes, ETA); nothing otherwise."""
 
-    def __init__(self, stream: TextIO, files: int, nbytes: int) -> None:
+    def __init__(
+        self, stream: TextIO, files: int, nbytes: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stream = stream
+        self._clock = clock
         self._on = stream.isatty()
         self._files, self._bytes = files, nbytes
         self.done_files = self.done_bytes = 0
-        self._started = self._shown = time.monotonic()
+        self._started = self._shown = clock()
 
     def advance(self, nbytes: int, files: int = 0) -> None:
         """Count ``nbytes`` read and ``files`` finished; redraw at most 5 times a second."""
         self.done_bytes += nbytes
         self.done_files += files
-        now = time.monotonic()
+        now = self._clock()
         if self._on and now - self._shown >= 0.2:
             self._shown = now
             self._draw(now)

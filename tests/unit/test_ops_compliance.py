@@ -20,7 +20,7 @@ from component.cli import build_parser
 from httpd.ops.export import export_command, safe_name
 from httpd.ops.hold import hold_command
 from httpd.ops.purge import purge_command
-from httpd.ops.verify import verify_command
+from httpd.ops.verify import Progress, verify_command
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import HttpdEnv, Slot, httpd_env
 
@@ -235,3 +235,30 @@ async def test_purge_keeps_held_files_and_verify_accepts_purged(
     assert len(await env.audit.query(AuditQuery(method="POST"))) == 3  # AFT_LOG rows stay
     status, out = await run(verify_command, env, ["verify"], capsys)
     assert status == 0 and "2 match, 0 problems; 1 purged by retention" in out
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        """Always a TTY."""
+        return True
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    """A TTY gets files, bytes and ETA, redrawn at most 5 times a second; a pipe gets nothing."""
+    ticks = iter([0.0, 0.1, 0.5])
+    tty = Terminal()
+    bar = Progress(tty, files=4, nbytes=4_000_000, clock=lambda: next(ticks))
+    bar.advance(1_000_000, 1)  # t=0.1: too soon to draw
+    assert tty.getvalue() == ""
+    bar.advance(1_000_000, 1)  # t=0.5: half done after 0.5 s
+    assert "2/4 files" in tty.getvalue() and "2.0 MB/4.0 MB" in tty.getvalue()
+    assert "ETA 0:00" in tty.getvalue() and "[############            ]" in tty.getvalue()
+    bar.clear()
+    assert tty.getvalue().endswith("\r\033[K")
+    pipe = io.StringIO()
+    quiet = Progress(pipe, files=1, nbytes=1)
+    quiet.advance(1, 1)
+    quiet.clear()
+    assert pipe.getvalue() == ""
