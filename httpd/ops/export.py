@@ -42,7 +42,7 @@ from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
 from httpd.ops.hold import os_user
 from httpd.ops.purge import classify
-from httpd.ops.util import human_bytes, repository_failure
+from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 MANIFEST_COLUMNS = (*COLUMNS, "BUNDLE_FILE")
@@ -185,8 +185,8 @@ def readme_text(cfg: Config, args: argparse.Namespace, report: ExportReport) -> 
         f"Made:     {now} by OS user {os_user()} on {socket.gethostname()}",
         f"Node:     {cfg.node.id}",
         f"Filters:  {' '.join(filters) or '(none: every upload)'}",
-        f"Contents: {report.uploads} uploads, {report.files} files"
-        f" ({report.bytes:,} bytes), {report.rows} AFT_LOG rows",
+        f"Contents: {plural(report.uploads, 'upload')}, {plural(report.files, 'file')}"
+        f" ({report.bytes:,} bytes), {plural(report.rows, 'AFT_LOG row')}",
         "",
         "manifest.csv  the uploads' POST rows and every other AFT_LOG row about those",
         "              files (GET: downloads, SHARE: sent to), with BUNDLE_FILE naming",
@@ -291,8 +291,8 @@ async def export_command(cfg: Config | None, args: argparse.Namespace) -> int:
     for line in report.altered:
         print(f"ALTERED: {line}")
     print(
-        f"exported {report.uploads} uploads ({report.files} files,"
-        f" {human_bytes(report.bytes)}) and {report.rows} AFT_LOG rows to {bundle.out}"
+        f"exported {plural(report.uploads, 'upload')} ({plural(report.files, 'file')},"
+        f" {human_bytes(report.bytes)}) and {plural(report.rows, 'AFT_LOG row')} to {bundle.out}"
     )
     missing = any(g.endswith(": missing") for g in report.gone)
     return 1 if missing or report.altered else 0

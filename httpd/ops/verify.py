@@ -35,7 +35,7 @@ from component.audit.query import UsageError, parse_when
 from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
 from httpd.ops.purge import classify
-from httpd.ops.util import human_bytes, repository_failure
+from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 READERS = 4  # files read at once
@@ -72,7 +72,8 @@ class VerifyReport:
         """The one summary line."""
         found = ", ".join(f"{n} {s}" for s, n in sorted(self.problems.items())) or "0 problems"
         line = (
-            f"verified {self.files} files ({human_bytes(self.bytes)}): {self.ok} match, {found};"
+            f"verified {plural(self.files, 'file')} ({human_bytes(self.bytes)}):"
+            f" {self.ok} match, {found};"
             f" {self.purged} purged by retention"
         )
         if self.unhashed:
@@ -309,6 +310,8 @@ async def verify_command(cfg: Config | None, args: argparse.Namespace) -> int:
         if as_json:
             print(("  " if not shown else ", ") + json.dumps(asdict(p)), flush=True)
         else:
+            if not shown:
+                print(HEADER)
             print(_table_line(p), flush=True)
         shown += 1
 
@@ -316,7 +319,8 @@ async def verify_command(cfg: Config | None, args: argparse.Namespace) -> int:
     try:
         await audit.open()
         await repo.open()
-        print('{"problems": [' if as_json else HEADER)
+        if as_json:
+            print('{"problems": [')
         report = await verify(
             repo, audit, node_id=cfg.node.id, since=since, until=until, on_problem=show
         )
