@@ -119,6 +119,16 @@ async def serve(cfg_path: str) -> None:
     from httpd.app import serve_http
     from httpd.repository.sftp import SftpRepository
 
+    if os.environ.get("MFT_BENCH_NO_HASH") == "1":
+        # --hash-cost's reference: the same service with FILE_SHA256 not computed.
+        import httpd.upload
+
+        class NoDigest(httpd.upload.StreamDigest):
+            async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+                async for chunk in chunks:
+                    yield chunk
+
+        httpd.upload.StreamDigest = NoDigest  # type: ignore[misc]
     cfg = load_config(cfg_path)
     repo = SftpRepository(cfg.repository)
     audit = open_audit_log(cfg)
@@ -173,11 +183,12 @@ def new_slot(cfg: Config, size: int) -> tuple[str, str]:
 
 
 @contextmanager
-def service(cfg_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def service(cfg_path: Path, port: int, no_hash: bool = False) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(cfg_path)],
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent(),
+        env={**os.environ, "MFT_BENCH_NO_HASH": "1" if no_hash else "0"},
     )
     try:
         wait_for_port(port, proc, 30)
@@ -199,7 +210,9 @@ def make_source(path: Path, size: int) -> None:
             f.write(block[: size - i])
 
 
-def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
+def run(
+    sizes: list[int], runs: int, base: Path, with_http: bool, hash_cost: bool = False
+) -> Results:
     """Every method, ``runs`` times per size, interleaved."""
     res = Results()
     with ExitStack() as stack:
@@ -213,6 +226,12 @@ def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
         (server.store / NODE).mkdir(exist_ok=True)
         remote = server.store / "cli-copy"
         app = stack.enter_context(service(cfg_path, port)) if with_http else None
+        bare: tuple[Config, subprocess.Popen[bytes]] | None = None
+        if hash_cost:
+            (base / "nohash").mkdir()
+            port2 = free_port()
+            cfg2_path = write_config(base / "nohash", server, port2)
+            bare = (load_config(cfg2_path), stack.enter_context(service(cfg2_path, port2, True)))
         curl = ["curl", "-sS", "-f", "--noproxy", "*"]
         for size in sizes:
             src = base / f"src-{size}"
@@ -244,16 +263,23 @@ def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
                     put_url, get_url = new_slot(cfg, size)
                     res.add(size, HTTP, "up", timed([*curl, "-T", str(src), put_url]))
                     res.add(size, HTTP, "down", timed([*curl, "-o", "/dev/null", get_url]))
+                if bare is not None:
+                    put_url, get_url = new_slot(bare[0], size)
+                    res.add(size, NO_HASH, "up", timed([*curl, "-T", str(src), put_url]))
+                    res.add(size, NO_HASH, "down", timed([*curl, "-o", "/dev/null", get_url]))
             src.unlink()
             shutil.rmtree(server.store / NODE / "files", ignore_errors=True)
         if app is not None:
             res.rss_kib[HTTP] = vm_hwm_kib(app.pid)
+        if bare is not None:
+            res.rss_kib[NO_HASH] = vm_hwm_kib(bare[1].pid)
     return res
 
 
 AES = "aes128-gcm@openssh.com"
 REPO, HTTP = "SftpRepository", "HTTP via app"
-METHODS = ("sftp CLI", "sftp CLI aes128-gcm", REPO, HTTP)
+NO_HASH = "HTTP via app, FILE_SHA256 off"  # --hash-cost: the hash's reference
+METHODS = ("sftp CLI", "sftp CLI aes128-gcm", REPO, HTTP, NO_HASH)
 
 
 def table(res: Results, sizes: list[int], runs: int) -> str:
@@ -286,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="64M,1G", help="comma-separated sizes (K/M/G)")
     parser.add_argument("--runs", type=int, default=3, help="runs per method (median)")
     parser.add_argument("--no-http", action="store_true", help="skip HTTP through the app")
+    parser.add_argument(
+        "--hash-cost",
+        action="store_true",
+        help="also HTTP through a second service with FILE_SHA256 off, interleaved",
+    )
     parser.add_argument("--repo-worker", nargs=2, metavar=("CONFIG", "SRC"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -299,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     with_http = not args.no_http
     with tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp:
-        res = run(sizes, args.runs, Path(tmp), with_http)
+        res = run(sizes, args.runs, Path(tmp), with_http, args.hash_cost and with_http)
     print(table(res, sizes, args.runs))
     return 0
 
