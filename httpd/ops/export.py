@@ -81,6 +81,14 @@ class Bundle:
             return self._zip.open(name, "w", force_zip64=True)
         return (self.out / name).open("xb")
 
+    def discard(self, name: str) -> bool:
+        """Remove a member whose copy failed; ``True`` if it stays (a zip cannot drop
+        a member once written: the caller names it as partial)."""
+        if self._zip is not None:
+            return True
+        (self.out / name).unlink(missing_ok=True)
+        return False
+
     def add_text(self, name: str, text: str) -> None:
         """A small text member (deflated in a zip)."""
         data = text.encode()
@@ -229,6 +237,9 @@ async def export(
                     digest, size = await copy_into(repo, stored.path, dest)
             except NotFound:
                 stored = None  # purged or removed while we worked
+                partial = bundle.discard(name)
+                if partial:
+                    report.altered.append(f"{label}: gone while copied; {name} is partial")
             else:
                 report.files += 1
                 report.bytes += size

@@ -194,7 +194,6 @@ async def verify(
         on_problem(problem)
 
     seen: set[str] = set()
-    queue: asyncio.Queue[StoredFile | None] = asyncio.Queue(maxsize=READERS * 2)
 
     async def check(item: StoredFile) -> None:
         resource = resource_of(item.path)
@@ -231,20 +230,18 @@ async def verify(
         else:
             report.ok += 1
 
+    todo = iter(listing)
+
     async def reader() -> None:
-        while (item := await queue.get()) is not None:
+        for item in todo:  # one iterator shared by the readers: each file read once
             await check(item)
 
-    readers = [asyncio.create_task(reader()) for _ in range(READERS)]
     try:
-        for item in listing:
-            await queue.put(item)
-        for _ in readers:
-            await queue.put(None)
-        await asyncio.gather(*readers)
-    finally:
-        for task in readers:
-            task.cancel()
+        async with asyncio.TaskGroup() as group:  # a failing reader stops the others
+            for _ in range(READERS):
+                group.create_task(reader())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     del listing
     await _missing(audit, node_id, since, until, seen, report, found)
     progress.clear()

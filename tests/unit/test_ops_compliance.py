@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -17,12 +18,14 @@ import pytest
 
 from component.audit import AuditQuery
 from component.cli import build_parser
-from httpd.ops.export import export_command, safe_name
+from component.errors import StorageUnavailable
+from httpd.ops.export import Bundle, export, export_command, safe_name
 from httpd.ops.hold import hold_command
 from httpd.ops.purge import purge_command
-from httpd.ops.verify import Progress, verify_command
+from httpd.ops.verify import Progress, verify, verify_command
 from tests.fixtures.config import ConfigFactory
-from tests.unit.httpd_harness import HttpdEnv, Slot, httpd_env
+from tests.unit.httpd_harness import HttpdEnv, ObservedRepository, Slot, httpd_env
+from tests.unit.ops_helpers import unusable_repository
 
 ALICE, BOB, CAROL = "alice@example.test", "bob@example.test", "carol@example.test"
 
@@ -264,3 +267,28 @@ def test_progress_bar_on_a_terminal_only() -> None:
     quiet.advance(1, 1)
     quiet.clear()
     assert pipe.getvalue() == ""
+
+
+async def test_repository_failure_stops_verify_and_export(
+    env: HttpdEnv,
+    tmp_path: Path,
+    config_factory: ConfigFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A read failing half-way raises out of verify (no hang) and export; the CLI says 1."""
+    await three_uploads(env)
+    broken = ObservedRepository(env.repo.root, read_fail_at=1000)
+    await broken.open()
+    with pytest.raises(StorageUnavailable):
+        await verify(broken, env.audit, node_id="node_1")
+    bundle = Bundle(tmp_path / "partial")
+    await asyncio.to_thread(bundle.create)
+    with pytest.raises(StorageUnavailable):
+        await export(broken, env.audit, bundle, await env.rows("POST"))
+    bundle.close()
+    cfg = unusable_repository(tmp_path, config_factory)
+    assert await verify_command(cfg, build_parser().parse_args(["verify", "-c", "x"])) == 1
+    args = build_parser().parse_args(["export", "-c", "x", str(tmp_path / "never")])
+    assert await export_command(cfg, args) == 1
+    assert "repository" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
