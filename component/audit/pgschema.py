@@ -11,7 +11,17 @@ column needs one line in a new migration, nothing else.
 
 from __future__ import annotations
 
-from component.audit.base import COLUMNS, TEXT_LIMITS, AuditQuery, bare_jid, naive_utc
+from collections.abc import Sequence
+
+from component.audit.base import (
+    COLUMNS,
+    TEXT_LIMITS,
+    AuditQuery,
+    AuditRecord,
+    bare_jid,
+    naive_utc,
+)
+from component.audit.sql import record_values
 
 # pg_advisory_xact_lock key of the migration ("mft_aft1" as a 64-bit number): several
 # nodes or processes may start at once; one migrates, the others wait for its COMMIT.
@@ -66,8 +76,6 @@ V1_COLUMNS = (
     "CHAT_TYPE", "FILE_SERVER", "FILE_SIZE", "DATE_TIME", "NODE_ID", "CLIENT_IP",
 )  # fmt: skip
 
-V2_COLUMNS = ("FILE_SHA256", "SCAN_RESULT")
-
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS aft_schema_version (
     version    integer     NOT NULL PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
@@ -96,21 +104,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 )""",
         "CREATE INDEX IF NOT EXISTS aft_spool_delivered_at ON aft_spool_delivered (delivered_at)",
     ),
-    # Compliance records (DESIGN.md): content hash and scan verdict (rows written before
-    # keep them empty), legal holds, and the marks `mft purge` leaves for `mft verify`.
+    # DESIGN.md "Compliance records": the content hash and the malware verdict, legal
+    # holds and purge marks (component/audit/holds.py says what the two tables hold).
     2: (
-        "ALTER TABLE aft_log "
-        + ", ".join(f"ADD COLUMN IF NOT EXISTS {column_ddl(c)}" for c in V2_COLUMNS),
+        "ALTER TABLE aft_log"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('FILE_SHA256')},"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('SCAN_RESULT')}",
         """CREATE TABLE IF NOT EXISTS aft_hold (
-    hold_id        bigserial     PRIMARY KEY,
-    hold_column    varchar(10)   NOT NULL,
-    hold_jid       varchar(3071) NOT NULL,
-    reason         varchar(1024) NOT NULL DEFAULT '',
-    created_at     timestamp     NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
-    created_by     varchar(255)  NOT NULL DEFAULT '',
-    released_at    timestamp     NULL,
-    released_by    varchar(255)  NOT NULL DEFAULT '',
-    release_reason varchar(1024) NOT NULL DEFAULT ''
+    hold_id        bigserial      PRIMARY KEY,
+    hold_column    varchar(10)    NOT NULL,
+    hold_jid       varchar(3071)  NOT NULL,
+    reason         varchar(1024)  NOT NULL DEFAULT '',
+    created_at     timestamp      NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    created_by     varchar(255)   NOT NULL DEFAULT '',
+    released_at    timestamp      NULL,
+    released_by    varchar(255)   NOT NULL DEFAULT '',
+    release_reason varchar(1024)  NOT NULL DEFAULT ''
 )""",
         """CREATE TABLE IF NOT EXISTS aft_purged (
     filename  varchar(511) NOT NULL PRIMARY KEY,
@@ -168,17 +177,26 @@ COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"
 )
+UPLOADED_AMONG_SQL = (
+    "SELECT DISTINCT filename FROM aft_log WHERE method = 'POST' AND filename = ANY($1::text[])"
+)
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
-# A direct COMMIT in doubt: the row got exactly this AFT_INDEX if it landed.
+# A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?
 LANDED_SQL = (
-    "SELECT aft_index, filename, method, date_time, jid FROM aft_log"
-    " WHERE aft_index = ANY($1::bigint[])"
+    "SELECT 1 FROM aft_log WHERE aft_index >= $1 AND filename = $2 AND method = $3"
+    " AND date_time = $4 AND jid = $5 LIMIT 1"
 )
 # Delivered ids are only needed while a spool may still hold their rows.
 PRUNE_DELIVERED_SQL = (
     "DELETE FROM aft_spool_delivered WHERE delivered_at < now() - interval '30 days'"
 )
+
+
+def numbered(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders (the shared hold SQL), with ``$1, $2, ...``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
 
 
 def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
@@ -217,7 +235,16 @@ def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 
-def numbered(sql: str) -> str:
-    """``%s`` placeholders (the shared hold SQL) as PostgreSQL's ``$1, $2, ...``."""
-    parts = sql.split("%s")
-    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+def pg_text(value: object) -> object:
+    """``value`` as PostgreSQL text can hold it (NUL and lone surrogates replaced)."""
+    # MariaDB and the JSON spool take them: storing a replacement here beats failing,
+    # and so blocking the spool, forever.
+    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
+    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
+    rows = [[pg_text(v) for v in record_values(r)] for r in records]
+    return [list(col) for col in zip(*rows, strict=True)]

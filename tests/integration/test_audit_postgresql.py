@@ -33,7 +33,11 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
-from tests.unit.test_audit_sql import check_count_by_chat_type
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
 from tests.unit.test_audit_v2 import check_holds_and_marks
 from tests.unit.test_spool import rec
 
@@ -118,9 +122,8 @@ async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql
     }
     assert {"aft_log_jid", "aft_log_to_jid", "aft_log_date", "aft_log_filename"} <= set(indexes)
     assert "split_part((jid)::text, '/'::text, 1)" in indexes["aft_log_jid"]
-    assert [
-        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    ] == [1, 2]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
 
 
 async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
@@ -138,9 +141,8 @@ async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
         await log.open()
         await log.record(rec(1))
         await log.close()
-    assert [
-        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    ] == [1, 2]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
     assert await stored_filenames(sql) == ["res1", "res1"]
     assert database in postgresql.psql("SELECT current_database()", database=database)
 
@@ -151,9 +153,8 @@ async def test_concurrent_opens_migrate_once(cfg: Config, sql: Any) -> None:
     await asyncio.gather(*(log.open() for log in logs))
     for log in logs:
         await log.close()
-    assert [
-        r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    ] == [1, 2]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
 
 
 async def test_rows_round_trip_in_utc_on_a_non_utc_server(
@@ -161,6 +162,8 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 ) -> None:
     """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
     assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    async with pg_log._connection() as conn:
+        assert await conn.fetchval("SHOW timezone") == "UTC"  # the service's sessions
     cest = timezone(timedelta(hours=2))
     long_jid = "u" * 3100 + "@example.test"
     original = replace(
@@ -230,6 +233,21 @@ async def test_query_filters_and_counts(pg_log: PostgresAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(pg_log: PostgresAuditLog) -> None:
     """PostgreSQL counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(pg_log)
+
+
+async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL answers which of many resource names have a POST row, in one query."""
+    await check_uploaded_among(pg_log)
+
+
+async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL returns the oldest SHARE row of a resource."""
+    await check_first_share(pg_log)
+
+
+async def test_holds_and_purge_marks(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL keeps holds (who, when, why, release) and purge marks."""
+    await check_holds_and_marks(pg_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:
@@ -306,6 +324,29 @@ async def test_bad_password_and_unreachable_server_fail_open(
         await log.open()
     assert isinstance(log, SpooledAuditLog)
     await log.close()
+
+
+async def test_a_role_that_may_not_create_tables_is_named(
+    config_factory: ConfigFactory, postgresql: PostgreSQL
+) -> None:
+    """PostgreSQL 15 lets only the owner create in schema public: the reason says so."""
+    name = postgresql.create_database()
+    try:
+        postgresql.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+        url = postgresql.url(name)
+        denied = r"permission denied for schema public \(42501\)"
+        with pytest.raises(AuditUnavailable, match=denied):
+            await PostgresAuditLog(config_factory(database={"url": url})).open()
+    finally:
+        postgresql.drop_database(name)
+
+
+async def test_a_missing_socket_is_named(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    """?host= naming a directory without a server: the socket file tried is named."""
+    url = f"postgresql://mft:pw@localhost:5999/mft?host={tmp_path}"
+    missing = r"no PostgreSQL server listens on the socket .*/\.s\.PGSQL\.5999"
+    with pytest.raises(AuditUnavailable, match=missing):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
 
 
 async def test_outage_during_20_records(
@@ -509,9 +550,8 @@ async def test_v1_database_is_migrated_keeping_rows(
     assert [r[0] for r in versions] == [1, 2]
 
 
-async def test_holds_and_purge_marks(pg_log: PostgresAuditLog) -> None:
-    """PostgreSQL keeps holds (who, when, why, release) and purge marks."""
-    await check_holds_and_marks(pg_log)
+async def test_hold_jid_with_nul_is_stored_replaced(pg_log: PostgresAuditLog) -> None:
+    """A NUL in a hold's JID (PostgreSQL text cannot hold it) is stored replaced."""
     hold_id = await pg_log.add_hold(Hold(column="JID", jid="nul\x00@example.test"))
     assert [h.jid for h in await pg_log.list_holds() if h.hold_id == hold_id] == [
         "nul\ufffd@example.test"
