@@ -152,6 +152,9 @@ class Results:
 
     times: dict[tuple[int, str, str], list[float]] = field(default_factory=dict)
     rss_kib: dict[str, int] = field(default_factory=dict)
+    # --hash-cost: CPU seconds the service process spent per upload (robust to a busy
+    # machine, where wall-clock speed mostly measures the other tenants).
+    cpu: dict[tuple[int, str], list[float]] = field(default_factory=dict)
 
     def add(self, size: int, method: str, direction: str, seconds: float) -> None:
         self.times.setdefault((size, method, direction), []).append(seconds)
@@ -159,6 +162,12 @@ class Results:
     def mbps(self, size: int, method: str, direction: str) -> float | None:
         runs = self.times.get((size, method, direction))
         return size / statistics.median(runs) / MB if runs else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(argv: list[str], stdin: bytes | None = None) -> float:
@@ -261,11 +270,15 @@ def run(
                 res.rss_kib[REPO] = max(res.rss_kib.get(REPO, 0), worker["hwm"])
                 if app is not None:
                     put_url, get_url = new_slot(cfg, size)
+                    cpu0 = cpu_seconds(app.pid)
                     res.add(size, HTTP, "up", timed([*curl, "-T", str(src), put_url]))
+                    res.cpu.setdefault((size, HTTP), []).append(cpu_seconds(app.pid) - cpu0)
                     res.add(size, HTTP, "down", timed([*curl, "-o", "/dev/null", get_url]))
                 if bare is not None:
                     put_url, get_url = new_slot(bare[0], size)
+                    cpu0 = cpu_seconds(bare[1].pid)
                     res.add(size, NO_HASH, "up", timed([*curl, "-T", str(src), put_url]))
+                    res.cpu.setdefault((size, NO_HASH), []).append(cpu_seconds(bare[1].pid) - cpu0)
                     res.add(size, NO_HASH, "down", timed([*curl, "-o", "/dev/null", get_url]))
             src.unlink()
             shutil.rmtree(server.store / NODE / "files", ignore_errors=True)
@@ -299,6 +312,11 @@ def table(res: Results, sizes: list[int], runs: int) -> str:
                 f"{down:.0f} | {down / ref_down:.0%} | "
                 f"{f'{rss / 1024:.0f} MiB' if rss else '-'} |"
             )
+    for size in sizes:
+        for method in (HTTP, NO_HASH):
+            if (size, method) in res.cpu:
+                cpu = statistics.median(res.cpu[(size, method)])
+                rows.append(f"service CPU per {size // 1024**2} MiB upload, {method}: {cpu:.2f} s")
     rows.append(
         f"\nmedian of {runs} runs; sftp CLI times exclude its session set-up (a 'pwd' batch);"
         " HTTP = curl -T / curl -o /dev/null against make_app over SftpRepository;"
