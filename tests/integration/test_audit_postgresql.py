@@ -585,3 +585,11 @@ async def test_holds_bypass_the_spool(cfg: Config) -> None:
         assert await bare.purged(["resX"]) == {"resX"}
     finally:
         await bare.close()
+
+
+async def test_hold_jid_with_nul_is_stored_replaced(pg_log: PostgresAuditLog) -> None:
+    """A NUL in a hold's JID (PostgreSQL text cannot hold it) is stored replaced."""
+    hold_id = await pg_log.add_hold(Hold(column="JID", jid="nul\x00@example.test"))
+    assert [h.jid for h in await pg_log.list_holds() if h.hold_id == hold_id] == [
+        "nul\ufffd@example.test"
+    ]
