@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import re
 import tomllib
 import types
 import typing
@@ -22,9 +21,9 @@ from urllib.parse import unquote, urlsplit
 from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
 from component.errors import ConfigError
 from component.hostkey import check_host_key
+from component.layout import NODE_RE
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -79,7 +78,7 @@ class NodeConfig:
     id: str = "node_1"
 
     def __post_init__(self) -> None:
-        if not NODE_ID_RE.match(self.id):
+        if not NODE_RE.match(self.id):
             raise ConfigError(
                 f"[node] id {self.id!r}: use 1-128 letters, digits, dash or underscore"
             )
