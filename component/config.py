@@ -121,6 +121,11 @@ class XmppConfig:
         return parent or self.component_jid
 
 
+DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+MIN_MEMORY_BUDGET = 1024 * 1024  # one SFTP block each way, with room
+MAX_MEMORY_BUDGET = 64 * 1024 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     """``[http]``: the upload/download HTTP server."""
@@ -137,6 +142,9 @@ class HttpConfig:
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For / Forwarded headers
     # name the client. Empty: those headers are never believed (anyone can send them).
     trusted_proxies: tuple[str, ...] = ()
+    # Bytes all transfers of the process together may hold in buffers (httpd.budget);
+    # past it transfers wait and their clients are slowed by TCP back-pressure.
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -148,6 +156,10 @@ class HttpConfig:
             raise ConfigError("[http] shutdown_grace >= 0 and body_timeout > 0 seconds")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("[http] tls_cert and tls_key: give both or neither")
+        if not MIN_MEMORY_BUDGET <= self.memory_budget <= MAX_MEMORY_BUDGET:
+            raise ConfigError(
+                f"[http] memory_budget: {MIN_MEMORY_BUDGET} (1 MiB) up to {MAX_MEMORY_BUDGET} bytes"
+            )
         object.__setattr__(self, "trusted_proxies", tuple(map(str, self.trusted_networks)))
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
@@ -311,6 +323,75 @@ class AlarmConfig:
             raise ConfigError("[alarm] disk_free_min_percent: between 0 (off) and 100")
 
 
+# AF_UNIX socket paths are limited to 108 bytes with the terminating NUL (sun_path).
+UNIX_PATH_MAX = 107
+CLAMD_PORT = 3310
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanConfig:
+    """``[scan]``: malware scanning of every upload by clamd (ClamAV) before it is published.
+
+    ``clamd`` empty (the default) means no scanning.
+    """
+
+    clamd: str = ""
+    # clamd unreachable, timing out or answering an error: refuse the upload (503, fail
+    # closed) or publish it with SCAN_RESULT "unscanned".
+    on_error: Literal["reject", "accept"] = "reject"
+    # Uploads larger than this many bytes are not sent to clamd and are published as
+    # "unscanned"; 0: every upload is scanned, and one clamd refuses as larger than its
+    # StreamMaxLength is refused (413).
+    max_size: int = 0
+    connect_timeout: float = 5.0
+    # Seconds any single write to clamd, or the wait for its verdict, may take.
+    io_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("reject", "accept"):
+            raise ConfigError(f"[scan] on_error {self.on_error!r}: use 'reject' or 'accept'")
+        if self.max_size < 0:
+            raise ConfigError("[scan] max_size: 0 (scan every upload) or more bytes")
+        if not 0 < self.connect_timeout <= 3600 or not 0 < self.io_timeout <= 3600:
+            raise ConfigError("[scan] connect_timeout and io_timeout: more than 0, at most 3600 s")
+        if not self.clamd:
+            return
+        parts = urlsplit(self.clamd)
+        try:
+            tcp = bool(parts.hostname) and parts.path in ("", "/") and (parts.port or 1) > 0
+        except ValueError:  # a port that is not a number
+            tcp = False
+        if not (
+            parts.scheme == "unix" and not parts.netloc and parts.path.startswith("/")
+        ) and not (parts.scheme == "tcp" and tcp):
+            raise ConfigError(
+                f"[scan] clamd {self.clamd!r}: use unix:///absolute/path/clamd.ctl or tcp://host:3310"
+            )
+        if len(os.fsencode(self.socket_path)) > UNIX_PATH_MAX:
+            raise ConfigError(f"[scan] clamd: a socket path has at most {UNIX_PATH_MAX} bytes")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether uploads are scanned."""
+        return bool(self.clamd)
+
+    @property
+    def socket_path(self) -> str:
+        """The clamd socket of a ``unix://`` URL (``""`` for ``tcp://``)."""
+        parts = urlsplit(self.clamd)
+        return unquote(parts.path) if parts.scheme == "unix" else ""
+
+    @property
+    def host(self) -> str:
+        """clamd's host for ``tcp://`` (``""`` for ``unix://``)."""
+        return urlsplit(self.clamd).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """clamd's TCP port (3310 unless the URL says otherwise)."""
+        return urlsplit(self.clamd).port or CLAMD_PORT
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration; built by :func:`load_config` or :func:`parse_config`."""
@@ -324,6 +405,7 @@ class Config:
     database: DatabaseConfig
     cluster: ClusterConfig
     alarm: AlarmConfig
+    scan: ScanConfig = field(default_factory=ScanConfig)
     source: str = ""
 
     @property
@@ -350,6 +432,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseConfig,
     "cluster": ClusterConfig,
     "alarm": AlarmConfig,
+    "scan": ScanConfig,
 }
 _REQUIRED_SECTIONS = ("xmpp", "http")
 # A secret may come from a file instead (``secret_file = "/etc/mft/xmpp.secret"``).
