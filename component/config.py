@@ -7,68 +7,29 @@ the section and key.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
+from component.dburl import (
+    PostgresTarget,
+    check_database_url,
+    check_port,
+    parse_postgres_url,
+    safe_url,
+)
 from component.errors import ConfigError
 from component.hostkey import check_host_key
 from component.layout import NODE_RE
+from component.sections import build_section
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
-DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
-DATABASE_USAGE = (
-    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
-)
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for output and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _check_port(key: str, url: str) -> None:
-    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
-
-
-def _check_database_url(url: str) -> None:
-    """Check ``[database] url`` now, not at first connect: scheme, then the back-end's own
-    rules (:mod:`component.dburl`: port, database name, options).
-
-    :raises ConfigError: naming the key and what is wrong.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in DATABASE_SCHEMES:
-        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
-    if parts.scheme == "sqlite":
-        if not (parts.netloc + parts.path).strip("/"):
-            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
-    elif parts.scheme == "mysql":
-        parse_mysql_url(url)
-    else:
-        parse_postgres_url(url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,7 +193,7 @@ class RepositoryConfig:
         if parts.scheme == "sftp":
             if not (parts.hostname and parts.username and parts.path):
                 raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
-            _check_port("[repository] url", safe_url(self.url))
+            check_port("[repository] url", safe_url(self.url))
             if self.host_key:  # empty: `mft keygen` may run before the key is pinned
                 check_host_key(self.host_key, self.host, self.port)
         if self.files_per_directory < 1:
@@ -277,7 +238,7 @@ class DatabaseConfig:
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_database_url(self.url)
+        check_database_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -438,75 +399,6 @@ _REQUIRED_SECTIONS = ("xmpp", "http")
 # A secret may come from a file instead (``secret_file = "/etc/mft/xmpp.secret"``).
 _SECRET_KEYS = {("xmpp", "secret"), ("http", "secret"), ("database", "url")}
 
-T = TypeVar("T")
-
-
-def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against the field's type; lists become tuples."""
-    where = f"[{section}] {key}"
-    origin = get_origin(annotation)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str or origin is Literal:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType) and type(None) in get_args(annotation):
-        return value
-    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - programming error
-
-
-def _section(cls: type[T], raw: dict[str, Any], name: str, base_dir: Path) -> T:
-    """Build one section's dataclass, reporting unknown and missing keys by name."""
-    data = raw.get(name, {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    data = dict(data)
-    for secret_key in [k for s, k in _SECRET_KEYS if s == name]:
-        file_key = f"{secret_key}_file"
-        if file_key in data:
-            if secret_key in data:
-                raise ConfigError(f"[{name}] give either {secret_key} or {file_key}, not both")
-            path = base_dir / str(data.pop(file_key))
-            try:
-                data[secret_key] = path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"[{name}] {file_key}: cannot read {path}: {exc}") from exc
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"[{name}] unknown key {unknown[0]!r}")
-    kwargs = {k: _coerce(name, k, v, hints[k]) for k, v in data.items()}
-    missing = [
-        f.name
-        for f in fields.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"[{name}] missing key {missing[0]!r}")
-    return cls(**kwargs)
-
 
 def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
     """Build a :class:`Config` from an already-parsed TOML document.
@@ -520,7 +412,10 @@ def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None
         if name not in raw:
             raise ConfigError(f"missing section [{name}]")
     base = base_dir or (Path(source).parent if source else Path.cwd())
-    sections = {name: _section(cls, raw, name, base) for name, cls in _SECTIONS.items()}
+    sections = {
+        name: build_section(cls, raw, name, base, [k for s, k in _SECRET_KEYS if s == name])
+        for name, cls in _SECTIONS.items()
+    }
     return Config(**sections, source=source)
 
 

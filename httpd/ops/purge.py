@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from component.audit import AuditLog, AuditQuery, HeldJids, held_jids, open_audit_log
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import AuditUnavailable, NotFound, UploadError
 from component.layout import CHAT_TYPES, classify
 from httpd.ops.hold import os_user
