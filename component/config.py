@@ -9,65 +9,27 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from component.configfields import build_section
-from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
+from component.dburl import (
+    PostgresTarget,
+    check_database_url,
+    check_port,
+    parse_postgres_url,
+    safe_url,
+)
 from component.errors import ConfigError
 from component.hostkey import check_host_key
+from component.layout import NODE_RE
+from component.sections import build_section
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
-DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
-DATABASE_USAGE = (
-    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
-)
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for output and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _check_port(key: str, url: str) -> None:
-    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
-
-
-def _check_database_url(url: str) -> None:
-    """Check ``[database] url`` now, not at first connect: scheme, then the back-end's own
-    rules (:mod:`component.dburl`: port, database name, options).
-
-    :raises ConfigError: naming the key and what is wrong.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in DATABASE_SCHEMES:
-        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
-    if parts.scheme == "sqlite":
-        if not (parts.netloc + parts.path).strip("/"):
-            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
-    elif parts.scheme == "mysql":
-        parse_mysql_url(url)
-    else:
-        parse_postgres_url(url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +39,7 @@ class NodeConfig:
     id: str = "node_1"
 
     def __post_init__(self) -> None:
-        if not NODE_ID_RE.match(self.id):
+        if not NODE_RE.match(self.id):
             raise ConfigError(
                 f"[node] id {self.id!r}: use 1-128 letters, digits, dash or underscore"
             )
@@ -231,7 +193,7 @@ class RepositoryConfig:
         if parts.scheme == "sftp":
             if not (parts.hostname and parts.username and parts.path):
                 raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
-            _check_port("[repository] url", safe_url(self.url))
+            check_port("[repository] url", safe_url(self.url))
             if self.host_key:  # empty: `mft keygen` may run before the key is pinned
                 check_host_key(self.host_key, self.host, self.port)
         if self.files_per_directory < 1:
@@ -276,7 +238,7 @@ class DatabaseConfig:
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_database_url(self.url)
+        check_database_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -451,7 +413,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None
             raise ConfigError(f"missing section [{name}]")
     base = base_dir or (Path(source).parent if source else Path.cwd())
     sections = {
-        name: build_section(cls, raw, name, base, _SECRET_KEYS) for name, cls in _SECTIONS.items()
+        name: build_section(cls, raw, name, base, [k for s, k in _SECRET_KEYS if s == name])
+        for name, cls in _SECTIONS.items()
     }
     return Config(**sections, source=source)
 

@@ -44,6 +44,12 @@ DEFINITIONS: dict[str, MetricDef] = {
     "download_bytes": MetricDef("counter", "Bytes of downloads sent", ("chat_type",)),
     "shares": MetricDef("counter", "Share reports recorded", ("chat_type",)),
     "share_reports_ignored": MetricDef("counter", "Share reports ignored", ("reason",)),
+    "scans": MetricDef("counter", "Uploads by malware scan result", ("result",)),
+    "scan_infected": MetricDef(
+        "counter", "Uploads refused as infected, by signature", ("signature",)
+    ),
+    "scan_errors": MetricDef("counter", "Malware scans that failed", ("reason",)),
+    "scan_seconds": MetricDef("histogram", "Wait for clamd's verdict after the body"),
     "repository_errors": MetricDef("counter", "Repository (file server) operations that failed"),
     "database_errors": MetricDef("counter", "AFT_LOG database operations that failed"),
     "spool_rows": MetricDef("gauge", "AFT_LOG rows waiting in the local spool for the database"),
@@ -54,12 +60,6 @@ DEFINITIONS: dict[str, MetricDef] = {
     ),
     "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
     "download_seconds": MetricDef("histogram", "Time to send a download", ("chat_type",)),
-    "scans": MetricDef("counter", "Uploads by malware scan result", ("result",)),
-    "scan_infected": MetricDef(
-        "counter", "Uploads refused as infected, by signature", ("signature",)
-    ),
-    "scan_errors": MetricDef("counter", "Malware scans that failed", ("reason",)),
-    "scan_seconds": MetricDef("histogram", "Wait for clamd's verdict after the body"),
 }
 
 _Metric = Counter | Gauge | Histogram

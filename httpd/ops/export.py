@@ -40,8 +40,8 @@ from component.audit import COLUMNS, AuditLog, AuditQuery, AuditRecord, open_aud
 from component.audit.query import UsageError, as_dict, parse_when
 from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
+from component.layout import classify
 from httpd.ops.hold import os_user
-from httpd.ops.purge import classify
 from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 

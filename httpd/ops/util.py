@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import (
     AuthRefused,
     FileServerUnreachable,

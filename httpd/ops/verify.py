@@ -34,7 +34,7 @@ from component.audit import AuditLog, AuditQuery, AuditRecord, open_audit_log
 from component.audit.query import UsageError, parse_when
 from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
-from httpd.ops.purge import classify
+from component.layout import classify
 from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 

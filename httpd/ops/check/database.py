@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 
 from component.audit import AuditQuery, open_audit_log
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from httpd.ops.check.result import CheckResult
 from httpd.ops.util import error_reason
 

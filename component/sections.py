@@ -1,8 +1,8 @@
-"""Typed TOML tables into frozen dataclasses: the generic half of configuration parsing.
+"""How one TOML table becomes a frozen dataclass (for :mod:`component.config`).
 
-Each field's type annotation is the rule: booleans, integers, numbers, strings (and
-``Literal`` choices, which the dataclass checks), lists of strings (kept as tuples) and
-tables of strings. Anything else in a table is reported by section and key.
+Types are checked against the dataclass's annotations (lists become tuples), unknown
+and missing keys are named, and a secret may be read from a ``*_file`` instead. The
+sections themselves, their ranges and defaults live in :mod:`component.config`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ T = TypeVar("T")
 
 
 def coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against the field's type; lists become tuples."""
+    """Check ``value`` against the field's type; lists become tuples.
+
+    :raises ConfigError: naming ``[section] key`` and the type expected.
+    """
     where = f"[{section}] {key}"
     origin = get_origin(annotation)
     if annotation is bool:
@@ -57,19 +60,20 @@ def build_section(
     raw: dict[str, Any],
     name: str,
     base_dir: Path,
-    secret_keys: Iterable[tuple[str, str]] = (),
+    secret_keys: Iterable[str] = (),
 ) -> T:
-    """Build the dataclass of table ``[name]``, reporting unknown and missing keys by name.
+    """Build the dataclass ``cls`` from the table ``raw[name]``.
 
-    :param secret_keys: ``(section, key)`` pairs whose value may come from ``<key>_file``
-        instead (a path relative to ``base_dir``).
-    :raises ConfigError: naming the key.
+    :param secret_keys: keys that may come from a file instead (``secret_file = "..."``,
+        relative to ``base_dir``).
+    :raises ConfigError: not a table, an unknown, missing or ill-typed key, or a secret
+        file that cannot be read.
     """
     data = raw.get(name, {})
     if not isinstance(data, dict):
         raise ConfigError(f"[{name}] must be a table")
     data = dict(data)
-    for secret_key in [k for s, k in secret_keys if s == name]:
+    for secret_key in secret_keys:
         file_key = f"{secret_key}_file"
         if file_key in data:
             if secret_key in data:
