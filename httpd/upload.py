@@ -1,8 +1,9 @@
 """PUT: check the slot token and size, stream the body into the repository, log POST.
 
-The checks run twice for a client that sends ``Expect: 100-continue``: once in
-:func:`expect_upload` before ``100 Continue`` (so a bad token or size is refused before
-any body byte is sent) and once in :func:`put_upload` (for clients without ``Expect``).
+The checks run once per request, before the body: in :func:`expect_upload` for a client
+that sends ``Expect: 100-continue`` (so a bad token or size is refused before any body
+byte is sent, and :func:`put_upload` reuses the result), else in :func:`put_upload`.
+One repository request (is the slot free?) is all a PUT costs before its first byte.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 # Read size; the repository re-blocks as it needs. Not above httpd.app.READ_BUFSIZE:
 # aiohttp raises a connection's buffer limit to the size its reader asks for.
 CHUNK = 64 * 1024
+# Where the expect handler leaves its checked (path, grant) for the PUT handler: aiohttp
+# passes both the same request.
+CHECKED = web.RequestKey("checked_upload", tuple[SlotPath, UploadGrant])
 
 
 class BodyStalled(Exception):
@@ -47,7 +51,7 @@ class BodyStalled(Exception):
 
 
 async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
-    """Everything that can refuse a PUT before its body is read.
+    """Everything that can refuse a PUT before its body is read, once per request.
 
     :raises InvalidRequest: malformed path (400) or Content-Length (400); a query key
         repeated or unknown to the token (400).
@@ -58,6 +62,8 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     :raises aiohttp.web.HTTPLengthRequired: no Content-Length (a chunked body) (411).
     :raises aiohttp.web.HTTPTemporaryRedirect: the slot belongs to another node (307).
     """
+    if CHECKED in request:
+        return request[CHECKED]
     cfg = request.app[CONFIG]
     path = slot_path(request)
     redirect_to_owner(request, path)
@@ -79,6 +85,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     try:
         await request.app[REPOSITORY].size(path.repo_path)
     except NotFound:
+        request[CHECKED] = (path, grant)
         return path, grant
     raise AlreadyUploaded()
 
@@ -88,7 +95,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     try:
         await check_upload(request)
     except UploadError as exc:
-        log.info("PUT %s refused before the body: %d %s", request.path, exc.http_status, exc.text)
+        log.info("PUT %s refused before the body: %d %s", request.path, exc.status, exc.text)
         return error_response(exc)
     except web.HTTPException as exc:
         return http_exception_response(exc)
@@ -239,9 +246,9 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
     elapsed = time.monotonic() - started
     metrics, labels = request.app[METRICS], {"chat_type": path.chat_type}
-    metrics.inc("uploads", "Uploads stored and logged", labels)
-    metrics.inc("upload_bytes", "Bytes of uploads stored", labels, grant.size)
-    metrics.observe("upload_seconds", "Time to receive and store an upload", elapsed, labels)
+    metrics.inc("uploads", labels=labels)
+    metrics.inc("upload_bytes", labels=labels, value=grant.size)
+    metrics.observe("upload_seconds", value=elapsed, labels=labels)
     log.info(
         "upload stored: %s %s/%s %d bytes in %.2fs from %s (Content-Type %r)",
         path.chat_type,

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from component.audit import AuditLog, AuditQuery, HeldJids, held_jids, open_audit_log
-from component.config import Config
+from component.config import Config, safe_url
 from component.errors import AuditUnavailable, NotFound, UploadError
 from component.layout import CHAT_TYPES
 from httpd.ops.hold import os_user
-from httpd.ops.util import human_bytes, parse_age, repository_failure, safe_url
+from httpd.ops.util import human_bytes, parse_age, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)

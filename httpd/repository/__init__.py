@@ -60,7 +60,9 @@ class Repository(Protocol):
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
         """Write exactly ``size`` bytes from ``chunks`` to ``path`` and publish atomically.
 
-        :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published (never
+            overwritten). Whether it exists beforehand is the caller's question (the PUT
+            asks :meth:`size` before the body), so a store costs no extra round trip.
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
         :raises StorageUnavailable: the repository failed; nothing is left behind.
         """
