@@ -170,3 +170,36 @@ async def test_tiny_budget_bounds_and_never_deadlocks(
         assert budget.in_use == 0 and 0 < budget.peak <= MIB
     finally:
         await repo.close()
+
+
+async def test_stalled_readers_cannot_hoard_the_budget(
+    kind: str, tmp_path: Path, config_factory: ConfigFactory, request: pytest.FixtureRequest
+) -> None:
+    """Downloads whose clients stopped reading hold their blocks, yet a new download of
+    the same budget still runs to its end (read-ahead leaves half the budget free)."""
+    sshd = request.getfixturevalue("sshd") if kind == "sftp" else None
+    cfg = config_factory(repository=_repository(kind, tmp_path, sshd))
+    budget = MemoryBudget(4 * MIB, on_idle=None)
+    repo = open_repository(cfg, budget)
+    await repo.open()
+    path, data = f"files/im/20240101/10/{'S' * 22}", os.urandom(8 * MIB)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 256 * 1024):
+            yield data[at : at + 256 * 1024]
+
+    stalled = [repo.read(path) for _ in range(6)]
+    try:
+        await repo.store(path, chunks(), len(data))
+        for reader in stalled:  # one block each, then the "client" stops reading
+            async with asyncio.timeout(30):
+                await anext(reader)
+        assert budget.in_use > 0
+        async with asyncio.timeout(60):
+            got = b"".join([block async for block in repo.read(path)])
+        assert got == data
+    finally:
+        for reader in stalled:
+            await reader.aclose()
+        await repo.close()
+    assert budget.in_use == 0
