@@ -25,6 +25,9 @@ rendered in two places only: ``component.xmpp.service`` (IQ errors) and
           |    +-- NodeKeyUnusable         [repository] client_key missing or unreadable
           |    +-- PathNotWritable         the node directory cannot be made or written
           +-- AuditUnavailable             internal-server-error wait   503
+          +-- Infected                     not-acceptable       modify  422  (names the signature)
+          +-- TooLargeToScan               not-acceptable       modify  413  (past clamd's limit)
+          +-- ScanUnavailable              internal-server-error wait   503  (clamd failed)
 """
 
 from __future__ import annotations
@@ -221,6 +224,36 @@ class AuditUnavailable(UploadError):
     etype = "wait"
     http_status = 503
     default_text = "The audit log is unavailable, try again later"
+
+
+class Infected(UploadError):
+    """The malware scanner found ``signature`` in the upload; nothing was published."""
+
+    condition = "not-acceptable"
+    etype = "modify"
+    http_status = 422
+
+    def __init__(self, signature: str) -> None:
+        self.signature = signature
+        super().__init__(f"File rejected: the malware scanner found {signature}")
+
+
+class TooLargeToScan(UploadError):
+    """clamd refused the upload as larger than its ``StreamMaxLength``; nothing was published."""
+
+    condition = "not-acceptable"
+    etype = "modify"
+    http_status = 413
+    default_text = "File too large for the malware scanner"
+
+
+class ScanUnavailable(UploadError):
+    """clamd cannot be reached, timed out or answered an error (fail closed: 503)."""
+
+    condition = "internal-server-error"
+    etype = "wait"
+    http_status = 503
+    default_text = "The malware scanner is unavailable, try again later"
 
 
 def http_status_of(exc: UploadError) -> int:

@@ -23,6 +23,7 @@ from httpd.appkeys import (
     IN_FLIGHT,
     METRICS,
     REPOSITORY,
+    SCANNER,
     STARTED,
     TRUSTED_PROXIES,
     InFlight,
@@ -32,6 +33,7 @@ from httpd.clientip import client_ip
 from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
 from httpd.repository import Repository
 from httpd.routing import FILE_ROUTE
+from httpd.scan import Scanner
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ def make_app(
     app[AUDIT] = audit
     app[METRICS] = metrics
     app[BUDGET] = budget if budget is not None else repo.budget
+    app[SCANNER] = Scanner(cfg.scan, metrics)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     app[STARTED] = datetime.now(UTC)
     for prefix in _prefixes(cfg):
@@ -162,6 +165,7 @@ async def serve_http(
         )
         if started is not None:
             started.set()
+        await app[SCANNER].announce()
         await stop.wait()
         await site.stop()  # no new connections from here on
         await _drain(app[IN_FLIGHT], cfg.http.shutdown_grace)

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import ClientPayloadError, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,7 +22,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from component.audit import AuditLog, AuditRecord
 from component.errors import (
     AlreadyUploaded,
+    AuditUnavailable,
     FileTooLarge,
+    Infected,
     InvalidRequest,
     NotFound,
     SizeMismatch,
@@ -29,7 +32,7 @@ from component.errors import (
 )
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import UploadGrant, strict_upload_query, verify_upload
-from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY
+from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY, SCANNER
 from httpd.budget import MemoryBudget
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
@@ -215,22 +218,51 @@ async def _record_or_discard(
         raise
 
 
+async def _refuse_infected(audit: AuditLog, rec: AuditRecord, exc: Infected) -> None:
+    """Log who uploaded which file with which signature (nothing was published).
+
+    The ``POST_INFECTED`` row is best effort: the upload is refused (422) either way.
+    """
+    try:
+        await audit.record(replace(rec, method="POST_INFECTED"))
+    except AuditUnavailable:
+        log.error("POST_INFECTED row of %s not recorded", rec.filename, exc_info=True)
+    log.warning(
+        "infected upload refused: %s uploaded %r (resource %s, %d bytes), signature %s",
+        rec.jid,
+        rec.real_filename,
+        rec.filename,
+        rec.file_size,
+        exc.signature,
+    )
+
+
 async def put_upload(request: web.Request) -> web.StreamResponse:
     """Store one upload and answer 201 once the file is published and logged.
 
     :raises UploadError: see :func:`check_upload`; ``SizeMismatch``/``InvalidRequest``
-        when the body ends early; ``StorageUnavailable``/``AuditUnavailable`` (503).
+        when the body ends early; ``StorageUnavailable``/``AuditUnavailable`` (503);
+        ``Infected`` (422), ``TooLargeToScan`` (413), ``ScanUnavailable`` (503) from the
+        malware scan.
     """
     cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
     path, grant = await check_upload(request)
     started = time.monotonic()
     digest = StreamDigest(request.app[BUDGET])
-    body = digest.feed(body_chunks(request, cfg.http.body_timeout))
-    try:
-        await repo.store(path.repo_path, body, grant.size)
-    except BodyStalled:
-        log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
-        return await answer_and_close(request, web.Response(status=408, text="Upload stalled\n"))
+    infected: Infected | None = None
+    # One pass over the body: hashed (FILE_SHA256) and streamed to clamd as it is
+    # stored; the scan's verdict comes before the rename.
+    async with request.app[SCANNER].scan(grant.size) as scan:
+        body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
+        try:
+            await repo.store(path.repo_path, body, grant.size)
+        except BodyStalled:
+            log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
+            return await answer_and_close(
+                request, web.Response(status=408, text="Upload stalled\n")
+            )
+        except Infected as exc:
+            infected = exc  # nothing was published; the row below says why
     rec = AuditRecord(
         jid=grant.uploader.partition("/")[0],
         to_jid=grant.recipient,
@@ -244,7 +276,11 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         node_id=cfg.node.id,
         client_ip=client_ip(request),
         file_sha256=await digest.hexdigest(),
+        scan_result=infected.signature if infected is not None else scan.result,
     )
+    if infected is not None:
+        await _refuse_infected(request.app[AUDIT], rec, infected)
+        raise infected
     await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
     elapsed = time.monotonic() - started
     metrics, labels = request.app[METRICS], {"chat_type": path.chat_type}

@@ -60,6 +60,10 @@ class Repository(Protocol):
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
         """Write exactly ``size`` bytes from ``chunks`` to ``path`` and publish atomically.
 
+        ``chunks`` is read to its end before anything is published, and an exception it
+        raises, at its end too, fails the store with nothing left behind: that is where
+        the malware scan's verdict (:class:`httpd.scan.UploadScan`) stops a file.
+
         :raises AlreadyUploaded: ``path`` exists when the file is to be published (never
             overwritten). Whether it exists beforehand is the caller's question (the PUT
             asks :meth:`size` before the body), so a store costs no extra round trip.

@@ -31,22 +31,44 @@ from httpd.repository.base import (
 
 log = logging.getLogger(__name__)
 
-
-# Chunks are gathered to this size before a write: one thread hop per 256 KiB, however
-# small the pieces the body arrives in.
+# Bytes gathered from the network per write(2): one thread hop per 256 KiB, however
+# small the pieces the body arrives in (a hop costs more CPU than the copy). A batch
+# being gathered is outside the memory budget, so it stays small: 100 uploads of 1 MiB
+# batches would hold 100 MiB the budget never saw.
 WRITE_BLOCK = 256 * 1024
 WRITE_PARTS = 64  # well below IOV_MAX (1024), for bodies that arrive in tiny pieces
 
 
-def _writev_all(fd: int, parts: list[bytes]) -> None:
-    """``os.writev`` until every byte of ``parts`` is written (a short write is legal)."""
-    views = [memoryview(p) for p in parts]
-    while views:
-        n = os.writev(fd, views)
-        while views and n >= len(views[0]):
-            n -= len(views.pop(0))
-        if views and n:
-            views[0] = views[0][n:]
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """writev() ``chunks`` to ``fd``, again after a short write."""
+    while chunks:
+        n = os.writev(fd, chunks)
+        while chunks and n >= len(chunks[0]):
+            n -= len(chunks[0])
+            chunks = chunks[1:]
+        if n:
+            chunks = [chunks[0][n:], *chunks[1:]]
+
+
+def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
+    """Publish ``part`` as ``final``; fsync the directories whose entries changed.
+
+    ``dirs``: the file's directory (its new name) and the parents of any directory this
+    store made, so that after a crash the published file is there, not just its bytes.
+    """
+    os.link(part, final)
+    for directory in sorted(dirs, key=lambda p: -len(p.parts)):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_all_and_sync(fd: int, chunks: list[bytes]) -> None:
+    """:func:`_write_all`, then fsync the file."""
+    _write_all(fd, chunks)
+    os.fsync(fd)
 
 
 class FileRepository:
@@ -133,14 +155,15 @@ class FileRepository:
                         batch, batched = [], 0
                 if written != size:
                     raise SizeMismatch(size, written)
-                if batch:
-                    await self._write(fd, batch, batched)
-                await asyncio.to_thread(os.fsync, fd)
+                # The rest, then fsync: the bytes are on disk before the link publishes
+                # the file (and before the 201).
+                await self._write(fd, batch, batched, sync=True)
             finally:
                 os.close(fd)
             try:
                 # link() refuses an existing target: a slot is never overwritten.
-                await asyncio.to_thread(os.link, part, final)
+                dirs = {final.parent, *((self._root / d).parent for d in made)}
+                await asyncio.to_thread(_link_durably, part, final, dirs)
             except FileExistsError as exc:
                 raise AlreadyUploaded() from exc
             published = True
@@ -153,13 +176,17 @@ class FileRepository:
             if not published:
                 self._prune_fresh(path)
 
-    async def _write(self, fd: int, parts: list[bytes], size: int) -> None:
-        """Write ``parts`` (``size`` bytes) in one worker-thread hop, paid for in the budget.
+    async def _write(self, fd: int, parts: list[bytes], size: int, sync: bool = False) -> None:
+        """Write ``parts`` (``size`` bytes) in one worker-thread hop, paid for in the budget
+        (then fsync, if ``sync``).
 
-        Waits for budget holding only these parts: meanwhile no more of the body is read.
+        The batch is paid for once complete, not chunk by chunk: a store waits for budget
+        holding only its own complete batch, never a half-filled one that only more of
+        its body could finish (which, across many uploads, could hold the whole budget
+        and wait forever). Meanwhile no more of the body is read: TCP back-pressure.
         """
         async with self._budget.hold(size):
-            await asyncio.to_thread(_writev_all, fd, parts)
+            await asyncio.to_thread(_write_all_and_sync if sync else _write_all, fd, parts)
 
     def _create_part(self, part: Path, path: str, made: list[str]) -> int:
         """Create ``part`` exclusively, making its directories on first use (into ``made``).
@@ -223,6 +250,28 @@ class FileRepository:
                     if remaining is not None:
                         remaining -= len(block)
                     yield block
+        finally:
+            f.close()
+
+    async def sendfile(
+        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+    ) -> int:
+        """Send a byte range of ``path`` with the kernel's sendfile (page cache to socket).
+
+        asyncio falls back to reads and writes where sendfile cannot work (TLS).
+
+        :returns: bytes sent (fewer than ``length`` if the file is shorter).
+        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
+        :raises ConnectionError: the client went away.
+        """
+        try:
+            f = await asyncio.to_thread(open, self._abs(path), "rb")
+        except FileNotFoundError as exc:
+            raise NotFound() from exc
+        except OSError as exc:
+            raise StorageUnavailable() from exc
+        try:
+            return await asyncio.get_running_loop().sendfile(transport, f, offset, length)
         finally:
             f.close()
 

@@ -49,6 +49,7 @@ class SftpRepository(SftpSession):
         # part file -> slot path: at once, or once reconnected.
         self._orphans: dict[str, str] = {}
         self._fresh = FreshDirs()
+        self._warned_no_fsync = False
 
     @property
     def budget(self) -> MemoryBudget:
@@ -82,6 +83,19 @@ class SftpRepository(SftpSession):
                 with contextlib.suppress(Exception):
                     await self._timed(f.close())
                 raise
+            with self._errors("fsync", path):
+                try:
+                    # The bytes on the file server's disk before the rename publishes
+                    # them and the 201 goes out (fsync@openssh.com).
+                    await self._timed(f.fsync())
+                except asyncssh.SFTPOpUnsupported:
+                    if not self._warned_no_fsync:
+                        self._warned_no_fsync = True
+                        log.warning("the SFTP server cannot fsync (no fsync@openssh.com)")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await self._timed(f.close())
+                    raise
             with self._errors("close", path):
                 await self._timed(f.close())
             with self._errors("rename", path):

@@ -55,6 +55,15 @@ def test_defaults_fill_optional_sections(config_factory: ConfigFactory) -> None:
         ("http", {"trusted_proxies": ["nginx.local"]}, "[http] trusted_proxies: 'nginx.local'"),
         ("http", {"trusted_proxies": ["10.0.0.0/33"]}, "not an IP address or network"),
         ("http", {"trusted_proxies": "127.0.0.1"}, "expected a list of strings"),
+        ("scan", {"clamd": "clamd.ctl"}, "[scan] clamd 'clamd.ctl': use unix://"),
+        ("scan", {"clamd": "unix://run/clamd.ctl"}, "use unix:///absolute/path"),
+        ("scan", {"clamd": "unix:///" + "d" * 110}, "at most 107 bytes"),
+        ("scan", {"clamd": "tcp://:3310"}, "or tcp://host:3310"),
+        ("scan", {"clamd": "tcp://clamav:port"}, "or tcp://host:3310"),
+        ("scan", {"on_error": "ignore"}, "[scan] on_error 'ignore'"),
+        ("scan", {"max_size": -1}, "[scan] max_size"),
+        ("scan", {"io_timeout": 0}, "[scan] connect_timeout and io_timeout"),
+        ("scan", {"clamd": 3310}, "[scan] clamd: expected a string"),
     ],
 )
 def test_bad_values_are_named(
@@ -137,3 +146,14 @@ def test_pinned_host_key_for_the_url_host_loads(config_factory: ConfigFactory) -
     cfg = config_factory(repository={"url": SFTP, "host_key": f"files.example.com {PUB} c"})
     assert cfg.repository.host_key.startswith("files.example.com ssh-ed25519")
     assert config_factory(repository={"url": SFTP}).repository.host_key == ""
+
+
+def test_scan_section(tmp_path: Path) -> None:
+    """[scan]: absent or empty clamd is off; unix:// and tcp:// give socket or host/port."""
+    assert not parse_config(make_raw_config(tmp_path)).scan.enabled
+    assert not parse_config(make_raw_config(tmp_path, scan={"clamd": ""})).scan.enabled
+    unix = parse_config(make_raw_config(tmp_path, scan={"clamd": "unix:///run/clamav/clamd.ctl"}))
+    assert (unix.scan.enabled, unix.scan.socket_path) == (True, "/run/clamav/clamd.ctl")
+    assert unix.scan.on_error == "reject" and unix.scan.max_size == 0
+    tcp = parse_config(make_raw_config(tmp_path, scan={"clamd": "tcp://av.example.com"}))
+    assert (tcp.scan.socket_path, tcp.scan.host, tcp.scan.port) == ("", "av.example.com", 3310)

@@ -72,3 +72,20 @@ async def test_tiny_chunks_are_gathered_and_all_written(tmp_path: Path) -> None:
     await repo.store("files/im/20240101/10/TINYCHUNKS", pieces(), len(data))
     assert (tmp_path / "files/im/20240101/10/TINYCHUNKS").read_bytes() == data
     assert repo.budget.in_use == 0
+
+
+def test_write_all_finishes_after_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gathered chunks reach the file whole and in order even if writev() writes less."""
+    from httpd.repository import local
+
+    real = os.writev
+    monkeypatch.setattr(local.os, "writev", lambda fd, bufs: real(fd, [b"".join(bufs)[:7]]))
+    chunks = [b"abc", b"", b"defghijklmnop", b"q" * 20]
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        local._write_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"".join(chunks)
