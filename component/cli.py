@@ -184,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(command(cfg, args))
+    except ConfigError as exc:
+        # A key only a back-end can judge (e.g. a database URL option), found as it opens.
+        print(f"mft: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

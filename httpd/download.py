@@ -181,11 +181,9 @@ class _Download:
             await self.log("GET_INCOMPLETE", size)
             raise
         metrics, labels = self.app[METRICS], {"chat_type": self.path.chat_type}
-        metrics.inc("downloads", "Downloads completed", labels)
-        metrics.inc("download_bytes", "Bytes of downloads sent", labels, sent)
-        metrics.observe(
-            "download_seconds", "Time to send a download", time.monotonic() - started, labels
-        )
+        metrics.inc("downloads", labels=labels)
+        metrics.inc("download_bytes", labels=labels, value=sent)
+        metrics.observe("download_seconds", value=time.monotonic() - started, labels=labels)
         await self.log("GET", size)
 
 

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.postgresql",
     "tests.fixtures.stack",
     "tests.fixtures.ejabberd",
+    "tests.fixtures.clamd",
 ]

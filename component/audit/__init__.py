@@ -75,7 +75,7 @@ def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool =
     else:
         from component.audit.sqlite import SqliteAuditLog
 
-        return SqliteAuditLog(cfg)
+        return SqliteAuditLog(cfg, metrics)
     if not spool:
         return inner
     from component.audit.spooled import SpooledAuditLog

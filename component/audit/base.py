@@ -237,6 +237,13 @@ class AuditLog(Protocol):
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
         """``(files, bytes)`` uploaded by bare ``jid`` since ``since`` (for quotas)."""
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row: one query however many (for quotas,
+        which settle a user's pending slots under the user's lock).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """Uploads (POST rows) completed on ``node_id`` since ``since``, per chat type.
 

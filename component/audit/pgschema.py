@@ -104,6 +104,30 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 )""",
         "CREATE INDEX IF NOT EXISTS aft_spool_delivered_at ON aft_spool_delivered (delivered_at)",
     ),
+    # DESIGN.md "Compliance records": the content hash and the malware verdict, legal
+    # holds and purge marks (component/audit/holds.py says what the two tables hold).
+    2: (
+        "ALTER TABLE aft_log"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('FILE_SHA256')},"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('SCAN_RESULT')}",
+        """CREATE TABLE IF NOT EXISTS aft_hold (
+    hold_id        bigserial      PRIMARY KEY,
+    hold_column    varchar(10)    NOT NULL,
+    hold_jid       varchar(3071)  NOT NULL,
+    reason         varchar(1024)  NOT NULL DEFAULT '',
+    created_at     timestamp      NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    created_by     varchar(255)   NOT NULL DEFAULT '',
+    released_at    timestamp      NULL,
+    released_by    varchar(255)   NOT NULL DEFAULT '',
+    release_reason varchar(1024)  NOT NULL DEFAULT ''
+)""",
+        """CREATE TABLE IF NOT EXISTS aft_purged (
+    filename  varchar(511) NOT NULL PRIMARY KEY,
+    node_id   varchar(128) NOT NULL DEFAULT '',
+    purged_at timestamp    NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    purged_by varchar(255) NOT NULL DEFAULT ''
+)""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -153,6 +177,9 @@ COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"
 )
+UPLOADED_AMONG_SQL = (
+    "SELECT DISTINCT filename FROM aft_log WHERE method = 'POST' AND filename = ANY($1::text[])"
+)
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
 # A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?
@@ -164,6 +191,12 @@ LANDED_SQL = (
 PRUNE_DELIVERED_SQL = (
     "DELETE FROM aft_spool_delivered WHERE delivered_at < now() - interval '30 days'"
 )
+
+
+def numbered(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders (the shared hold SQL), with ``$1, $2, ...``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
 
 
 def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:

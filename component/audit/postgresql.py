@@ -17,13 +17,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from component.audit import pgschema as S
-from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
+from component.audit.holds import (
+    HOLD_SELECT,
+    hold_insert_sql,
+    hold_release_sql,
+    hold_values,
+    purged_insert_sql,
+    release_values,
+    row_to_hold,
+)
 from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
 from component.audit.sql import row_to_record
@@ -162,7 +171,7 @@ class PostgresAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, describe(exc))
 
     async def ping(self) -> None:
@@ -325,6 +334,16 @@ class PostgresAuditLog:
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query, the names as one array).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(S.UPLOADED_AMONG_SQL, [list(resources)])
+        return {str(row[0]) for row in rows}
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.
 
@@ -332,6 +351,68 @@ class PostgresAuditLog:
         """
         rows = await self._fetch(S.COUNT_BY_CHAT_TYPE_SQL, [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
+
+    # --- legal holds and purge marks (written straight to the database, never spooled)
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Insert a hold; its id.
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        sql = S.numbered(hold_insert_sql("?")) + " RETURNING hold_id"
+        rows = await self._fetch(sql, [S.pg_text(v) for v in hold_values(hold)])
+        return int(rows[0][0])
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        where = "" if include_released else " WHERE released_at IS NULL"
+        rows = await self._fetch(HOLD_SELECT + where + " ORDER BY hold_id", [])
+        return [row_to_hold(list(r)) for r in rows]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        values = release_values(hold_id, by, reason, at or datetime.now(UTC))
+        await self._fetch(S.numbered(hold_release_sql("?")), list(values))
+        rows = await self._fetch(HOLD_SELECT + " WHERE hold_id = $1", [int(hold_id)])
+        return row_to_hold(list(rows[0])) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` in one transaction (first mark kept).
+
+        :raises AuditUnavailable: nothing was recorded.
+        """
+        if not resources:
+            return
+        when = naive_utc(at or datetime.now(UTC))
+        sql = S.numbered(purged_insert_sql("?", keep_first="ON CONFLICT DO NOTHING"))
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.executemany(sql, [(r, node_id, when, by) for r in resources])
+        except DB_ERRORS as exc:
+            self._failed("purge mark", exc)
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(
+            "SELECT filename FROM aft_purged WHERE filename = ANY($1::varchar[])", [list(resources)]
+        )
+        return {str(r[0]) for r in rows}
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         try:

@@ -30,8 +30,6 @@ from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-SPOOL_HELP = "AFT_LOG rows waiting in the local spool for the database"
-
 
 class SpoolTarget(AuditLog, Protocol):
     """A database back-end the spool can deliver to."""
@@ -212,7 +210,7 @@ class SpooledAuditLog:
             self._recent.popitem(last=False)
 
     def _update_gauge(self) -> None:
-        self._metrics.set("spool_rows", SPOOL_HELP, len(self._spool))
+        self._metrics.set("spool_rows", value=len(self._spool))
 
     async def _deliver_all(self) -> None:
         """Deliver batches until the spool is empty.
@@ -298,6 +296,17 @@ class SpooledAuditLog:
             if entry.record.method == "SHARE" and entry.record.filename == resource:
                 return entry.record
         return None
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row: those in the spool or this process's
+        recent uploads, and, in one query, the database's answer for the rest.
+
+        :raises AuditUnavailable: some are not known locally and the database did not answer.
+        """
+        spooled = {e.record.filename for e in self._spool if e.record.method == "POST"}
+        known = {r for r in resources if r in spooled or r in self._recent}
+        rest = [r for r in resources if r not in known]
+        return known | (await self._inner.uploaded_among(rest) if rest else set())
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows in the database matching ``q`` (spooled rows appear once delivered).

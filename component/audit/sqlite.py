@@ -26,15 +26,18 @@ from component.audit.holds import (
 )
 from component.audit.sql import (
     SELECT_SQL,
+    batches,
     count_by_chat_type_sql,
     first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
+    uploaded_among_sql,
     where_clause,
 )
 from component.config import Config
 from component.errors import AuditUnavailable
+from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +168,23 @@ def record_params(rec: AuditRecord) -> tuple[object, ...]:
 
 
 class SqliteAuditLog:
-    """AFT_LOG in a local SQLite file; a local file needs no spool."""
+    """AFT_LOG in a local SQLite file; a local file needs no spool.
 
-    def __init__(self, cfg: Config) -> None:
+    :param metrics: where failed operations are counted (``database_errors``), once each.
+    """
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._path = sqlite_path(cfg.database.url)
         self._db: aiosqlite.Connection | None = None
+        self._metrics = metrics
         self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+
+    def _failed(self, text: str | None = None) -> AuditUnavailable:
+        """Count one failed operation; the error to raise for it."""
+        if self._metrics is not None:
+            self._metrics.inc("database_errors")
+        return AuditUnavailable(text)
 
     async def open(self) -> None:
         """Open (creating the file and table if missing)."""
@@ -184,7 +197,7 @@ class SqliteAuditLog:
             await self._db.execute("PRAGMA synchronous=FULL")
             await migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
-            raise AuditUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+            raise self._failed(f"cannot open SQLite database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
         """Let the writer finish what was recorded, then close the database file."""
@@ -200,7 +213,7 @@ class SqliteAuditLog:
             async with self._conn().execute("SELECT 1") as cur:
                 await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def server_version(self) -> str:
         """``SQLite 3.40.1``: the library this process links."""
@@ -208,7 +221,7 @@ class SqliteAuditLog:
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise AuditUnavailable("audit log is not open")
+            raise self._failed("audit log is not open")
         return self._db
 
     async def record(self, rec: AuditRecord) -> None:
@@ -239,6 +252,7 @@ class SqliteAuditLog:
                 log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
                 with contextlib.suppress(sqlite3.Error, AuditUnavailable):
                     await self._conn().rollback()
+                self._failed()  # one failed batch, counted once
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(AuditUnavailable())
@@ -285,8 +299,20 @@ class SqliteAuditLog:
             ) as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`)."""
+        found: set[str] = set()
+        for batch in batches(resources):
+            db = self._conn()
+            try:
+                async with db.execute(uploaded_among_sql("?", len(batch)), tuple(batch)) as cur:
+                    found.update(str(row[0]) for row in await cur.fetchall())
+            except sqlite3.Error as exc:
+                raise self._failed() from exc
+        return found
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE."""
@@ -296,7 +322,7 @@ class SqliteAuditLog:
             async with db.execute(count_by_chat_type_sql("?"), params) as cur:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
@@ -305,7 +331,7 @@ class SqliteAuditLog:
             async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
                 return [row_to_record(r) for r in await cur.fetchall()]
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> tuple[int, int]:
         """Run ``sql`` once per parameter row and commit; ``(lastrowid, rowcount)``."""
@@ -320,7 +346,7 @@ class SqliteAuditLog:
             log.error("AFT_LOG write failed: %s", exc)
             with contextlib.suppress(sqlite3.Error):
                 await db.rollback()
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return last, count
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
@@ -329,7 +355,7 @@ class SqliteAuditLog:
             async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def add_hold(self, hold: Hold) -> int:
         """Insert a hold; its id."""
@@ -362,8 +388,7 @@ class SqliteAuditLog:
     async def purged(self, resources: Sequence[str]) -> set[str]:
         """Which of ``resources`` have a purge mark."""
         found: set[str] = set()
-        for i in range(0, len(resources), 500):  # under SQLite's parameter limit
-            chunk = list(resources[i : i + 500])
+        for chunk in batches(resources):  # under SQLite's parameter limit
             rows = await self._fetch(purged_select_sql("?", len(chunk)), chunk)
             found.update(str(r[0]) for r in rows)
         return found

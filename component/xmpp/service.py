@@ -155,7 +155,7 @@ class UploadComponent(ComponentXMPP):
             self._refused(iq, UploadError())
 
     def _refused(self, iq: Iq, exc: UploadError) -> None:
-        self.metrics.inc("slots_refused", "Slot requests refused", {"reason": _reason(exc)})
+        self.metrics.inc("slots_refused", labels={"reason": _reason(exc)})
         if isinstance(exc, FileTooLarge | QuotaExceeded):
             log.warning("slot refused for %s: %s", iq["from"].bare, exc.text)
         else:
@@ -192,7 +192,7 @@ class UploadComponent(ComponentXMPP):
         if not self._replies.write(slot_reply(iq.xml.attrib, req.namespace, put_url, get_url)):
             log.info("slot for %s not sent: disconnected from the XMPP server", requester)
             return
-        self.metrics.inc("slots", "Upload slots handed out", {"chat_type": target.chat_type})
+        self.metrics.inc("slots", labels={"chat_type": target.chat_type})
         log.info(
             "slot for %s: %d bytes, %s to %s, resource %s",
             requester,

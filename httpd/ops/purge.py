@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from component.audit import AuditLog, AuditQuery, HeldJids, held_jids, open_audit_log
-from component.config import Config
+from component.config import Config, safe_url
 from component.errors import AuditUnavailable, NotFound, UploadError
 from component.layout import CHAT_TYPES
 from httpd.ops.hold import os_user
-from httpd.ops.util import human_bytes, parse_age, repository_failure, safe_url
+from httpd.ops.util import human_bytes, parse_age, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,34 @@ async def purge(
                 report.dirs += await repo.remove_empty_dirs(f"files/{chat_type}")
             except NotFound:
                 pass  # no upload of this chat type yet
+    return report
+
+
+async def remove_stale_parts(
+    repo: Repository, older_than: float, *, now: float | None = None
+) -> PurgeReport:
+    """Remove ``.part`` files not written to for ``older_than`` seconds (only those).
+
+    Run by ``mft run`` at start: a process killed mid-upload (SIGKILL, OOM, power) left
+    them, and nothing else would before the next ``mft purge``. An upload in progress
+    writes its part file at least every ``[http] body_timeout``, so a threshold of at
+    least that and the slot lifetime never takes a live one, even from another process
+    serving the same node directory.
+
+    :raises StorageUnavailable: the repository failed; what was counted was removed.
+    """
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    stale = [
+        item
+        async for item in repo.walk("files")
+        if classify(item.path) == "part" and now - item.mtime > older_than
+    ]
+    for item in sorted(stale, key=lambda i: i.path):
+        await repo.delete(item.path)
+        report.parts += 1
+        report.part_bytes += item.size
+        log.info("removed stale %s (%d bytes)", item.path, item.size)
     return report
 
 

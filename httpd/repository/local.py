@@ -12,7 +12,14 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import (
+    AlreadyUploaded,
+    NotFound,
+    PathNotWritable,
+    SizeMismatch,
+    StorageUnavailable,
+)
+from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -60,10 +67,21 @@ def _write_all_and_sync(fd: int, chunks: list[bytes]) -> None:
 
 
 class FileRepository:
-    """A repository in a local directory (``file://``), the embedded default."""
+    """A repository in a local directory (``file://``), the embedded default.
 
-    def __init__(self, root: str | os.PathLike[str], file_server: str = "localhost") -> None:
+    A block being written or read is paid for in the process's memory budget (see
+    :mod:`httpd.budget`) while a worker thread holds it or the response is sending it.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        file_server: str = "localhost",
+        budget: MemoryBudget | None = None,
+    ) -> None:
+        """:param budget: the process's memory budget (a private default one if ``None``)."""
         self._root = Path(root)
+        self._budget = budget if budget is not None else MemoryBudget()
         self._file_server = file_server
         self._fresh = FreshDirs()
 
@@ -72,13 +90,21 @@ class FileRepository:
         """``localhost`` unless told otherwise."""
         return self._file_server
 
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
+
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else
         return self._root / path
 
     async def open(self) -> None:
-        """Create the node directory if needed and check it is writable."""
+        """Create the node directory if needed and check it is writable.
+
+        :raises PathNotWritable: it cannot be created, or a probe file cannot be written.
+        """
 
         def check() -> None:
             self._root.mkdir(parents=True, exist_ok=True)
@@ -89,7 +115,7 @@ class FileRepository:
         try:
             await asyncio.to_thread(check)
         except OSError as exc:
-            raise StorageUnavailable(
+            raise PathNotWritable(
                 f"repository directory {self._root} is not writable: {exc.strerror or exc}"
             ) from exc
 
@@ -97,10 +123,12 @@ class FileRepository:
         """Nothing to release."""
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write to a ``.part`` file, check the size, then hard-link into place."""
+        """Write to a ``.part`` file, check the size, then hard-link into place.
+
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
+            link refuses it; the caller checks beforehand, as the PUT does).
+        """
         final = self._abs(path)
-        if await asyncio.to_thread(final.exists):
-            raise AlreadyUploaded()
         part = self._abs(part_name(path))
         made: list[str] = []
         published = False
@@ -110,11 +138,14 @@ class FileRepository:
             finally:
                 self._fresh.made(made)
             try:
-                written, pending, pending_bytes = 0, [], 0
+                written, pending, pending_bytes, held = 0, [], 0, 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
+                    # Paid before it is kept: when the budget is spent, no more of the
+                    # body is read (TCP back-pressure) until written blocks are released.
+                    held += await self._budget.acquire(len(chunk))
                     pending.append(chunk)
                     pending_bytes += len(chunk)
                     if pending_bytes >= WRITE_BLOCK:
@@ -122,12 +153,15 @@ class FileRepository:
                         # a few KiB): the hop costs more CPU than the copy.
                         await asyncio.to_thread(_write_all, fd, pending)
                         pending, pending_bytes = [], 0
+                        self._budget.release(held)
+                        held = 0
                 if written != size:
                     raise SizeMismatch(size, written)
                 # The rest, then fsync: the bytes are on disk before the link publishes
                 # the file (and before the 201).
                 await asyncio.to_thread(_write_all_and_sync, fd, pending)
             finally:
+                self._budget.release(held)
                 os.close(fd)
             try:
                 # link() refuses an existing target: a slot is never overwritten.
@@ -199,12 +233,14 @@ class FileRepository:
             remaining = length
             while remaining is None or remaining > 0:
                 n = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
-                block = await asyncio.to_thread(f.read, n)
-                if not block:
-                    break
-                if remaining is not None:
-                    remaining -= len(block)
-                yield block
+                # Held until the consumer asks for the next block: it has sent this one.
+                async with self._budget.hold(n):
+                    block = await asyncio.to_thread(f.read, n)
+                    if not block:
+                        break
+                    if remaining is not None:
+                        remaining -= len(block)
+                    yield block
         finally:
             f.close()
 

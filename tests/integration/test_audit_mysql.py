@@ -19,16 +19,21 @@ import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
 from component.audit.base import Hold
-from component.audit.mysql import MysqlAuditLog, parse_mysql_url, schema_script
+from component.audit.mysql import MysqlAuditLog, schema_script
 from component.audit.mysql_schema import MIGRATIONS, VERSION_TABLE
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config
+from component.dburl import parse_mysql_url
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
-from tests.unit.test_audit_sql import check_count_by_chat_type, check_first_share
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
 from tests.unit.test_audit_v2 import check_holds_and_marks
 from tests.unit.test_spool import rec
 
@@ -197,6 +202,11 @@ async def test_query_filters_and_counts(mysql_log: MysqlAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(mysql_log: MysqlAuditLog) -> None:
     """MariaDB counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(mysql_log)
+
+
+async def test_finds_uploads_among_names(mysql_log: MysqlAuditLog) -> None:
+    """MariaDB answers which of many resource names have a POST row."""
+    await check_uploaded_among(mysql_log)
 
 
 async def test_finds_the_first_share(mysql_log: MysqlAuditLog) -> None:

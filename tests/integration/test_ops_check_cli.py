@@ -60,8 +60,9 @@ async def test_all_ok_with_service_running(
     assert ejabberd.component_jid in jids
     lines = out.splitlines()
     assert code == 0, out
-    assert [line.split()[0] for line in lines] == ["OK"] * 6 + ["WARN"], out
-    assert lines[-1].startswith("WARN  share reports     no share report since the service")
+    assert [line.split()[0] for line in lines] == ["OK"] * 6 + ["WARN", "OK"], out
+    assert lines[-2].startswith("WARN  share reports     no share report since the service")
+    assert lines[-1].startswith("OK    scanner           off")
     assert "handshake accepted" in out
     assert "AFT_LOG present" in out and "answers 200" in out
     assert ejabberd.secret not in out and HTTP_SECRET not in out

@@ -91,6 +91,7 @@ async def test_alarm_message_and_check_of_running_service(
             "xmpp router": "OK",
             "http public url": "OK",
             "share reports": "WARN",  # none yet: the hint says how to enable them
+            "scanner": "OK",  # off: no [scan] clamd
         }, out
         assert code == 0
         assert "component already connected (service running)" in out

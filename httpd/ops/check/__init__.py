@@ -3,9 +3,10 @@ Server Status").
 
 Each line reads ``OK|WARN|FAIL  <name>  <detail>  [hint: ...]``. The checks run
 concurrently, each bounded by a timeout, and are printed in a fixed order: database,
-repository (connect, probe, space), XMPP router, HTTP public URL, share reports. The exit code is 1
-when any line is FAIL. No secret ever reaches the output: URLs are shown without
-their password and every printed reason is scrubbed of the configuration's secrets.
+repository (connect, probe, space), XMPP router, HTTP public URL, share reports,
+malware scanner (clamd). The exit code is 1 when any line is FAIL. No secret ever
+reaches the output: URLs are shown without their password and every printed reason is
+scrubbed of the configuration's secrets.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from httpd.ops.check.database import check_database
 from httpd.ops.check.http import check_http
 from httpd.ops.check.repository import check_repository
 from httpd.ops.check.result import CheckResult, Status
+from httpd.ops.check.scanner import check_scanner
 from httpd.ops.check.shares import check_shares
 from httpd.ops.check.xmpp import check_xmpp
 from httpd.ops.util import config_secrets, redact
@@ -34,6 +36,7 @@ __all__ = [
     "check_database",
     "check_http",
     "check_repository",
+    "check_scanner",
     "check_shares",
     "check_xmpp",
     "component_handshake",
@@ -48,6 +51,7 @@ CHECKS: tuple[Callable[[Config], Awaitable[list[CheckResult]]], ...] = (
     check_xmpp,
     check_http,
     check_shares,
+    check_scanner,
 )
 
 
