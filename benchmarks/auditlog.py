@@ -1,8 +1,10 @@
-"""AFT_LOG throughput: rows/s into MariaDB from concurrent writers, and whether logging slows
-small-file uploads (10 KiB PUT + GET through the HTTP app, SQLite log vs MariaDB log).
+"""AFT_LOG throughput: rows/s into PostgreSQL and MariaDB from concurrent writers, side by
+side, and whether logging slows small-file uploads (10 KiB PUT + GET through the HTTP app).
 
-Starts its own ``mariadbd`` in a temp dir (the test fixture's launcher). References measured
-in the same run: the SQLite log for rows/s, and a log that stores nothing for uploads/s.
+Starts its own ``mariadbd`` and PostgreSQL 15 ``postgres`` in temp dirs (the test fixtures'
+launchers; both with their default durability: a COMMIT is flushed to disk). References
+measured in the same run: the SQLite log for rows/s, and a log that stores nothing for
+uploads/s.
 
     python benchmarks/auditlog.py [--rows 3000] [--writers 1,8,32] [--uploads 600]
 """
@@ -28,6 +30,9 @@ from component.metrics import Metrics
 from tests.fakes import FakeAudit
 from tests.fixtures.config import make_raw_config
 from tests.fixtures.mariadb import MariaDB, find_binaries, mariadb_running
+from tests.fixtures.postgresql import PostgreSQL, find_bin_dir, postgresql_running
+
+Server = MariaDB | PostgreSQL
 
 ROW = AuditRecord(
     jid="alice@example.test/phone",
@@ -69,7 +74,7 @@ async def run_writers(n_writers: int, total: int, job: Callable[[int], Awaitable
 
 
 async def rows_per_second(cfg: Config, writers: int, rows: int) -> float:
-    """record() throughput of the configured log (mysql: with its spool wrapper)."""
+    """record() throughput of the configured log (mysql, postgresql: with the spool wrapper)."""
     audit = open_audit_log(cfg, Metrics())
     await audit.open()
     try:
@@ -80,7 +85,7 @@ async def rows_per_second(cfg: Config, writers: int, rows: int) -> float:
         await audit.close()
 
 
-async def spool_drain_rate(cfg: Config, db: MariaDB, rows: int) -> tuple[float, float]:
+async def spool_drain_rate(cfg: Config, db: Server, rows: int) -> tuple[float, float]:
     """(rows/s spooled while the database is down, rows/s delivered once it is back)."""
     audit = open_audit_log(cfg, Metrics())
     assert isinstance(audit, SpooledAuditLog)
@@ -116,40 +121,55 @@ def table(title: str, header: Sequence[str], lines: Sequence[Sequence[object]]) 
 async def main(args: argparse.Namespace) -> int:
     """Run the benchmarks and print the tables."""
     found = find_binaries()
-    if found is None:
-        print("mariadbd / mariadb-install-db not installed", file=sys.stderr)
+    pg_bin = find_bin_dir()
+    if found is None or pg_bin is None:
+        print("mariadbd / mariadb-install-db or PostgreSQL 15 not installed", file=sys.stderr)
         return 1
     writers = [int(w) for w in args.writers.split(",")]
     with (
         tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp,
-        mariadb_running(Path(tmp) / "mariadb", *found) as db,
+        mariadb_running(Path(tmp) / "mariadb", *found) as maria_db,
+        postgresql_running(pg_bin) as pg_db,
     ):
         base = Path(tmp)
         lines = []
         for n in writers:
             sqlite_cfg = config(base / f"sqlite{n}", f"sqlite:///{base}/sqlite{n}/aft.sqlite3")
-            mysql_cfg = config(base / f"mysql{n}", db.url(db.create_database()))
+            mysql_cfg = config(base / f"mysql{n}", maria_db.url(maria_db.create_database()))
+            pg_cfg = config(base / f"pg{n}", pg_db.url(pg_db.create_database()))
             lite = await rows_per_second(sqlite_cfg, n, args.rows)
             maria = await rows_per_second(mysql_cfg, n, args.rows)
-            lines.append((n, f"{lite:,.0f}", f"{maria:,.0f}", f"{maria / lite:.2f}"))
+            pg = await rows_per_second(pg_cfg, n, args.rows)
+            lines.append(
+                (n, f"{lite:,.0f}", f"{maria:,.0f}", f"{pg:,.0f}", f"{maria / lite:.2f}",
+                 f"{pg / lite:.2f}")
+            )  # fmt: skip
         table(
             f"AFT_LOG record(): rows/s, {args.rows} rows per cell (reference: SQLite, same run)",
-            ("writers", "sqlite rows/s", "mariadb rows/s", "mariadb/sqlite"),
+            ("writers", "sqlite rows/s", "mariadb rows/s", "postgresql rows/s",
+             "mariadb/sqlite", "postgresql/sqlite"),
             lines,
-        )
-        spool_cfg = config(base / "spool", db.url(db.create_database()))
-        spooled, drained = await spool_drain_rate(spool_cfg, db, args.rows)
+        )  # fmt: skip
+        outage = []
+        for name, db in (("mariadb", maria_db), ("postgresql", pg_db)):
+            url = db.url(db.create_database())
+            spooled, drained = await spool_drain_rate(
+                config(base / f"spool-{name}", url), db, args.rows
+            )
+            outage.append((name, args.rows, f"{spooled:,.0f}", f"{drained:,.0f}"))
         table(
-            "MariaDB outage: durable spool (fsync per row) and delivery once it is back",
-            ("rows", "spooled rows/s", "delivered rows/s"),
-            [(args.rows, f"{spooled:,.0f}", f"{drained:,.0f}")],
+            "Database outage: durable spool (fsync per row) and delivery once it is back",
+            ("database", "rows", "spooled rows/s", "delivered rows/s"),
+            outage,
         )
         if args.uploads:
-            await upload_benchmark(base, db, args)
+            await upload_benchmark(base, {"mariadb": maria_db, "postgresql": pg_db}, args)
     return 0
 
 
-async def upload_benchmark(base: Path, db: MariaDB, args: argparse.Namespace) -> None:
+async def upload_benchmark(
+    base: Path, servers: dict[str, Server], args: argparse.Namespace
+) -> None:
     """10 KiB uploads + downloads per second through the HTTP app with each audit log."""
     try:
         from benchmarks.auditlog_http import uploads_per_second
@@ -161,11 +181,13 @@ async def upload_benchmark(base: Path, db: MariaDB, args: argparse.Namespace) ->
         ("none (reference)", lambda cfg: FakeAudit()),  # stores nothing
         ("sqlite", lambda cfg: open_audit_log(cfg, Metrics())),
         ("mariadb", lambda cfg: open_audit_log(cfg, Metrics())),
+        ("postgresql", lambda cfg: open_audit_log(cfg, Metrics())),
     ]
     for name, factory in logs:
+        db = servers.get(name)
         url = (
             db.url(db.create_database())
-            if name == "mariadb"
+            if db is not None
             else f"sqlite:///{base}/http-{name[:4]}/aft.sqlite3"
         )
         cfg = config(base / f"http-{name[:4]}", url)

@@ -1,4 +1,5 @@
-"""The ``mft`` command line: ``run | sandbox | check | keygen | keyscan | speedtest | purge | log``.
+"""The ``mft`` command line: ``run | sandbox | check | keygen | keyscan | speedtest | purge | log
+| verify | export | hold``.
 
 This module parses the arguments; it does not know where a command is implemented.
 Each command is an entry point of the group :data:`REGISTRY` declared in ``setup.cfg``
@@ -96,6 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-type", choices=("im", "groupchat", "persistent"))
     p.add_argument("--limit", type=int)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    p = sub.add_parser("verify", help="re-hash every stored file and compare with AFT_LOG")
+    with_config(p)
+    p.add_argument("--since", help="uploads from YYYY-MM-DD or ISO date-time, UTC")
+    p.add_argument("--until", help="uploads before YYYY-MM-DD or ISO date-time, UTC")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = sub.add_parser("export", help="an eDiscovery bundle: files, AFT_LOG rows, SHA256SUMS")
+    with_config(p)
+    p.add_argument("--jid", help="uploads by this JID")
+    p.add_argument("--to", help="uploads sent to this user or room")
+    p.add_argument("--since", help="uploads from YYYY-MM-DD or ISO date-time, UTC")
+    p.add_argument("--until", help="uploads before YYYY-MM-DD or ISO date-time, UTC")
+    p.add_argument("out", metavar="OUT", help="new directory, or a file ending .zip")
+
+    p = sub.add_parser("hold", help="legal holds: files purge must keep")
+    with_config(p)
+    hold = p.add_subparsers(dest="hold_command", required=True, metavar="ACTION")
+    h = hold.add_parser("add", help="hold the files of an uploader or a recipient")
+    who = h.add_mutually_exclusive_group(required=True)
+    who.add_argument("--jid", help="files this JID uploaded")
+    who.add_argument("--to", help="files sent to this user or room")
+    h.add_argument("--reason", default="", help="case number, court order, ...")
+    h = hold.add_parser("list", help="active holds")
+    h.add_argument("--all", action="store_true", help="released holds too")
+    h = hold.add_parser("release", help="release a hold")
+    h.add_argument("hold_id", metavar="ID", type=int)
+    h.add_argument("--reason", default="", help="why it is released")
     return parser
 
 
@@ -155,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return asyncio.run(command(cfg, args))
+    except ConfigError as exc:
+        # A key only a back-end can judge (e.g. a database URL option), found as it opens.
+        print(f"mft: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -19,13 +19,58 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
-from component.dburl import PostgresTarget, parse_postgres_url
+from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
 from component.errors import ConfigError
+from component.hostkey import check_host_key
+from component.scanconfig import ScanConfig as ScanConfig  # re-exported: one config API
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
+DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
+DATABASE_USAGE = (
+    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
+)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _check_port(key: str, url: str) -> None:
+    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
+
+
+def _check_database_url(url: str) -> None:
+    """Check ``[database] url`` now, not at first connect: scheme, then the back-end's own
+    rules (:mod:`component.dburl`: port, database name, options).
+
+    :raises ConfigError: naming the key and what is wrong.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
+    if parts.scheme == "sqlite":
+        if not (parts.netloc + parts.path).strip("/"):
+            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
+    elif parts.scheme == "mysql":
+        parse_mysql_url(url)
+    else:
+        parse_postgres_url(url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,8 +219,12 @@ class RepositoryConfig:
         parts = urlsplit(self.url)
         if parts.scheme not in ("sftp", "file"):
             raise ConfigError(f"[repository] url {self.url!r}: use sftp:// or file://")
-        if parts.scheme == "sftp" and not (parts.hostname and parts.username and parts.path):
-            raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
+        if parts.scheme == "sftp":
+            if not (parts.hostname and parts.username and parts.path):
+                raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
+            _check_port("[repository] url", safe_url(self.url))
+            if self.host_key:  # empty: `mft keygen` may run before the key is pinned
+                check_host_key(self.host_key, self.host, self.port)
         if self.files_per_directory < 1:
             raise ConfigError("[repository] files_per_directory: at least 1")
 
@@ -218,13 +267,7 @@ class DatabaseConfig:
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.scheme not in ("mysql", "postgresql", "sqlite"):
-            raise ConfigError(
-                "[database] url: use mysql://user:pw@host:port/db,"
-                " postgresql://user:pw@host:port/db or sqlite:///path"
-            )
-        if self.scheme == "postgresql":
-            parse_postgres_url(self.url)  # every option checked now, not at first connect
+        _check_database_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -247,11 +290,7 @@ class DatabaseConfig:
     @property
     def safe_url(self) -> str:
         """The URL without its password, for logs and ``mft check``."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
+        return safe_url(self.url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,75 +311,6 @@ class AlarmConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.disk_free_min_percent < 100:
             raise ConfigError("[alarm] disk_free_min_percent: between 0 (off) and 100")
-
-
-# AF_UNIX socket paths are limited to 108 bytes with the terminating NUL (sun_path).
-UNIX_PATH_MAX = 107
-CLAMD_PORT = 3310
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScanConfig:
-    """``[scan]``: malware scanning of every upload by clamd (ClamAV) before it is published.
-
-    ``clamd`` empty (the default) means no scanning.
-    """
-
-    clamd: str = ""
-    # clamd unreachable, timing out or answering an error: refuse the upload (503, fail
-    # closed) or publish it with SCAN_RESULT "unscanned".
-    on_error: Literal["reject", "accept"] = "reject"
-    # Uploads larger than this many bytes are not sent to clamd and are published as
-    # "unscanned"; 0: every upload is scanned, and one clamd refuses as larger than its
-    # StreamMaxLength is refused (413).
-    max_size: int = 0
-    connect_timeout: float = 5.0
-    # Seconds any single write to clamd, or the wait for its verdict, may take.
-    io_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ("reject", "accept"):
-            raise ConfigError(f"[scan] on_error {self.on_error!r}: use 'reject' or 'accept'")
-        if self.max_size < 0:
-            raise ConfigError("[scan] max_size: 0 (scan every upload) or more bytes")
-        if not 0 < self.connect_timeout <= 3600 or not 0 < self.io_timeout <= 3600:
-            raise ConfigError("[scan] connect_timeout and io_timeout: more than 0, at most 3600 s")
-        if not self.clamd:
-            return
-        parts = urlsplit(self.clamd)
-        try:
-            tcp = bool(parts.hostname) and parts.path in ("", "/") and (parts.port or 1) > 0
-        except ValueError:  # a port that is not a number
-            tcp = False
-        if not (
-            parts.scheme == "unix" and not parts.netloc and parts.path.startswith("/")
-        ) and not (parts.scheme == "tcp" and tcp):
-            raise ConfigError(
-                f"[scan] clamd {self.clamd!r}: use unix:///absolute/path/clamd.ctl or tcp://host:3310"
-            )
-        if len(os.fsencode(self.socket_path)) > UNIX_PATH_MAX:
-            raise ConfigError(f"[scan] clamd: a socket path has at most {UNIX_PATH_MAX} bytes")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether uploads are scanned."""
-        return bool(self.clamd)
-
-    @property
-    def socket_path(self) -> str:
-        """The clamd socket of a ``unix://`` URL (``""`` for ``tcp://``)."""
-        parts = urlsplit(self.clamd)
-        return unquote(parts.path) if parts.scheme == "unix" else ""
-
-    @property
-    def host(self) -> str:
-        """clamd's host for ``tcp://`` (``""`` for ``unix://``)."""
-        return urlsplit(self.clamd).hostname or ""
-
-    @property
-    def port(self) -> int:
-        """clamd's TCP port (3310 unless the URL says otherwise)."""
-        return urlsplit(self.clamd).port or CLAMD_PORT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,8 +1,10 @@
-"""Database URLs that need more than a scheme check: ``postgresql://`` as libpq spells it.
+"""Database URLs that need more than a scheme check: ``postgresql://`` as libpq spells
+it, and ``mysql://`` with its options.
 
-:mod:`component.config` calls :func:`parse_postgres_url` when the file is loaded, so a
-bad option is reported at start by name; the back-end reads the same
-:class:`PostgresTarget` and never parses the URL itself.
+:mod:`component.config` calls :func:`parse_postgres_url` and :func:`parse_mysql_url`
+when the file is loaded, so a bad option is reported at start by name; the back-ends
+read the same :class:`PostgresTarget` / :class:`MysqlTarget` and never parse the URL
+themselves.
 """
 
 from __future__ import annotations
@@ -72,4 +74,44 @@ def parse_postgres_url(url: str) -> PostgresTarget:
         port=port,
         sslmode=sslmode,
         sslrootcert=options.get("sslrootcert", ""),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MysqlTarget:
+    """Where and as whom to connect, from the ``mysql://`` URL."""
+
+    database: str
+    user: str = ""
+    password: str = field(default="", repr=False)
+    host: str = "localhost"
+    port: int = 3306
+    unix_socket: str | None = None
+
+
+def parse_mysql_url(url: str) -> MysqlTarget:
+    """``mysql://user:pw@host:port/db[?unix_socket=/path]`` with percent-decoded parts.
+
+    :raises ConfigError: the URL has no database name, a bad port or unknown options.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise ConfigError(f"[database] url: bad port ({exc})") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError("[database] url: give the database name, mysql://user:pw@host/db")
+    options = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(options) - {"unix_socket"})
+    if unknown:
+        raise ConfigError(f"[database] url: unknown option {unknown[0]!r} (known: unix_socket)")
+    sockets = options.get("unix_socket")
+    return MysqlTarget(
+        database=database,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        host=parts.hostname or "localhost",
+        port=port,
+        unix_socket=sockets[-1] if sockets else None,
     )

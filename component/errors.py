@@ -17,6 +17,13 @@ rendered in two places only: ``component.xmpp.service`` (IQ errors) and
           +-- NotFound                     item-not-found       cancel  404
           +-- Gone                         item-not-found       cancel  410  (purged by retention)
           +-- StorageUnavailable           internal-server-error wait   503
+          |    +-- FileServerUnreachable   no TCP connection, or no answer in time
+          |    +-- HostKeyMismatch         another host key than the pinned one (MITM?)
+          |    +-- HostKeyTypeMissing      the server has no host key of the pinned type
+          |    +-- HostKeyNotPinned        [repository] host_key is empty
+          |    +-- AuthRefused             the file server refused the node key
+          |    +-- NodeKeyUnusable         [repository] client_key missing or unreadable
+          |    +-- PathNotWritable         the node directory cannot be made or written
           +-- AuditUnavailable             internal-server-error wait   503
           +-- Infected                     not-acceptable       modify  422  (names the signature)
           +-- TooLargeToScan               not-acceptable       modify  413  (past clamd's limit)
@@ -59,6 +66,11 @@ class UploadError(Exception):
     def __init__(self, text: str | None = None) -> None:
         self.text = text or self.default_text
         super().__init__(self.text)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this error is answered with (log this one, not the class's)."""
+        return self.http_status
 
 
 class InvalidRequest(UploadError):
@@ -116,6 +128,11 @@ class InvalidToken(UploadError):
         self.missing = missing
         super().__init__(text or ("Token missing" if missing else None))
 
+    @property
+    def status(self) -> int:
+        """401 when there is no token at all (RFC 9110: authenticate), 403 when it is bad."""
+        return 401 if self.missing else 403
+
 
 class SizeMismatch(UploadError):
     """The body is not exactly the slot's size (XEP-0363: MUST reject)."""
@@ -129,6 +146,11 @@ class SizeMismatch(UploadError):
         self.actual = actual
         self.larger = actual > expected if larger is None else larger
         super().__init__(f"Body size {actual} does not match the slot size {expected}")
+
+    @property
+    def status(self) -> int:
+        """413 for a body larger than the slot, 400 for a shorter one."""
+        return 413 if self.larger else 400
 
 
 class AlreadyUploaded(UploadError):
@@ -165,6 +187,34 @@ class StorageUnavailable(UploadError):
     etype = "wait"
     http_status = 503
     default_text = "The file repository is unavailable, try again later"
+
+
+class FileServerUnreachable(StorageUnavailable):
+    """No TCP connection to the file server, or no SSH answer within the timeout."""
+
+
+class HostKeyMismatch(StorageUnavailable):
+    """The file server presented another host key than the pinned one; nothing was sent."""
+
+
+class HostKeyTypeMissing(StorageUnavailable):
+    """The file server has no host key of the pinned type (it hangs up the handshake)."""
+
+
+class HostKeyNotPinned(StorageUnavailable):
+    """``[repository] host_key`` is empty: no key to trust, so no connection is made."""
+
+
+class AuthRefused(StorageUnavailable):
+    """The file server refused the node key (not in the user's ``authorized_keys``)."""
+
+
+class NodeKeyUnusable(StorageUnavailable):
+    """``[repository] client_key`` is missing, unreadable or passphrase-protected."""
+
+
+class PathNotWritable(StorageUnavailable):
+    """The node directory cannot be created, or a probe file cannot be written in it."""
 
 
 class AuditUnavailable(UploadError):
@@ -207,9 +257,6 @@ class ScanUnavailable(UploadError):
 
 
 def http_status_of(exc: UploadError) -> int:
-    """HTTP status for ``exc``, refining the classes whose status depends on the case."""
-    if isinstance(exc, InvalidToken):
-        return 401 if exc.missing else 403
-    if isinstance(exc, SizeMismatch):
-        return 413 if exc.larger else 400
-    return exc.http_status
+    """HTTP status for ``exc`` (:attr:`UploadError.status`: refined where it depends on
+    the case)."""
+    return exc.status

@@ -1,113 +1,159 @@
-"""Counters, gauges and histograms rendered in the Prometheus text format.
+"""The service's metrics, kept by ``prometheus_client`` in a registry of their own.
 
-One :class:`Metrics` object is made per process by the runner and handed to the
-component and the HTTP server (no module-level registry), which ``GET /metrics`` renders.
+Every metric is defined once, in :data:`DEFINITIONS` (kind, help text, label names,
+buckets): what ``GET /metrics`` says about a metric never depends on which call site
+ran first. One :class:`Metrics` is made per process by the runner and handed to the
+component, the audit log and the HTTP server; it owns its
+:class:`~prometheus_client.CollectorRegistry` (never the library's global default), or
+uses one given to it (for prometheus_client's multiprocess mode, say).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-Labels = tuple[tuple[str, str], ...]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["counter", "gauge", "histogram"]
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+PREFIX = "mft_"
 
 
-def _labels(labels: Mapping[str, str] | None) -> Labels:
-    return tuple(sorted((labels or {}).items()))
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    """One metric: its kind, help text, label names and (histograms) buckets."""
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _fmt_labels(labels: Iterable[tuple[str, str]]) -> str:
-    items = [f'{k}="{_escape(v)}"' for k, v in labels]
-    return "{" + ",".join(items) + "}" if items else ""
-
-
-def _fmt_value(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
-
-
-@dataclass
-class _Family:
-    kind: str
+    kind: Kind
     help: str
-    values: dict[Labels, float] = field(default_factory=dict)
-    buckets: tuple[float, ...] = ()
-    hist: dict[Labels, list[float]] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = DURATION_BUCKETS
+
+
+# The one table of metrics (README "Monitoring" lists them; a test keeps both in step).
+DEFINITIONS: dict[str, MetricDef] = {
+    "slots": MetricDef("counter", "Upload slots handed out", ("chat_type",)),
+    "slots_refused": MetricDef("counter", "Slot requests refused", ("reason",)),
+    "uploads": MetricDef("counter", "Uploads stored and logged", ("chat_type",)),
+    "upload_bytes": MetricDef("counter", "Bytes of uploads stored", ("chat_type",)),
+    "downloads": MetricDef("counter", "Downloads completed", ("chat_type",)),
+    "download_bytes": MetricDef("counter", "Bytes of downloads sent", ("chat_type",)),
+    "shares": MetricDef("counter", "Share reports recorded", ("chat_type",)),
+    "share_reports_ignored": MetricDef("counter", "Share reports ignored", ("reason",)),
+    "repository_errors": MetricDef("counter", "Repository (file server) operations that failed"),
+    "database_errors": MetricDef("counter", "AFT_LOG database operations that failed"),
+    "spool_rows": MetricDef("gauge", "AFT_LOG rows waiting in the local spool for the database"),
+    "disk_free_bytes": MetricDef("gauge", "Free bytes on the repository"),
+    "disk_free_percent": MetricDef("gauge", "Free space on the repository, percent"),
+    "disk_alarm": MetricDef(
+        "gauge", "1 while the repository's free space is below the alarm threshold"
+    ),
+    "scans": MetricDef("counter", "Uploads by malware scan result", ("result",)),
+    "scan_infected": MetricDef(
+        "counter", "Uploads refused as infected, by signature", ("signature",)
+    ),
+    "scan_errors": MetricDef("counter", "Malware scans that failed", ("reason",)),
+    "scan_seconds": MetricDef("histogram", "Wait for clamd's verdict after the last byte"),
+    "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
+    "download_seconds": MetricDef("histogram", "Time to send a download", ("chat_type",)),
+}
+
+_Metric = Counter | Gauge | Histogram
 
 
 class Metrics:
-    """A small per-process metrics registry."""
+    """The process's metrics: counters, gauges and histograms of :data:`DEFINITIONS`.
 
-    def __init__(self, prefix: str = "mft_") -> None:
-        self._prefix = prefix
-        self._families: dict[str, _Family] = {}
+    A metric is registered on first use, so ``/metrics`` shows only what has happened
+    (no gauge claims 0 free bytes before the disk was looked at).
 
-    def _family(self, name: str, kind: str, help: str, buckets: tuple[float, ...] = ()) -> _Family:
-        fam = self._families.get(name)
-        if fam is None:
-            fam = self._families[name] = _Family(kind, help, buckets=buckets)
-        return fam
+    :param registry: where the metrics live; a new one of this object's own by default.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        definitions: Mapping[str, MetricDef] = DEFINITIONS,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._definitions = dict(definitions)
+        self._metrics: dict[str, _Metric] = {}
+
+    def _get(self, name: str, kind: Kind, help: str, labels: Mapping[str, str] | None) -> _Metric:
+        metric = self._metrics.get(name)
+        if metric is not None:
+            return metric
+        spec = self._definitions.get(name)
+        if spec is None:
+            # Not in the table (a test fails for any such call site): still counted, so a
+            # rare error path never fails for want of a row.
+            log.warning("metric %r is not in component.metrics.DEFINITIONS", name)
+            spec = self._definitions[name] = MetricDef(
+                kind, help or name, tuple(sorted(labels or {}))
+            )
+        if spec.kind != kind:
+            raise TypeError(f"metric {name!r} is a {spec.kind}, not a {kind}")
+        full = PREFIX + name
+        if spec.kind == "counter":
+            metric = Counter(full, spec.help, spec.labels, registry=self.registry)
+        elif spec.kind == "gauge":
+            metric = Gauge(full, spec.help, spec.labels, registry=self.registry)
+        else:
+            metric = Histogram(
+                full, spec.help, spec.labels, registry=self.registry, buckets=spec.buckets
+            )
+        self._metrics[name] = metric
+        return metric
+
+    @staticmethod
+    def _child(metric: _Metric, labels: Mapping[str, str] | None) -> _Metric:
+        return metric.labels(**labels) if labels else metric
 
     def inc(
-        self, name: str, help: str, labels: Mapping[str, str] | None = None, value: float = 1
+        self, name: str, help: str = "", labels: Mapping[str, str] | None = None, value: float = 1
     ) -> None:
-        """Add ``value`` to the counter ``name`` (``_total`` is appended when rendering)."""
-        fam = self._family(name, "counter", help)
-        key = _labels(labels)
-        fam.values[key] = fam.values.get(key, 0) + value
+        """Add ``value`` to the counter ``name`` (rendered as ``mft_<name>_total``).
+
+        ``help`` is only for names missing from :data:`DEFINITIONS`, whose text wins.
+        """
+        counter = self._child(self._get(name, "counter", help, labels), labels)
+        assert isinstance(counter, Counter)
+        counter.inc(value)
 
     def set(
-        self, name: str, help: str, value: float, labels: Mapping[str, str] | None = None
+        self, name: str, help: str = "", value: float = 0, labels: Mapping[str, str] | None = None
     ) -> None:
         """Set the gauge ``name`` to ``value``."""
-        self._family(name, "gauge", help).values[_labels(labels)] = value
+        gauge = self._child(self._get(name, "gauge", help, labels), labels)
+        assert isinstance(gauge, Gauge)
+        gauge.set(value)
 
     def observe(
         self,
         name: str,
-        help: str,
-        value: float,
+        help: str = "",
+        value: float = 0,
         labels: Mapping[str, str] | None = None,
-        buckets: tuple[float, ...] = DURATION_BUCKETS,
     ) -> None:
-        """Record ``value`` in the histogram ``name``."""
-        fam = self._family(name, "histogram", help, buckets)
-        key = _labels(labels)
-        counts = fam.hist.setdefault(key, [0.0] * (len(fam.buckets) + 2))
-        for i, bound in enumerate(fam.buckets):
-            if value <= bound:
-                counts[i] += 1
-        counts[-2] += 1  # count
-        counts[-1] += value  # sum
+        """Record ``value`` in the histogram ``name`` (buckets from :data:`DEFINITIONS`)."""
+        hist = self._child(self._get(name, "histogram", help, labels), labels)
+        assert isinstance(hist, Histogram)
+        hist.observe(value)
 
     def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
-        """Current value of a counter or gauge (0 if never set); for tests and checks."""
-        fam = self._families.get(name)
-        return fam.values.get(_labels(labels), 0.0) if fam else 0.0
+        """A counter's or gauge's value, a histogram's count (0 if never set); for tests
+        and checks."""
+        spec = self._definitions.get(name)
+        if spec is None or name not in self._metrics:
+            return 0.0
+        suffix = {"counter": "_total", "gauge": "", "histogram": "_count"}[spec.kind]
+        found = self.registry.get_sample_value(PREFIX + name + suffix, dict(labels or {}))
+        return found or 0.0
 
     def render(self) -> str:
-        """The whole registry in the Prometheus text exposition format 0.0.4."""
-        out: list[str] = []
-        for name in sorted(self._families):
-            fam = self._families[name]
-            full = self._prefix + name + ("_total" if fam.kind == "counter" else "")
-            out.append(f"# HELP {full} {fam.help}")
-            out.append(f"# TYPE {full} {fam.kind}")
-            for labels, v in sorted(fam.values.items()):
-                out.append(f"{full}{_fmt_labels(labels)} {_fmt_value(v)}")
-            for labels, counts in sorted(fam.hist.items()):
-                for i, bound in enumerate(fam.buckets):
-                    le = (*labels, ("le", _fmt_value(bound)))
-                    out.append(f"{full}_bucket{_fmt_labels(le)} {_fmt_value(counts[i])}")
-                inf = (*labels, ("le", "+Inf"))
-                out.append(f"{full}_bucket{_fmt_labels(inf)} {_fmt_value(counts[-2])}")
-                out.append(f"{full}_count{_fmt_labels(labels)} {_fmt_value(counts[-2])}")
-                out.append(f"{full}_sum{_fmt_labels(labels)} {_fmt_value(counts[-1])}")
-        return "\n".join(out) + "\n"
+        """The registry in the Prometheus text exposition format 0.0.4."""
+        return generate_latest(self.registry).decode()

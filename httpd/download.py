@@ -96,6 +96,7 @@ class _Download:
             file_size=up.file_size if up else size,
             node_id=cfg.node.id,
             client_ip=client_ip(self.request),
+            file_sha256=up.file_sha256 if up else "",
         )
         try:
             await self.app[AUDIT].record(rec)
@@ -172,11 +173,9 @@ class _Download:
             await self.log("GET_INCOMPLETE", size)
             raise
         metrics, labels = self.app[METRICS], {"chat_type": self.path.chat_type}
-        metrics.inc("downloads", "Downloads completed", labels)
-        metrics.inc("download_bytes", "Bytes of downloads sent", labels, sent)
-        metrics.observe(
-            "download_seconds", "Time to send a download", time.monotonic() - started, labels
-        )
+        metrics.inc("downloads", labels=labels)
+        metrics.inc("download_bytes", labels=labels, value=sent)
+        metrics.observe("download_seconds", value=time.monotonic() - started, labels=labels)
         await self.log("GET", size)
 
 

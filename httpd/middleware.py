@@ -14,7 +14,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from component.errors import AuditUnavailable, StorageUnavailable, UploadError, http_status_of
+from component.errors import StorageUnavailable, UploadError, http_status_of
 from component.metrics import Metrics
 from httpd.appkeys import IN_FLIGHT, METRICS
 from httpd.headers import CORS_EXPOSE_HEADERS
@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def count_failure(metrics: Metrics, exc: BaseException) -> None:
-    """Count a repository or database failure in the metrics."""
+    """Count a repository failure in the metrics.
+
+    Database failures are not counted here: the audit back-end that met the library
+    error counts it (``database_errors``), once, wherever the operation came from.
+    """
     if isinstance(exc, StorageUnavailable):
-        metrics.inc("repository_errors", "Repository (file server) operations that failed")
-    elif isinstance(exc, AuditUnavailable):
-        metrics.inc("database_errors", "AFT_LOG operations that failed")
+        metrics.inc("repository_errors")
 
 
 def error_response(exc: UploadError) -> web.Response:

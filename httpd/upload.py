@@ -1,16 +1,19 @@
 """PUT: check the slot token and size, stream the body into the repository, log POST.
 
-The checks run twice for a client that sends ``Expect: 100-continue``: once in
-:func:`expect_upload` before ``100 Continue`` (so a bad token or size is refused before
-any body byte is sent) and once in :func:`put_upload` (for clients without ``Expect``).
+The checks run once per request, before the body: in :func:`expect_upload` for a client
+that sends ``Expect: 100-continue`` (so a bad token or size is refused before any body
+byte is sent, and :func:`put_upload` reuses the result), else in :func:`put_upload`.
+One repository request (is the slot free?) is all a PUT costs before its first byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from aiohttp import ClientPayloadError, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -18,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from component.audit import AuditLog, AuditRecord
 from component.errors import (
     AlreadyUploaded,
+    AuditUnavailable,
     FileTooLarge,
     Infected,
     InvalidRequest,
@@ -36,6 +40,9 @@ from httpd.routing import redirect_to_owner, slot_path
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # read size; the repository re-blocks as it needs
+# Where the expect handler leaves its checked (path, grant) for the PUT handler: aiohttp
+# passes both the same request.
+CHECKED = web.RequestKey("checked_upload", tuple[SlotPath, UploadGrant])
 
 
 class BodyStalled(Exception):
@@ -43,7 +50,7 @@ class BodyStalled(Exception):
 
 
 async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
-    """Everything that can refuse a PUT before its body is read.
+    """Everything that can refuse a PUT before its body is read, once per request.
 
     :raises InvalidRequest: malformed path (400) or Content-Length (400).
     :raises InvalidToken: token missing (401), forged, for another path or expired (403).
@@ -53,6 +60,8 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     :raises aiohttp.web.HTTPLengthRequired: no Content-Length (a chunked body) (411).
     :raises aiohttp.web.HTTPTemporaryRedirect: the slot belongs to another node (307).
     """
+    if CHECKED in request:
+        return request[CHECKED]
     cfg = request.app[CONFIG]
     path = slot_path(request)
     redirect_to_owner(request, path)
@@ -72,6 +81,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     try:
         await request.app[REPOSITORY].size(path.repo_path)
     except NotFound:
+        request[CHECKED] = (path, grant)
         return path, grant
     raise AlreadyUploaded()
 
@@ -81,7 +91,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     try:
         await check_upload(request)
     except UploadError as exc:
-        log.info("PUT %s refused before the body: %d %s", request.path, exc.http_status, exc.text)
+        log.info("PUT %s refused before the body: %d %s", request.path, exc.status, exc.text)
         return error_response(exc)
     except web.HTTPException as exc:
         return http_exception_response(exc)
@@ -114,6 +124,50 @@ async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterato
         yield chunk
 
 
+class StreamDigest:
+    """SHA-256 of an upload, fed while it streams (FILE_SHA256; the file is never re-read).
+
+    Chunks are gathered into batches of :data:`BATCH` bytes and each batch is hashed in a
+    worker thread (hashlib releases the GIL) while the event loop goes on receiving and
+    storing, so on a multi-core host the hash barely slows the upload. Batches are hashed
+    strictly in order, one at a time: at most two batches per upload are held.
+    """
+
+    BATCH = 1024 * 1024
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._pending: asyncio.Future[None] | None = None
+
+    def _update(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self._sha.update(part)
+
+    async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``chunks`` unchanged, each hashed on its way."""
+        loop = asyncio.get_running_loop()
+        async for chunk in chunks:
+            self._batch.append(chunk)
+            self._batched += len(chunk)
+            if self._batched >= self.BATCH:
+                if self._pending is not None:
+                    await self._pending
+                batch, self._batch, self._batched = self._batch, [], 0
+                self._pending = loop.run_in_executor(None, self._update, batch)
+            yield chunk
+
+    async def hexdigest(self) -> str:
+        """The 64 lower-case hex digits of everything fed so far."""
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        self._update(self._batch)
+        self._batch, self._batched = [], 0
+        return self._sha.hexdigest()
+
+
 async def _record_or_discard(
     audit: AuditLog, repo: Repository, rec: AuditRecord, repo_path: str
 ) -> None:
@@ -141,9 +195,10 @@ async def _record_or_discard(
 
 
 async def _refuse_infected(audit: AuditLog, rec: AuditRecord, exc: Infected) -> None:
-    """Log who uploaded which file with which signature (nothing was published).
+    """Log who uploaded which file with which signature (nothing was published), and
+    write the ``POST_INFECTED`` row (SCAN_RESULT: the signature).
 
-    The ``POST_INFECTED`` row is best effort: the upload is refused (422) either way.
+    The row is best effort: the upload is refused (422) either way.
     """
     log.warning(
         "infected upload refused: %s uploaded %r (resource %s, %d bytes), signature %s",
@@ -153,6 +208,10 @@ async def _refuse_infected(audit: AuditLog, rec: AuditRecord, exc: Infected) -> 
         rec.file_size,
         exc.signature,
     )
+    try:
+        await audit.record(replace(rec, method="POST_INFECTED", scan_result=exc.signature))
+    except AuditUnavailable:
+        log.error("POST_INFECTED row for %s not recorded", rec.filename, exc_info=True)
 
 
 async def put_upload(request: web.Request) -> web.StreamResponse:
@@ -166,13 +225,13 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
     path, grant = await check_upload(request)
     started = time.monotonic()
+    digest = StreamDigest()
     infected: Infected | None = None
     # The body streams to clamd as it is stored; the verdict comes before the rename.
     async with request.app[SCANNER].scan(grant.size) as scan:
+        body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
         try:
-            await repo.store(
-                path.repo_path, scan.wrap(body_chunks(request, cfg.http.body_timeout)), grant.size
-            )
+            await repo.store(path.repo_path, body, grant.size)
         except BodyStalled:
             log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
             return await answer_and_close(
@@ -192,6 +251,8 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         file_size=grant.size,
         node_id=cfg.node.id,
         client_ip=client_ip(request),
+        file_sha256=await digest.hexdigest(),
+        scan_result=scan.result,
     )
     if infected is not None:
         await _refuse_infected(request.app[AUDIT], rec, infected)
@@ -199,9 +260,9 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     await _record_or_discard(request.app[AUDIT], repo, rec, path.repo_path)
     elapsed = time.monotonic() - started
     metrics, labels = request.app[METRICS], {"chat_type": path.chat_type}
-    metrics.inc("uploads", "Uploads stored and logged", labels)
-    metrics.inc("upload_bytes", "Bytes of uploads stored", labels, grant.size)
-    metrics.observe("upload_seconds", "Time to receive and store an upload", elapsed, labels)
+    metrics.inc("uploads", labels=labels)
+    metrics.inc("upload_bytes", labels=labels, value=grant.size)
+    metrics.observe("upload_seconds", value=elapsed, labels=labels)
     log.info(
         "upload stored: %s %s/%s %d bytes in %.2fs from %s (Content-Type %r)",
         path.chat_type,

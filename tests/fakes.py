@@ -20,6 +20,7 @@ class FakeAudit:
     ):
         self.files, self.nbytes, self.fail = files, nbytes, fail
         self.by_chat_type = by_chat_type or {}
+        self.uploaded_among_calls: list[list[str]] = []
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -48,6 +49,11 @@ class FakeAudit:
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """No rows."""
         return []
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """No upload is ever found; counts the calls (one per quota check)."""
+        self.uploaded_among_calls.append(list(resources))
+        return set()
 
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
         """The fixed usage (or the configured failure)."""

@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING
 
 from component.audit.base import (
     COLUMNS,
+    HOLD_COLUMNS,
     METHODS,
     TEXT_LIMITS,
     AuditLog,
     AuditQuery,
     AuditRecord,
     AuditWriteFailed,
+    HeldJids,
+    Hold,
+    HoldColumn,
     Method,
     bare_jid,
+    held_jids,
     jid_matches,
     naive_utc,
 )
@@ -30,14 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLUMNS",
+    "HOLD_COLUMNS",
     "METHODS",
     "TEXT_LIMITS",
     "AuditLog",
     "AuditQuery",
     "AuditRecord",
     "AuditWriteFailed",
+    "HeldJids",
+    "Hold",
+    "HoldColumn",
     "Method",
     "bare_jid",
+    "held_jids",
     "jid_matches",
     "naive_utc",
     "open_audit_log",
@@ -65,7 +75,7 @@ def open_audit_log(cfg: Config, metrics: Metrics | None = None, *, spool: bool =
     else:
         from component.audit.sqlite import SqliteAuditLog
 
-        return SqliteAuditLog(cfg)
+        return SqliteAuditLog(cfg, metrics)
     if not spool:
         return inner
     from component.audit.spooled import SpooledAuditLog

@@ -6,7 +6,7 @@ the columns of DESIGN.md; the :class:`AuditLog` protocol every back-end implemen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -15,9 +15,13 @@ from component.errors import AuditUnavailable
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
-# ticket when one is required), GET_GONE (file purged by retention). SHARE: the XMPP
-# server reported the file's URL sent to TO_JID (mod_mft_share).
-Method = Literal["POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE"]
+# ticket when one is required), GET_GONE (file purged by retention).
+# SHARE: the XMPP server reported the URL sent to someone (DESIGN.md "Recipients for every
+# client"). POST_INFECTED: an upload the malware scan refused (nothing stored; SCAN_RESULT
+# names the signature).
+Method = Literal[
+    "POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE", "POST_INFECTED"
+]
 METHODS: tuple[Method, ...] = (
     "POST",
     "GET",
@@ -25,9 +29,11 @@ METHODS: tuple[Method, ...] = (
     "GET_REFUSED",
     "GET_GONE",
     "SHARE",
+    "POST_INFECTED",
 )
 
-# Column names and sizes, as Cisco's AFT_LOG plus NODE_ID and CLIENT_IP.
+# Column names and sizes, as Cisco's AFT_LOG plus NODE_ID and CLIENT_IP, then (schema
+# version 2, DESIGN.md "Compliance records") FILE_SHA256 and SCAN_RESULT.
 COLUMNS = (
     "AFT_INDEX",
     "JID",
@@ -42,6 +48,8 @@ COLUMNS = (
     "DATE_TIME",
     "NODE_ID",
     "CLIENT_IP",
+    "FILE_SHA256",
+    "SCAN_RESULT",
 )
 TEXT_LIMITS = {
     "JID": 3071,
@@ -54,6 +62,8 @@ TEXT_LIMITS = {
     "FILE_SERVER": 511,
     "NODE_ID": 128,
     "CLIENT_IP": 64,
+    "FILE_SHA256": 64,
+    "SCAN_RESULT": 255,
 }
 
 
@@ -73,6 +83,11 @@ class AuditRecord:
     date_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     node_id: str = ""
     client_ip: str = ""
+    # SHA-256 of the stored bytes, 64 lower-case hex digits (POST and that file's GET
+    # rows); empty for rows written before schema version 2 or when unknown.
+    file_sha256: str = ""
+    # Malware scan verdict: "clean", the signature name, or empty when scanning is off.
+    scan_result: str = ""
     index: int | None = None
 
     def clipped(self) -> AuditRecord:
@@ -87,6 +102,8 @@ class AuditRecord:
             "file_server": self.file_server[: TEXT_LIMITS["FILE_SERVER"]],
             "node_id": self.node_id[: TEXT_LIMITS["NODE_ID"]],
             "client_ip": self.client_ip[: TEXT_LIMITS["CLIENT_IP"]],
+            "file_sha256": self.file_sha256[: TEXT_LIMITS["FILE_SHA256"]],
+            "scan_result": self.scan_result[: TEXT_LIMITS["SCAN_RESULT"]],
         }
         return replace(self, **values)  # type: ignore[arg-type]
 
@@ -106,6 +123,8 @@ class AuditRecord:
             "DATE_TIME": naive_utc(self.date_time),
             "NODE_ID": self.node_id,
             "CLIENT_IP": self.client_ip,
+            "FILE_SHA256": self.file_sha256,
+            "SCAN_RESULT": self.scan_result,
         }
 
 
@@ -120,7 +139,60 @@ class AuditQuery:
     filename: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Only rows with AFT_INDEX above this (keyset paging: read a large table in pages).
+    after_index: int | None = None
     limit: int | None = None
+
+
+# The AFT_LOG column a hold matches: the uploader (JID) or the recipient (TO_JID).
+HoldColumn = Literal["JID", "TO_JID"]
+HOLD_COLUMNS: tuple[HoldColumn, ...] = ("JID", "TO_JID")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """One legal hold. ``hold_id`` is set by the database (``None`` before insert)."""
+
+    column: HoldColumn
+    jid: str
+    reason: str = ""
+    created_by: str = ""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    released_at: datetime | None = None
+    released_by: str = ""
+    release_reason: str = ""
+    hold_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the hold still stops purges."""
+        return self.released_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldJids:
+    """The bare JIDs under an active hold, as uploaders and as recipients."""
+
+    uploaders: frozenset[str] = frozenset()
+    recipients: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.uploaders or self.recipients)
+
+    def holds_upload(self, uploader: str, recipients: Iterable[str]) -> bool:
+        """Whether a file uploaded by ``uploader`` and sent to ``recipients`` is held."""
+        if bare_jid(uploader) in self.uploaders:
+            return True
+        return any(bare_jid(r) in self.recipients for r in recipients if r)
+
+
+def held_jids(holds: Iterable[Hold]) -> HeldJids:
+    """The JIDs the active ``holds`` protect."""
+    active = [h for h in holds if h.active]
+    return HeldJids(
+        uploaders=frozenset(h.jid for h in active if h.column == "JID"),
+        recipients=frozenset(h.jid for h in active if h.column == "TO_JID"),
+    )
 
 
 class AuditLog(Protocol):
@@ -165,10 +237,57 @@ class AuditLog(Protocol):
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
         """``(files, bytes)`` uploaded by bare ``jid`` since ``since`` (for quotas)."""
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row: one query however many (for quotas,
+        which settle a user's pending slots under the user's lock).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """Uploads (POST rows) completed on ``node_id`` since ``since``, per chat type.
 
         For the ``HH.n`` roll-over after a restart (:meth:`DirectoryAllocator.seed`).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
+    # Legal holds and purge marks (schema version 2). Written straight to the database,
+    # never spooled: a hold must reach every node at once, and a purge that cannot record
+    # what it deletes must not delete.
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Store a new hold; its ``HOLD_ID``.
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active holds (all holds with ``include_released``), oldest first.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release an active hold (recording ``at``, ``by`` and ``reason``).
+
+        :returns: the hold as now stored, or ``None`` if there is no such hold.
+            Releasing a released hold changes nothing and returns it as it was.
+        :raises AuditUnavailable: the database did not answer.
+        """
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record that the files ``resources`` are being deleted by retention.
+
+        :raises AuditUnavailable: the marks were not stored (then delete nothing).
+        """
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` retention purged.
 
         :raises AuditUnavailable: the database did not answer.
         """

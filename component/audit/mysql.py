@@ -2,8 +2,9 @@
 
 ``[database] url = "mysql://user:pw@host:port/db"`` (credentials percent-encoded) or
 ``mysql://user:pw@localhost/db?unix_socket=/run/mysqld/mysqld.sock``. Tables are created
-and migrated on :meth:`MysqlAuditLog.open` from :data:`MIGRATIONS`, the one source of the
-DDL (``deploy/sql/aft_log_mysql.sql`` is :func:`schema_script`; a test keeps them equal).
+and migrated on :meth:`MysqlAuditLog.open` from
+:data:`~component.audit.mysql_schema.MIGRATIONS`, the one source of the DDL
+(``deploy/sql/aft_log_mysql.sql`` is its ``schema_script()``; a test keeps them equal).
 Every pymysql/aiomysql error is translated to :class:`~component.errors.AuditUnavailable`
 here, at the boundary. Sessions run in UTC (``time_zone = '+00:00'``), so TIMESTAMP
 values are UTC whatever the server's zone.
@@ -16,30 +17,44 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomysql
 import pymysql
 
-from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
+from component.audit.holds import (
+    HOLD_SELECT,
+    hold_insert_sql,
+    hold_release_sql,
+    hold_values,
+    purged_insert_sql,
+    purged_select_sql,
+    release_values,
+    row_to_hold,
+)
+from component.audit.mysql_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, schema_script
 from component.audit.spool import SpoolEntry
 from component.audit.sql import (
     SELECT_SQL,
+    batches,
     count_by_chat_type_sql,
     first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
+    uploaded_among_sql,
     where_clause,
 )
 from component.config import Config
-from component.errors import AuditUnavailable, ConfigError
+from component.dburl import parse_mysql_url
+from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "MysqlAuditLog", "parse_mysql_url", "schema_script"]
 
 # What a lost server, a dropped connection or a bounded wait raise through aiomysql.
 DB_ERRORS: tuple[type[BaseException], ...] = (pymysql.err.Error, OSError, EOFError, TimeoutError)
@@ -50,108 +65,9 @@ BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
 
-# Created before anything else: which migrations have run.
-VERSION_TABLE = """CREATE TABLE IF NOT EXISTS AFT_SCHEMA_VERSION (
-    VERSION    INT          NOT NULL PRIMARY KEY,
-    APPLIED_AT TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
-
-# version -> statements. Append a new version for every schema change; never edit one
-# that has shipped. IF NOT EXISTS lets a table an administrator made from
-# deploy/sql/aft_log_mysql.sql be adopted as version 1.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        # InnoDB keys are at most 3072 bytes and utf8mb4 takes 4 per character, so the
-        # 3071-character JID columns get 255-character prefix indexes; FILENAME (511 ->
-        # 2044 bytes) fits whole and is binary-collated: resource names are case-sensitive.
-        """CREATE TABLE IF NOT EXISTS AFT_LOG (
-    AFT_INDEX     BIGINT        NOT NULL AUTO_INCREMENT PRIMARY KEY,
-    JID           VARCHAR(3071) NOT NULL DEFAULT '',
-    TO_JID        VARCHAR(3071) NOT NULL DEFAULT '',
-    METHOD        VARCHAR(63)   NOT NULL,
-    FILENAME      VARCHAR(511)  COLLATE utf8mb4_bin NOT NULL,
-    REAL_FILENAME VARCHAR(511)  NOT NULL DEFAULT '',
-    FILE_TYPE     VARCHAR(10)   NOT NULL DEFAULT '',
-    CHAT_TYPE     VARCHAR(10)   NOT NULL DEFAULT '',
-    FILE_SERVER   VARCHAR(511)  NOT NULL DEFAULT '',
-    FILE_SIZE     BIGINT        NOT NULL DEFAULT 0,
-    DATE_TIME     TIMESTAMP(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    NODE_ID       VARCHAR(128)  NOT NULL DEFAULT '',
-    CLIENT_IP     VARCHAR(64)   NOT NULL DEFAULT '',
-    KEY AFT_LOG_JID (JID(255), DATE_TIME),
-    KEY AFT_LOG_TO_JID (TO_JID(255), DATE_TIME),
-    KEY AFT_LOG_DATE (DATE_TIME),
-    KEY AFT_LOG_FILENAME (FILENAME)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci ROW_FORMAT=DYNAMIC""",
-        # Event ids of spooled rows already inserted: written in the same transaction as
-        # the AFT_LOG row, so a spooled row is delivered exactly once.
-        """CREATE TABLE IF NOT EXISTS AFT_SPOOL_DELIVERED (
-    EVENT_ID     CHAR(32)     CHARACTER SET ascii NOT NULL PRIMARY KEY,
-    DELIVERED_AT TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    KEY AFT_SPOOL_DELIVERED_AT (DELIVERED_AT)
-) ENGINE=InnoDB""",
-    ),
-}
-SCHEMA_VERSION = max(MIGRATIONS)
-
 _INSERT = insert_sql("%s")
 # Delivered ids are only needed while the spool may still hold their rows.
 _PRUNE_DELIVERED = "DELETE FROM AFT_SPOOL_DELIVERED WHERE DELIVERED_AT < NOW(6) - INTERVAL 30 DAY"
-
-
-def schema_script() -> str:
-    """Every migration as one script: the content of ``deploy/sql/aft_log_mysql.sql``."""
-    parts = [
-        "-- AFT_LOG for MariaDB/MySQL: what component/audit_mysql.py creates when missing.",
-        "-- mariadb mft < aft_log_mysql.sql   (the service adopts tables made this way)",
-        "",
-        VERSION_TABLE + ";",
-    ]
-    for version, statements in sorted(MIGRATIONS.items()):
-        parts += ["", f"-- schema version {version}"]
-        parts += [s + ";" for s in statements]
-        parts.append(f"INSERT IGNORE INTO AFT_SCHEMA_VERSION (VERSION) VALUES ({version});")
-    return "\n".join(parts) + "\n"
-
-
-@dataclass(frozen=True, slots=True)
-class MysqlTarget:
-    """Where and as whom to connect, from the ``mysql://`` URL."""
-
-    database: str
-    user: str = ""
-    password: str = field(default="", repr=False)
-    host: str = "localhost"
-    port: int = 3306
-    unix_socket: str | None = None
-
-
-def parse_mysql_url(url: str) -> MysqlTarget:
-    """``mysql://user:pw@host:port/db[?unix_socket=/path]`` with percent-decoded parts.
-
-    :raises ConfigError: the URL has no database name, a bad port or unknown options.
-    """
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigError(f"[database] url: bad port ({exc})") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError("[database] url: give the database name, mysql://user:pw@host/db")
-    options = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"unix_socket"})
-    if unknown:
-        raise ConfigError(f"[database] url: unknown option {unknown[0]!r} (known: unix_socket)")
-    sockets = options.get("unix_socket")
-    return MysqlTarget(
-        database=database,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        host=parts.hostname or "localhost",
-        port=port,
-        unix_socket=sockets[-1] if sockets else None,
-    )
 
 
 class MysqlAuditLog:
@@ -276,7 +192,7 @@ class MysqlAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, _describe(exc))
 
     async def ping(self) -> None:
@@ -455,6 +371,17 @@ class MysqlAuditLog:
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        found: set[str] = set()
+        for batch in batches(resources):
+            rows = await self._fetch(uploaded_among_sql("%s", len(batch)), batch)
+            found.update(str(row[0]) for row in rows)
+        return found
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.
 
@@ -462,6 +389,66 @@ class MysqlAuditLog:
         """
         rows = await self._fetch(count_by_chat_type_sql("%s"), [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Insert a hold; its id (raises AuditUnavailable)."""
+        return (await self._write(hold_insert_sql("%s"), [hold_values(hold)]))[0]
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first (raises AuditUnavailable)."""
+        where = "" if include_released else " WHERE RELEASED_AT IS NULL"
+        return [
+            row_to_hold(r) for r in await self._fetch(HOLD_SELECT + where + " ORDER BY HOLD_ID", [])
+        ]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        when = at or datetime.now(UTC)
+        await self._write(hold_release_sql("%s"), [release_values(hold_id, by, reason, when)])
+        rows = await self._fetch(HOLD_SELECT + " WHERE HOLD_ID = %s", [int(hold_id)])
+        return row_to_hold(rows[0]) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` in one transaction (first mark kept).
+
+        :raises AuditUnavailable: nothing was recorded.
+        """
+        when = naive_utc(at or datetime.now(UTC))
+        sql = purged_insert_sql("%s", keep_first="ON DUPLICATE KEY UPDATE FILENAME = FILENAME")
+        if resources:
+            await self._write(sql, [(r, node_id, when, by) for r in resources])
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark (raises AuditUnavailable)."""
+        found: set[str] = set()
+        for i in range(0, len(resources), BATCH_ROWS):
+            chunk = list(resources[i : i + BATCH_ROWS])
+            rows = await self._fetch(purged_select_sql("%s", len(chunk)), chunk)
+            found.update(str(r[0]) for r in rows)
+        return found
+
+    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> tuple[int, int]:
+        """``executemany`` and COMMIT; ``(lastrowid, rowcount)``.
+
+        :raises AuditUnavailable: the database did not answer (nothing committed).
+        """
+        try:
+            async with self._connection() as conn:
+                async with conn.cursor() as cur:
+                    await cur.executemany(sql, [tuple(r) for r in rows])
+                    result = (int(cur.lastrowid or 0), int(cur.rowcount or 0))
+                await conn.commit()
+        except DB_ERRORS as exc:
+            self._failed("write", exc)
+            raise AuditUnavailable(f"{self._safe_url}: {_describe(exc)}") from exc
+        return result
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
         return [row_to_record(r) for r in await self._fetch(sql, params)]

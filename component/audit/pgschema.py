@@ -11,7 +11,17 @@ column needs one line in a new migration, nothing else.
 
 from __future__ import annotations
 
-from component.audit.base import COLUMNS, TEXT_LIMITS, AuditQuery, bare_jid, naive_utc
+from collections.abc import Sequence
+
+from component.audit.base import (
+    COLUMNS,
+    TEXT_LIMITS,
+    AuditQuery,
+    AuditRecord,
+    bare_jid,
+    naive_utc,
+)
+from component.audit.sql import record_values
 
 # pg_advisory_xact_lock key of the migration ("mft_aft1" as a 64-bit number): several
 # nodes or processes may start at once; one migrates, the others wait for its COMMIT.
@@ -94,6 +104,30 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 )""",
         "CREATE INDEX IF NOT EXISTS aft_spool_delivered_at ON aft_spool_delivered (delivered_at)",
     ),
+    # DESIGN.md "Compliance records": the content hash and the malware verdict, legal
+    # holds and purge marks (component/audit/holds.py says what the two tables hold).
+    2: (
+        "ALTER TABLE aft_log"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('FILE_SHA256')},"
+        f" ADD COLUMN IF NOT EXISTS {column_ddl('SCAN_RESULT')}",
+        """CREATE TABLE IF NOT EXISTS aft_hold (
+    hold_id        bigserial      PRIMARY KEY,
+    hold_column    varchar(10)    NOT NULL,
+    hold_jid       varchar(3071)  NOT NULL,
+    reason         varchar(1024)  NOT NULL DEFAULT '',
+    created_at     timestamp      NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    created_by     varchar(255)   NOT NULL DEFAULT '',
+    released_at    timestamp      NULL,
+    released_by    varchar(255)   NOT NULL DEFAULT '',
+    release_reason varchar(1024)  NOT NULL DEFAULT ''
+)""",
+        """CREATE TABLE IF NOT EXISTS aft_purged (
+    filename  varchar(511) NOT NULL PRIMARY KEY,
+    node_id   varchar(128) NOT NULL DEFAULT '',
+    purged_at timestamp    NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    purged_by varchar(255) NOT NULL DEFAULT ''
+)""",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -136,21 +170,33 @@ SELECT_SQL = f"SELECT {', '.join(c.lower() for c in COLUMNS)} FROM aft_log"
 FIND_UPLOAD_SQL = (
     SELECT_SQL + " WHERE filename = $1 AND method = 'POST' ORDER BY aft_index DESC LIMIT 1"
 )
+FIRST_SHARE_SQL = (
+    SELECT_SQL + " WHERE filename = $1 AND method = 'SHARE' ORDER BY aft_index LIMIT 1"
+)
 COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"
 )
+UPLOADED_AMONG_SQL = (
+    "SELECT DISTINCT filename FROM aft_log WHERE method = 'POST' AND filename = ANY($1::text[])"
+)
 DELIVERED_SQL = "SELECT event_id FROM aft_spool_delivered WHERE event_id = ANY($1::char(32)[])"
 MARK_DELIVERED_SQL = "INSERT INTO aft_spool_delivered (event_id) SELECT unnest($1::char(32)[])"
-# A direct COMMIT in doubt: the row got exactly this AFT_INDEX if it landed.
+# A direct INSERT whose COMMIT answer was lost: did a row like it land from that index on?
 LANDED_SQL = (
-    "SELECT aft_index, filename, method, date_time, jid FROM aft_log"
-    " WHERE aft_index = ANY($1::bigint[])"
+    "SELECT 1 FROM aft_log WHERE aft_index >= $1 AND filename = $2 AND method = $3"
+    " AND date_time = $4 AND jid = $5 LIMIT 1"
 )
 # Delivered ids are only needed while a spool may still hold their rows.
 PRUNE_DELIVERED_SQL = (
     "DELETE FROM aft_spool_delivered WHERE delivered_at < now() - interval '30 days'"
 )
+
+
+def numbered(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders (the shared hold SQL), with ``$1, $2, ...``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
 
 
 def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
@@ -185,3 +231,18 @@ def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
     if q.until is not None:
         conds.append(f"date_time < {param(naive_utc(q.until))}")
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def pg_text(value: object) -> object:
+    """``value`` as PostgreSQL text can hold it (NUL and lone surrogates replaced)."""
+    # MariaDB and the JSON spool take them: storing a replacement here beats failing,
+    # and so blocking the spool, forever.
+    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
+    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
+    rows = [[pg_text(v) for v in record_values(r)] for r in records]
+    return [list(col) for col in zip(*rows, strict=True)]

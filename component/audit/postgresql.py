@@ -15,74 +15,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from component.audit import pgschema as S
-from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
+from component.audit.holds import (
+    HOLD_SELECT,
+    hold_insert_sql,
+    hold_release_sql,
+    hold_values,
+    purged_insert_sql,
+    release_values,
+    row_to_hold,
+)
+from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
-from component.audit.sql import record_values, row_to_record
+from component.audit.sql import row_to_record
 from component.config import Config
-from component.dburl import PostgresTarget
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# What a lost server, a dropped connection, a refused login or a bounded wait raise.
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,  # refused, reset, unresolvable, TLS failures (ssl.SSLError)
-    EOFError,
-    TimeoutError,
-)
 # Rows per INSERT of the group-committing writer and of spool delivery.
 BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
-
-
-def ssl_setting(t: PostgresTarget) -> ssl.SSLContext | str | bool:
-    """asyncpg's ``ssl=`` for libpq's ``sslmode`` (and ``sslrootcert``).
-
-    As libpq: ``require`` encrypts without checking the certificate unless a root
-    certificate is given; ``verify-ca`` checks the chain; ``verify-full`` also the name.
-
-    :raises OSError: ``sslrootcert`` cannot be read.
-    :raises ssl.SSLError: it holds no usable certificate.
-    """
-    if t.sslmode == "disable":
-        return False
-    if t.sslmode in ("allow", "prefer"):
-        return t.sslmode
-    ctx = ssl.create_default_context(cafile=t.sslrootcert or None)
-    if t.sslmode == "require" and not t.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx.check_hostname = t.sslmode == "verify-full"
-    return ctx
-
-
-def _text(value: object) -> object:
-    # PostgreSQL text holds no NUL and no lone surrogates (MariaDB and the JSON spool
-    # do): store a replacement rather than fail, and so block the spool, forever.
-    if isinstance(value, str) and (not value.isprintable() or "\x00" in value):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def columns_of(records: Sequence[AuditRecord]) -> list[list[object]]:
-    """:data:`~component.audit.pgschema.INSERT_SQL`'s parameters: one list per column."""
-    rows = [[_text(v) for v in record_values(r)] for r in records]
-    return [list(col) for col in zip(*rows, strict=True)]
 
 
 class PostgresAuditLog:
@@ -98,6 +61,7 @@ class PostgresAuditLog:
         self._metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._version = ""
+        self._high_index = 0  # the highest AFT_INDEX this process has been handed
         self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
         self._writers: set[asyncio.Task[None]] = set()
         # A few batches in flight at once (on separate connections): a row arriving while
@@ -113,7 +77,7 @@ class PostgresAuditLog:
         try:
             async with asyncio.timeout(self._connect_timeout + 5):
                 self._pool = await asyncpg.create_pool(
-                    min_size=1,
+                    min_size=0,  # no background reconnecting (and logging) during an outage
                     max_size=self._pool_size,
                     host=t.host,
                     port=t.port,
@@ -124,6 +88,9 @@ class PostgresAuditLog:
                     timeout=self._connect_timeout,
                     command_timeout=self._query_timeout,
                     server_settings={"TimeZone": "UTC", "application_name": "xmpp-mft"},
+                    # Sessions keep no state to undo (no LISTEN, cursors, session locks
+                    # or SET), so skip asyncpg's reset query: one round trip per release.
+                    reset=keep_session,
                 )
             await self._migrate()
         except DB_ERRORS as exc:
@@ -204,7 +171,7 @@ class PostgresAuditLog:
         # Counted here; logged by the caller, which knows whether this starts an outage
         # (the spool warns once) or is one more retry during it.
         if self._metrics is not None:
-            self._metrics.inc("database_errors", "AFT_LOG database errors")
+            self._metrics.inc("database_errors")
         log.debug("AFT_LOG %s failed on %s: %s", what, self._safe_url, describe(exc))
 
     async def ping(self) -> None:
@@ -216,7 +183,7 @@ class PostgresAuditLog:
             async with self._connection() as conn:
                 await conn.fetchval("SELECT 1")
         except DB_ERRORS as exc:
-            raise AuditUnavailable(f"AFT_LOG database: {describe(exc)}") from exc
+            raise AuditUnavailable(f"AFT_LOG database: {describe(exc, self._target)}") from exc
 
     async def server_version(self) -> str:
         """``PostgreSQL 15.8 (Debian 15.8-0+deb12u1)``: the server :meth:`open` reached."""
@@ -226,10 +193,10 @@ class PostgresAuditLog:
         """Insert and commit one row.
 
         Rows recorded concurrently are written together, in call order, by a few writer
-        tasks: one INSERT and one COMMIT per batch (group commit).
+        tasks: one INSERT, committed on its own, per batch (group commit).
 
-        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set when
-            only the COMMIT's answer was lost (the row, if stored, has that index).
+        :raises AuditWriteFailed: the row may not be stored; ``maybe_index`` is set unless
+            the server refused the INSERT (the row, if stored, has an index >= it).
         """
         if self._pool is None:
             raise AuditUnavailable("the AFT_LOG database is not open")
@@ -244,25 +211,21 @@ class PostgresAuditLog:
     async def _write_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            indexes: list[int] = []
+            # Every index handed out before this INSERT is sent is lower than the batch's:
+            # the bound a COMMIT in doubt is checked from.
+            floor = self._high_index + 1
             try:
                 async with self._connection() as conn:
-                    tx = conn.transaction()
-                    await tx.start()
-                    try:
-                        rows = await conn.fetch(S.INSERT_SQL, *columns_of([r for r, _ in batch]))
-                    except BaseException:
-                        await tx.rollback()
-                        raise
-                    # Sequence values are taken in insert order: sorted, they are the batch's.
-                    indexes = sorted(int(r[0]) for r in rows)
-                    await tx.commit()
+                    # One statement, committed on its own: one round trip and one flush
+                    # for the whole batch.
+                    rows = await conn.fetch(S.INSERT_SQL, *S.columns_of([r for r, _ in batch]))
             except DB_ERRORS as exc:
                 self._failed("insert", exc)
-                text = f"{self._safe_url}: {describe(exc)}"
-                for i, (_, fut) in enumerate(batch):
+                text = f"{self._safe_url}: {describe(exc, self._target)}"
+                # Whether it committed is unknown unless the server said it failed.
+                maybe = None if refused(exc) else floor
+                for _, fut in batch:
                     if not fut.done():
-                        maybe = indexes[i] if indexes else None
                         fut.set_exception(AuditWriteFailed(text, maybe_index=maybe))
                 continue
             except BaseException:
@@ -271,6 +234,7 @@ class PostgresAuditLog:
                         fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
                 self._queue = []
                 raise
+            self._high_index = max([self._high_index, *(int(r[0]) for r in rows)])
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
@@ -280,8 +244,8 @@ class PostgresAuditLog:
 
         A row is already stored when its event id is in ``aft_spool_delivered`` (an
         earlier delivery committed but the spool was not updated), or when the row with
-        its ``maybe_index`` has the same FILENAME, METHOD, DATE_TIME and JID (a direct
-        COMMIT in doubt: sequence values are never handed out twice).
+        a row from ``maybe_index`` on has the same FILENAME, METHOD, DATE_TIME and JID
+        (a direct INSERT whose COMMIT answer was lost).
 
         :raises AuditUnavailable: nothing was stored; deliver the same entries again later.
         """
@@ -292,35 +256,32 @@ class PostgresAuditLog:
                 done = await self._already_stored(conn, entries)
                 todo = [e for e in entries if e.event_id not in done]
                 if todo:
-                    await conn.fetch(S.INSERT_SQL, *columns_of([e.record for e in todo]))
+                    await conn.fetch(S.INSERT_SQL, *S.columns_of([e.record for e in todo]))
                     await conn.execute(S.MARK_DELIVERED_SQL, [e.event_id for e in todo])
         except DB_ERRORS as exc:
             self._failed("spool delivery", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
         if done:
             log.info("AFT_LOG spool: %d rows were already stored, not inserted again", len(done))
 
     async def _already_stored(self, conn: Any, entries: Sequence[SpoolEntry]) -> set[str]:
         rows = await conn.fetch(S.DELIVERED_SQL, [e.event_id for e in entries])
         done = {str(r[0]) for r in rows}
-        doubtful: dict[int, list[SpoolEntry]] = {}
         for e in entries:
-            if e.maybe_index is not None and e.event_id not in done:
-                doubtful.setdefault(e.maybe_index, []).append(e)
-        if doubtful:
-            for index, filename, method, date_time, jid in await conn.fetch(
-                S.LANDED_SQL, list(doubtful)
-            ):
-                for e in doubtful[index]:
-                    row = e.record.clipped().as_row()
-                    if (filename, method, date_time, jid) == (
-                        _text(row["FILENAME"]),
-                        row["METHOD"],
-                        row["DATE_TIME"],
-                        _text(row["JID"]),
-                    ):
-                        done.add(e.event_id)
-                        break  # one stored row accounts for one spooled entry
+            if e.maybe_index is None or e.event_id in done:
+                continue
+            # A COMMIT in doubt: the row, if it landed, has an index >= maybe_index.
+            row = e.record.clipped().as_row()
+            landed = await conn.fetchval(
+                S.LANDED_SQL,
+                e.maybe_index,
+                S.pg_text(row["FILENAME"]),
+                row["METHOD"],
+                row["DATE_TIME"],
+                S.pg_text(row["JID"]),
+            )
+            if landed:
+                done.add(e.event_id)
         return done
 
     async def prune_delivered(self) -> None:
@@ -340,6 +301,14 @@ class PostgresAuditLog:
         :raises AuditUnavailable: the database did not answer.
         """
         rows = await self._fetch(S.FIND_UPLOAD_SQL, [resource])
+        return row_to_record(rows[0]) if rows else None
+
+    async def find_first_share(self, resource: str) -> AuditRecord | None:
+        """The oldest SHARE row for ``resource``.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch(S.FIRST_SHARE_SQL, [resource])
         return row_to_record(rows[0]) if rows else None
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
@@ -365,6 +334,16 @@ class PostgresAuditLog:
         )
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query, the names as one array).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(S.UPLOADED_AMONG_SQL, [list(resources)])
+        return {str(row[0]) for row in rows}
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE.
 
@@ -373,31 +352,72 @@ class PostgresAuditLog:
         rows = await self._fetch(S.COUNT_BY_CHAT_TYPE_SQL, [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
 
+    # --- legal holds and purge marks (written straight to the database, never spooled)
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Insert a hold; its id.
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        sql = S.numbered(hold_insert_sql("?")) + " RETURNING hold_id"
+        rows = await self._fetch(sql, [S.pg_text(v) for v in hold_values(hold)])
+        return int(rows[0][0])
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        where = "" if include_released else " WHERE released_at IS NULL"
+        rows = await self._fetch(HOLD_SELECT + where + " ORDER BY hold_id", [])
+        return [row_to_hold(list(r)) for r in rows]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        values = release_values(hold_id, by, reason, at or datetime.now(UTC))
+        await self._fetch(S.numbered(hold_release_sql("?")), list(values))
+        rows = await self._fetch(HOLD_SELECT + " WHERE hold_id = $1", [int(hold_id)])
+        return row_to_hold(list(rows[0])) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` in one transaction (first mark kept).
+
+        :raises AuditUnavailable: nothing was recorded.
+        """
+        if not resources:
+            return
+        when = naive_utc(at or datetime.now(UTC))
+        sql = S.numbered(purged_insert_sql("?", keep_first="ON CONFLICT DO NOTHING"))
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.executemany(sql, [(r, node_id, when, by) for r in resources])
+        except DB_ERRORS as exc:
+            self._failed("purge mark", exc)
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        if not resources:
+            return set()
+        rows = await self._fetch(
+            "SELECT filename FROM aft_purged WHERE filename = ANY($1::varchar[])", [list(resources)]
+        )
+        return {str(r[0]) for r in rows}
+
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         try:
             async with self._connection() as conn:
                 return list(await conn.fetch(sql, *params))
         except DB_ERRORS as exc:
             self._failed("query", exc)
-            raise AuditUnavailable(f"{self._safe_url}: {describe(exc)}") from exc
-
-
-def describe(exc: BaseException, target: PostgresTarget | None = None) -> str:
-    """A short reason for logs and errors: the server's message and SQLSTATE, or what the
-    network said (``connection refused by 127.0.0.1:5432``)."""
-    where = ""
-    if target is not None:
-        where = f" {target.host}" if target.unix_socket else f" {target.host}:{target.port}"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from{where or ' the server'} (timed out)"
-    if isinstance(exc, asyncpg.PostgresError):
-        return f"{exc.args[0] if exc.args else type(exc).__name__} ({exc.sqlstate})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate of{where} not accepted: {exc.verify_message}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by{where or ' the server'}"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve{where or ' the host'} ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}{' (' + where.strip() + ')' if where else ''}"
-    return str(exc) or type(exc).__name__
+            raise AuditUnavailable(f"{self._safe_url}: {describe(exc, self._target)}") from exc

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # Rewrite the file once this many delivered rows sit at its head (and they are the
 # majority): keeps restart-time re-checking short without rewriting on every batch.
 COMPACT_AFTER = 1000
+# Columns added after the spool format was fixed; an older entry may lack them.
+OPTIONAL_COLUMNS = ("FILE_SHA256", "SCAN_RESULT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,10 @@ class SpoolEntry:
         """
         doc: dict[str, Any] = json.loads(line)
         row = doc["row"]
-        values = {c.lower(): row[c] for c in COLUMNS[1:]}
+        # Entries spooled before schema version 2 lack its columns: they stay empty.
+        values = {c.lower(): row[c] for c in COLUMNS[1:] if c not in OPTIONAL_COLUMNS}
+        for c in OPTIONAL_COLUMNS:
+            values[c.lower()] = str(row.get(c) or "")
         values["date_time"] = datetime.fromisoformat(row["DATE_TIME"])
         values["file_size"] = int(row["FILE_SIZE"])
         maybe = doc.get("maybe_index")

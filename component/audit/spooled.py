@@ -5,6 +5,11 @@
 goes to the spool (fsync'd) and ``record()`` still succeeds. While the spool holds rows,
 new rows queue behind them, and one background task delivers them in order, in batches,
 with exponential back-off. Only a spool that cannot be written fails ``record()``.
+
+Legal holds and purge marks are NOT spooled: they go straight to the database and fail
+with :class:`~component.errors.AuditUnavailable` while it is away. A hold that only one
+node's spool knew would not stop another node's purge, and a purge must not delete what
+it could not record.
 """
 
 from __future__ import annotations
@@ -18,14 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from component.audit.base import AuditLog, AuditQuery, AuditRecord, jid_matches
+from component.audit.base import AuditLog, AuditQuery, AuditRecord, Hold, jid_matches
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-SPOOL_HELP = "AFT_LOG rows waiting in the local spool for the database"
 
 
 class SpoolTarget(AuditLog, Protocol):
@@ -207,7 +210,7 @@ class SpooledAuditLog:
             self._recent.popitem(last=False)
 
     def _update_gauge(self) -> None:
-        self._metrics.set("spool_rows", SPOOL_HELP, len(self._spool))
+        self._metrics.set("spool_rows", value=len(self._spool))
 
     async def _deliver_all(self) -> None:
         """Deliver batches until the spool is empty.
@@ -294,6 +297,17 @@ class SpooledAuditLog:
                 return entry.record
         return None
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row: those in the spool or this process's
+        recent uploads, and, in one query, the database's answer for the rest.
+
+        :raises AuditUnavailable: some are not known locally and the database did not answer.
+        """
+        spooled = {e.record.filename for e in self._spool if e.record.method == "POST"}
+        known = {r for r in resources if r in spooled or r in self._recent}
+        rest = [r for r in resources if r not in known]
+        return known | (await self._inner.uploaded_among(rest) if rest else set())
+
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         """Rows in the database matching ``q`` (spooled rows appear once delivered).
 
@@ -325,3 +339,42 @@ class SpooledAuditLog:
             if r.method == "POST" and r.node_id == node_id and r.date_time >= since:
                 counts[r.chat_type] = counts.get(r.chat_type, 0) + 1
         return counts
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Store a hold in the database (never spooled).
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        return await self._inner.add_hold(hold)
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Holds in the database.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.list_holds(include_released=include_released)
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release a hold in the database (never spooled).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.release_hold(hold_id, by=by, reason=reason, at=at)
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks in the database (never spooled).
+
+        :raises AuditUnavailable: the marks were not stored.
+        """
+        await self._inner.mark_purged(resources, node_id=node_id, by=by, at=at)
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark in the database.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return await self._inner.purged(resources)

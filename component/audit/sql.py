@@ -40,6 +40,9 @@ def where_clause(q: AuditQuery, placeholder: str) -> tuple[str, list[object]]:
     if q.until is not None:
         conds.append(f"DATE_TIME < {placeholder}")
         params.append(naive_utc(q.until))
+    if q.after_index is not None:
+        conds.append(f"AFT_INDEX > {placeholder}")
+        params.append(int(q.after_index))
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 
@@ -74,6 +77,22 @@ def count_by_chat_type_sql(placeholder: str) -> str:
     )
 
 
+# Resource names per ``IN (...)`` list: far below SQLite's and MySQL's parameter limits.
+IN_BATCH = 500
+
+
+def uploaded_among_sql(placeholder: str, n: int) -> str:
+    """``SELECT DISTINCT FILENAME`` of the POST rows among ``n`` resource names (``n``
+    placeholders, at most :data:`IN_BATCH`)."""
+    marks = ", ".join([placeholder] * n)
+    return f"SELECT DISTINCT FILENAME FROM AFT_LOG WHERE METHOD = 'POST' AND FILENAME IN ({marks})"
+
+
+def batches(items: Sequence[str]) -> list[Sequence[str]]:
+    """``items`` in slices of :data:`IN_BATCH` (one query each; one for a quota check)."""
+    return [items[i : i + IN_BATCH] for i in range(0, len(items), IN_BATCH)]
+
+
 def record_values(rec: AuditRecord) -> tuple[object, ...]:
     """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes)."""
     row = rec.clipped().as_row()
@@ -101,4 +120,6 @@ def row_to_record(row: Sequence[object]) -> AuditRecord:
         date_time=dt.replace(tzinfo=UTC),
         node_id=str(row[11]),
         client_ip=str(row[12]),
+        file_sha256=str(row[13] or ""),
+        scan_result=str(row[14] or ""),
     )

@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from component.audit.base import AuditQuery, AuditRecord, naive_utc
+from component.audit.base import AuditQuery, AuditRecord, Hold, naive_utc
+from component.audit.holds import (
+    HOLD_SELECT,
+    hold_insert_sql,
+    hold_release_sql,
+    hold_values,
+    purged_insert_sql,
+    purged_select_sql,
+    release_values,
+    row_to_hold,
+)
 from component.audit.sql import (
     SELECT_SQL,
+    batches,
     count_by_chat_type_sql,
     first_share_sql,
     insert_sql,
     record_values,
     row_to_record,
+    uploaded_among_sql,
     where_clause,
 )
 from component.config import Config
 from component.errors import AuditUnavailable
+from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS AFT_LOG (
+# Created before anything else: which migrations have run.
+VERSION_TABLE = """CREATE TABLE IF NOT EXISTS AFT_SCHEMA_VERSION (
+    VERSION    INTEGER NOT NULL PRIMARY KEY,
+    APPLIED_AT TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)"""
+
+# version -> statements, as component/audit/mysql_schema.py: append a version for every
+# change, never edit one that has shipped. Version 1 is the table as it was before
+# versioning (IF NOT EXISTS adopts such a database); version 2 adds the compliance
+# columns (existing rows keep them empty) and the hold and purge tables.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS AFT_LOG (
     AFT_INDEX     INTEGER PRIMARY KEY AUTOINCREMENT,
     JID           VARCHAR(3071) NOT NULL DEFAULT '',
     TO_JID        VARCHAR(3071) NOT NULL DEFAULT '',
@@ -41,12 +66,35 @@ CREATE TABLE IF NOT EXISTS AFT_LOG (
     DATE_TIME     TIMESTAMP     NOT NULL,
     NODE_ID       VARCHAR(128)  NOT NULL DEFAULT '',
     CLIENT_IP     VARCHAR(64)   NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS AFT_LOG_JID ON AFT_LOG (JID, DATE_TIME);
-CREATE INDEX IF NOT EXISTS AFT_LOG_TO_JID ON AFT_LOG (TO_JID, DATE_TIME);
-CREATE INDEX IF NOT EXISTS AFT_LOG_DATE ON AFT_LOG (DATE_TIME);
-CREATE INDEX IF NOT EXISTS AFT_LOG_FILENAME ON AFT_LOG (FILENAME);
-"""
+)""",
+        "CREATE INDEX IF NOT EXISTS AFT_LOG_JID ON AFT_LOG (JID, DATE_TIME)",
+        "CREATE INDEX IF NOT EXISTS AFT_LOG_TO_JID ON AFT_LOG (TO_JID, DATE_TIME)",
+        "CREATE INDEX IF NOT EXISTS AFT_LOG_DATE ON AFT_LOG (DATE_TIME)",
+        "CREATE INDEX IF NOT EXISTS AFT_LOG_FILENAME ON AFT_LOG (FILENAME)",
+    ),
+    2: (
+        "ALTER TABLE AFT_LOG ADD COLUMN FILE_SHA256 VARCHAR(64) NOT NULL DEFAULT ''",
+        "ALTER TABLE AFT_LOG ADD COLUMN SCAN_RESULT VARCHAR(255) NOT NULL DEFAULT ''",
+        """CREATE TABLE IF NOT EXISTS AFT_HOLD (
+    HOLD_ID        INTEGER PRIMARY KEY AUTOINCREMENT,
+    HOLD_COLUMN    VARCHAR(10)   NOT NULL,
+    HOLD_JID       VARCHAR(3071) NOT NULL,
+    REASON         VARCHAR(1024) NOT NULL DEFAULT '',
+    CREATED_AT     TIMESTAMP     NOT NULL,
+    CREATED_BY     VARCHAR(255)  NOT NULL DEFAULT '',
+    RELEASED_AT    TIMESTAMP     NULL DEFAULT NULL,
+    RELEASED_BY    VARCHAR(255)  NOT NULL DEFAULT '',
+    RELEASE_REASON VARCHAR(1024) NOT NULL DEFAULT ''
+)""",
+        """CREATE TABLE IF NOT EXISTS AFT_PURGED (
+    FILENAME  VARCHAR(511) NOT NULL PRIMARY KEY,
+    NODE_ID   VARCHAR(128) NOT NULL DEFAULT '',
+    PURGED_AT TIMESTAMP    NOT NULL,
+    PURGED_BY VARCHAR(255) NOT NULL DEFAULT ''
+)""",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 _INSERT = insert_sql("?")
 
 
@@ -57,11 +105,53 @@ def sqlite_path(url: str) -> Path:
 
 
 def schema_script() -> str:
-    """The DDL as ``deploy/sql/aft_log_sqlite.sql`` holds it (a test keeps the two equal)."""
-    return (
-        "-- AFT_LOG for SQLite, as component/audit_sqlite.py creates it when missing.\n"
-        "-- sqlite3 /var/lib/mft/aft_log.sqlite3 < aft_log_sqlite.sql\n" + SCHEMA.lstrip("\n")
-    )
+    """Every migration as one script: ``deploy/sql/aft_log_sqlite.sql`` (a test keeps
+    the two equal). For a new, empty database; the service adopts it."""
+    parts = [
+        "-- AFT_LOG for SQLite, as component/audit/sqlite.py creates it when missing.",
+        "-- sqlite3 /var/lib/mft/aft_log.sqlite3 < aft_log_sqlite.sql",
+        "",
+        VERSION_TABLE + ";",
+    ]
+    for version, statements in sorted(MIGRATIONS.items()):
+        parts += ["", f"-- schema version {version}"]
+        parts += [s + ";" for s in statements]
+        parts.append(f"INSERT OR IGNORE INTO AFT_SCHEMA_VERSION (VERSION) VALUES ({version});")
+    return "\n".join(parts) + "\n"
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Create or migrate the tables to :data:`SCHEMA_VERSION`, one transaction each.
+
+    ``BEGIN IMMEDIATE`` takes the write lock before the version is read, so two
+    processes opening one file at once migrate it once.
+
+    :raises sqlite3.Error: a migration failed (rolled back).
+    """
+    await db.execute(VERSION_TABLE)
+    await db.commit()
+    # An explicit transaction holds the DDL and the version row together (sqlite3 opens
+    # none of its own before DDL, and commits nothing on its own while one is open).
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("SELECT COALESCE(MAX(VERSION), 0) FROM AFT_SCHEMA_VERSION") as c:
+            row = await c.fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            log.warning(
+                "AFT_LOG schema version %d is newer than this release's %d",
+                current,
+                SCHEMA_VERSION,
+            )
+        for version in sorted(v for v in MIGRATIONS if v > current):
+            for statement in MIGRATIONS[version]:
+                await db.execute(statement)
+            await db.execute("INSERT INTO AFT_SCHEMA_VERSION (VERSION) VALUES (?)", (version,))
+            log.info("AFT_LOG schema migrated to version %d", version)
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
 
 
 def _sql_value(value: object) -> object:
@@ -75,21 +165,31 @@ def record_params(rec: AuditRecord) -> tuple[object, ...]:
 
 
 class SqliteAuditLog:
-    """AFT_LOG in a local SQLite file; a local file needs no spool."""
+    """AFT_LOG in a local SQLite file; a local file needs no spool.
 
-    def __init__(self, cfg: Config) -> None:
+    :param metrics: where failed operations are counted (``database_errors``), once each.
+    """
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._path = sqlite_path(cfg.database.url)
         self._db: aiosqlite.Connection | None = None
+        self._metrics = metrics
+
+    def _failed(self, text: str | None = None) -> AuditUnavailable:
+        """Count one failed operation; the error to raise for it."""
+        if self._metrics is not None:
+            self._metrics.inc("database_errors")
+        return AuditUnavailable(text)
 
     async def open(self) -> None:
         """Open (creating the file and table if missing)."""
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self._path)
-            await self._db.executescript("PRAGMA journal_mode=WAL;" + SCHEMA)
-            await self._db.commit()
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
-            raise AuditUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
+            raise self._failed(f"cannot open SQLite database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
         """Close the database file."""
@@ -103,7 +203,7 @@ class SqliteAuditLog:
             async with self._conn().execute("SELECT 1") as cur:
                 await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def server_version(self) -> str:
         """``SQLite 3.40.1``: the library this process links."""
@@ -111,7 +211,7 @@ class SqliteAuditLog:
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise AuditUnavailable("audit log is not open")
+            raise self._failed("audit log is not open")
         return self._db
 
     async def record(self, rec: AuditRecord) -> None:
@@ -122,7 +222,7 @@ class SqliteAuditLog:
             await db.commit()
         except sqlite3.Error as exc:
             log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""
@@ -156,8 +256,20 @@ class SqliteAuditLog:
             ) as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`)."""
+        found: set[str] = set()
+        for batch in batches(resources):
+            db = self._conn()
+            try:
+                async with db.execute(uploaded_among_sql("?", len(batch)), tuple(batch)) as cur:
+                    found.update(str(row[0]) for row in await cur.fetchall())
+            except sqlite3.Error as exc:
+                raise self._failed() from exc
+        return found
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE."""
@@ -167,7 +279,7 @@ class SqliteAuditLog:
             async with db.execute(count_by_chat_type_sql("?"), params) as cur:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
         return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
@@ -176,4 +288,64 @@ class SqliteAuditLog:
             async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
                 return [row_to_record(r) for r in await cur.fetchall()]
         except sqlite3.Error as exc:
-            raise AuditUnavailable() from exc
+            raise self._failed() from exc
+
+    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> tuple[int, int]:
+        """Run ``sql`` once per parameter row and commit; ``(lastrowid, rowcount)``."""
+        db = self._conn()
+        try:
+            last, count = 0, 0
+            for params in rows:
+                async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
+                    last, count = cur.lastrowid or 0, count + max(cur.rowcount, 0)
+            await db.commit()
+        except sqlite3.Error as exc:
+            log.error("AFT_LOG write failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                await db.rollback()
+            raise self._failed() from exc
+        return last, count
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+        db = self._conn()
+        try:
+            async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise self._failed() from exc
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Insert a hold; its id."""
+        last, _ = await self._write(hold_insert_sql("?"), [hold_values(hold)])
+        return last
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first."""
+        where = "" if include_released else " WHERE RELEASED_AT IS NULL"
+        rows = await self._fetch(HOLD_SELECT + where + " ORDER BY HOLD_ID", [])
+        return [row_to_hold(r) for r in rows]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown."""
+        when = at or datetime.now(UTC)
+        await self._write(hold_release_sql("?"), [release_values(hold_id, by, reason, when)])
+        rows = await self._fetch(HOLD_SELECT + " WHERE HOLD_ID = ?", [int(hold_id)])
+        return row_to_hold(rows[0]) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` (a file's first mark is kept)."""
+        when = naive_utc(at or datetime.now(UTC))
+        sql = purged_insert_sql("?", keep_first="ON CONFLICT DO NOTHING")
+        await self._write(sql, [(r, node_id, when, by) for r in resources])
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark."""
+        found: set[str] = set()
+        for chunk in batches(resources):  # under SQLite's parameter limit
+            rows = await self._fetch(purged_select_sql("?", len(chunk)), chunk)
+            found.update(str(r[0]) for r in rows)
+        return found

@@ -67,7 +67,12 @@ class QuotaGate:
                     files, _ = await self.audit.count_uploads(jid, hour_start(now))
                 if self.cfg.upload.daily_bytes:
                     _, nbytes = await self.audit.count_uploads(jid, day_start(now))
-                uploaded = [p.resource for p in pending if await self.audit.find_upload(p.resource)]
+                # One query for all pending slots, not one each: this runs under the lock.
+                uploaded = (
+                    await self.audit.uploaded_among([p.resource for p in pending])
+                    if pending
+                    else set()
+                )
         except (AuditUnavailable, TimeoutError):
             log.warning("AFT_LOG unavailable: quota of %s counts pending slots only", jid)
             return combine_usage(0, 0, pending)

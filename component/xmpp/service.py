@@ -153,7 +153,7 @@ class UploadComponent(ComponentXMPP):
             self._refused(iq, UploadError())
 
     def _refused(self, iq: Iq, exc: UploadError) -> None:
-        self.metrics.inc("slots_refused", "Slot requests refused", {"reason": _reason(exc)})
+        self.metrics.inc("slots_refused", labels={"reason": _reason(exc)})
         if isinstance(exc, FileTooLarge | QuotaExceeded):
             log.warning("slot refused for %s: %s", iq["from"].bare, exc.text)
         else:
@@ -195,7 +195,7 @@ class UploadComponent(ComponentXMPP):
             reply["http_upload_slot"]["put"]["url"] = put_url
             reply["http_upload_slot"]["get"]["url"] = get_url
         reply.send()
-        self.metrics.inc("slots", "Upload slots handed out", {"chat_type": target.chat_type})
+        self.metrics.inc("slots", labels={"chat_type": target.chat_type})
         log.info(
             "slot for %s: %d bytes, %s to %s, resource %s",
             requester,

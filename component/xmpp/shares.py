@@ -141,9 +141,7 @@ class ShareRecorder:
                         await asyncio.shield(prev)
             row = await self._record(report, path, sender, target)
         except ShareIgnored as exc:
-            self._metrics.inc(
-                "share_reports_ignored", "Share reports ignored", {"reason": exc.reason}
-            )
+            self._metrics.inc("share_reports_ignored", labels={"reason": exc.reason})
             level = logging.DEBUG if exc.reason == "other_node" else logging.WARNING
             if exc.reason in ("foreign_url", "unknown_upload"):
                 level = logging.INFO
@@ -153,7 +151,7 @@ class ShareRecorder:
             done.set_result(None)
             if self._last is done:
                 self._last = None
-        self._metrics.inc("shares", "Share reports recorded", {"chat_type": row.chat_type})
+        self._metrics.inc("shares", labels={"chat_type": row.chat_type})
         log.info("share: %s sent %s to %s (%s)", row.jid, row.filename, row.to_jid, row.chat_type)
         return row
 

@@ -36,4 +36,25 @@ CREATE TABLE IF NOT EXISTS aft_spool_delivered (
 CREATE INDEX IF NOT EXISTS aft_spool_delivered_at ON aft_spool_delivered (delivered_at);
 INSERT INTO aft_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
 
+-- schema version 2
+ALTER TABLE aft_log ADD COLUMN IF NOT EXISTS file_sha256   varchar(64)   NOT NULL DEFAULT '', ADD COLUMN IF NOT EXISTS scan_result   varchar(255)  NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS aft_hold (
+    hold_id        bigserial      PRIMARY KEY,
+    hold_column    varchar(10)    NOT NULL,
+    hold_jid       varchar(3071)  NOT NULL,
+    reason         varchar(1024)  NOT NULL DEFAULT '',
+    created_at     timestamp      NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    created_by     varchar(255)   NOT NULL DEFAULT '',
+    released_at    timestamp      NULL,
+    released_by    varchar(255)   NOT NULL DEFAULT '',
+    release_reason varchar(1024)  NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS aft_purged (
+    filename  varchar(511) NOT NULL PRIMARY KEY,
+    node_id   varchar(128) NOT NULL DEFAULT '',
+    purged_at timestamp    NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+    purged_by varchar(255) NOT NULL DEFAULT ''
+);
+INSERT INTO aft_schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
+
 COMMIT;

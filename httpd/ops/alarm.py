@@ -70,22 +70,18 @@ class DiskAlarm:
             usage = await self._repo.disk_usage()
         except Exception:
             log.warning("disk alarm: cannot read the repository's free space", exc_info=True)
-            self._metrics.inc("repository_errors", "Repository operations that failed")
+            self._metrics.inc("repository_errors")
             await self._deliver()
             return None
         pct = usage.free_percent
-        self._metrics.set("disk_free_bytes", "Free bytes on the repository", usage.free)
-        self._metrics.set("disk_free_percent", "Free space on the repository, percent", pct)
+        self._metrics.set("disk_free_bytes", value=usage.free)
+        self._metrics.set("disk_free_percent", value=pct)
         if self.enabled:
             if not self.alarmed and pct < self._threshold:
                 self._transition(usage, low=True)
             elif self.alarmed and pct >= self._threshold + HYSTERESIS:
                 self._transition(usage, low=False)
-        self._metrics.set(
-            "disk_alarm",
-            "1 while the repository's free space is below the alarm threshold",
-            1 if self.alarmed else 0,
-        )
+        self._metrics.set("disk_alarm", value=1 if self.alarmed else 0)
         await self._deliver()
         return usage
 

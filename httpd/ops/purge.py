@@ -9,8 +9,15 @@ a ``.part`` file is removed only when older than the age AND older than
 
 Afterwards empty date and hour directories are removed; ``files/`` and the three
 chat-type directories stay (they were made by the first upload or by the admin's
-preparation script, and keeping them keeps their ownership). AFT_LOG is never opened:
-the audit outlives the file, and the HTTP server answers 410 Gone for a purged file.
+preparation script, and keeping them keeps their ownership). AFT_LOG rows are never
+changed: the audit outlives the file, and the HTTP server answers 410 Gone for a purged
+file.
+
+Legal holds (``mft hold``): a file whose uploader (the POST row's JID) or a recipient
+(its TO_JID, or the TO_JID of a SHARE row of it) is under an active hold is kept and
+counted. Each file about to be deleted gets a purge mark in the audit database first
+(AFT_PURGED: resource, node, time, OS user), so ``mft verify`` knows it was purged, not
+lost. Without the audit database nothing is deleted: holds could not be honoured.
 """
 
 from __future__ import annotations
@@ -23,15 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from component.config import Config
-from component.errors import NotFound, UploadError
+from component.audit import AuditLog, AuditQuery, HeldJids, held_jids, open_audit_log
+from component.config import Config, safe_url
+from component.errors import AuditUnavailable, NotFound, UploadError
 from component.layout import CHAT_TYPES
-from httpd.ops.util import human_bytes, parse_age, repository_failure, safe_url
+from httpd.ops.hold import os_user
+from httpd.ops.util import human_bytes, parse_age, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
 
 PART_MIN_AGE = 3600  # seconds; an active upload's part file is never this stale
+MARK_BATCH = 200  # purge marks written per transaction, each batch before its deletions
 _HOUR_DIR = re.compile(
     r"^files/(?:" + "|".join(CHAT_TYPES) + r")/\d{8}/(?:[01]\d|2[0-3])(?:\.[1-9]\d{0,5})?/"
 )
@@ -61,6 +71,8 @@ class PurgeReport:
     part_bytes: int = 0
     dirs: int = 0
     skipped: int = 0
+    held: int = 0
+    held_bytes: int = 0
 
 
 async def purge(
@@ -71,13 +83,17 @@ async def purge(
     now: float | None = None,
     on_match: Callable[[StoredFile, str], None] | None = None,
     report: PurgeReport | None = None,
+    audit: AuditLog | None = None,
+    node_id: str = "",
 ) -> PurgeReport:
     """Delete published and stale ``.part`` files older than ``older_than`` seconds.
 
     :param on_match: called with each file to delete and its kind (``file``/``part``)
         before it is deleted (or instead, in a dry run).
     :param report: filled in as the purge goes (so a caller can show partial progress).
+    :param audit: the audit database: held files are kept, deleted ones marked purged.
     :raises StorageUnavailable: the repository failed; what was counted so far was deleted.
+    :raises AuditUnavailable: the audit database failed; nothing unmarked was deleted.
     """
     now = time.time() if now is None else now
     report = PurgeReport() if report is None else report
@@ -91,18 +107,25 @@ async def purge(
             victims.append((item, kind))
     # Collected first, deleted after: the walk never sees a tree changing under it.
     victims.sort(key=lambda v: v[0].path)  # oldest day and hour first, stable output
-    for item, kind in victims:
-        if on_match is not None:
-            on_match(item, kind)
-        if not dry_run:
-            await repo.delete(item.path)
-            log.info("purged %s (%d bytes)", item.path, item.size)
-        if kind == "file":
-            report.files += 1
-            report.file_bytes += item.size
-        else:
-            report.parts += 1
-            report.part_bytes += item.size
+    if audit is not None:
+        victims = await _keep_held(audit, victims, report)
+    for start in range(0, len(victims), MARK_BATCH):
+        batch = victims[start : start + MARK_BATCH]
+        if audit is not None and not dry_run:
+            names = [item.path.rpartition("/")[2] for item, kind in batch if kind == "file"]
+            await audit.mark_purged(names, node_id=node_id, by=os_user())
+        for item, kind in batch:
+            if on_match is not None:
+                on_match(item, kind)
+            if not dry_run:
+                await repo.delete(item.path)
+                log.info("purged %s (%d bytes)", item.path, item.size)
+            if kind == "file":
+                report.files += 1
+                report.file_bytes += item.size
+            else:
+                report.parts += 1
+                report.part_bytes += item.size
     if not dry_run:
         for chat_type in CHAT_TYPES:
             try:
@@ -110,6 +133,32 @@ async def purge(
             except NotFound:
                 pass  # no upload of this chat type yet
     return report
+
+
+async def _keep_held(
+    audit: AuditLog, victims: list[tuple[StoredFile, str]], report: PurgeReport
+) -> list[tuple[StoredFile, str]]:
+    """``victims`` without the files under a legal hold (counted in ``report.held``)."""
+    held = held_jids(await audit.list_holds())
+    if not held:
+        return victims
+    kept = []
+    for item, kind in victims:
+        if kind == "file" and await _is_held(audit, held, item.path.rpartition("/")[2]):
+            report.held += 1
+            report.held_bytes += item.size
+            log.info("kept %s: under a legal hold", item.path)
+            continue
+        kept.append((item, kind))
+    return kept
+
+
+async def _is_held(audit: AuditLog, held: HeldJids, resource: str) -> bool:
+    up = await audit.find_upload(resource)
+    if up is None:
+        return False  # no POST row: no uploader or recipient a hold could name
+    shares = await audit.query(AuditQuery(filename=resource, method="SHARE"))
+    return held.holds_upload(up.jid, [up.to_jid, *(r.to_jid for r in shares)])
 
 
 def _plural(n: int, word: str, words: str = "") -> str:
@@ -128,6 +177,11 @@ def summary_lines(report: PurgeReport, *, dry_run: bool) -> list[str]:
         lines.append("dry run: nothing was deleted")
     else:
         lines.append(f"removed {_plural(report.dirs, 'empty directory', 'empty directories')}")
+    if report.held:
+        lines.append(
+            f"kept {_plural(report.held, 'file')} under a legal hold,"
+            f" {report.held_bytes:,} bytes (mft hold list)"
+        )
     if report.skipped:
         lines.append(f"left alone {_plural(report.skipped, 'file')} not made by the service")
     lines.append("AFT_LOG rows are kept")
@@ -156,10 +210,28 @@ async def purge_command(cfg: Config | None, args: argparse.Namespace) -> int:
             print(f"  {item.path}  {item.size:,} bytes  {when} UTC")
 
     repo = open_repository(cfg)
+    # Read-only on AFT_LOG; holds and purge marks go straight to the database (no spool).
+    audit = open_audit_log(cfg, spool=False)
     report = PurgeReport()
     try:
+        await audit.open()
         await repo.open()
-        await purge(repo, age, dry_run=args.dry_run, now=now, on_match=show, report=report)
+        await purge(
+            repo,
+            age,
+            dry_run=args.dry_run,
+            now=now,
+            on_match=show,
+            report=report,
+            audit=audit,
+            node_id=cfg.node.id,
+        )
+    except AuditUnavailable as exc:
+        print(f"the audit database is unavailable ({exc.text}): holds cannot be checked")
+        print("stopped; so far:")
+        for line in summary_lines(report, dry_run=args.dry_run)[:2]:
+            print(line)
+        return 1
     except (UploadError, OSError) as exc:
         print(repository_failure(cfg, exc))
         print("stopped part-way; so far:")
@@ -168,6 +240,7 @@ async def purge_command(cfg: Config | None, args: argparse.Namespace) -> int:
         return 1
     finally:
         await repo.close()
+        await audit.close()
     for line in summary_lines(report, dry_run=args.dry_run):
         print(line)
     return 0

@@ -17,11 +17,12 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from component.audit import AuditLog, open_audit_log
-from component.config import Config
+from component.config import Config, safe_url
 from component.errors import UploadError
 from component.metrics import Metrics
 from httpd.app import serve_http
 from httpd.ops.alarm import DiskAlarm, Notify
+from httpd.ops.util import repository_hint
 from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,12 @@ EXIT_OK = 0
 EXIT_UNAVAILABLE = 1  # database or repository unreachable at start, or a server failed
 
 
-def _fail(what: str, exc: BaseException) -> int:
-    """Tell the operator which dependency failed and why; the exit code for it."""
+def _fail(what: str, exc: BaseException, hint: str = "") -> int:
+    """Tell the operator which dependency failed, why, and what to do; the exit code."""
     reason = exc.text if isinstance(exc, UploadError) else (str(exc) or type(exc).__name__)
     print(f"mft: cannot start: {what}: {reason}", file=sys.stderr)
+    if hint:
+        print(f"mft: hint: {hint}", file=sys.stderr)
     return EXIT_UNAVAILABLE
 
 
@@ -63,7 +66,7 @@ async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | 
         await repo.open()
     except Exception as exc:
         await audit.close()
-        return _fail(f"repository {cfg.repository.url}", exc)
+        return _fail(f"repository {safe_url(cfg.repository.url)}", exc, repository_hint(cfg, exc))
     return audit, repo
 
 

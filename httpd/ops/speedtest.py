@@ -22,9 +22,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from component.config import Config
+from component.config import Config, safe_url
 from component.errors import StorageUnavailable, UploadError
-from httpd.ops.util import parse_size, repository_failure, safe_url
+from httpd.ops.util import parse_size, repository_failure
 from httpd.repository import Repository, open_repository
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,17 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from component.config import Config
-from component.errors import UploadError
+from component.config import Config, safe_url
+from component.errors import (
+    AuthRefused,
+    FileServerUnreachable,
+    HostKeyMismatch,
+    HostKeyNotPinned,
+    HostKeyTypeMissing,
+    NodeKeyUnusable,
+    PathNotWritable,
+    UploadError,
+)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 # K/M/G/T and KiB/MiB/... are binary (like dd and truncate); KB/MB/GB/TB are decimal.
@@ -61,15 +70,6 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for output and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, ``*.localhost`` and loopback addresses."""
     host = host.strip("[]").lower()
@@ -110,7 +110,45 @@ def error_reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _host_key_hint(cfg: Config) -> str:
+    repo = cfg.repository
+    return (
+        f"compare [repository] host_key with `mft keyscan {repo.host} -p {repo.port}` and the"
+        " server's /etc/ssh/ssh_host_*_key.pub"
+    )
+
+
+def repository_hint(cfg: Config, exc: BaseException) -> str:
+    """What to do about a repository that failed to open, chosen by the error's type."""
+    repo = cfg.repository
+    if isinstance(exc, PathNotWritable):
+        if repo.scheme == "file":
+            return "create the directory and make it writable by the service user"
+        return f"create {repo.path} on the file server, owned by {repo.username}"
+    if isinstance(exc, HostKeyMismatch):
+        return _host_key_hint(cfg) + "; pin the new line only if the key was changed on purpose"
+    if isinstance(exc, HostKeyTypeMissing | HostKeyNotPinned):
+        return f"pin a line printed by `mft keyscan {repo.host} -p {repo.port}`"
+    if isinstance(exc, AuthRefused):
+        return (
+            "append the line from `mft keygen --show` to the file server user's"
+            " ~/.ssh/authorized_keys"
+        )
+    if isinstance(exc, NodeKeyUnusable):
+        return f"make the node key with `mft keygen -c {cfg.source or 'mft.toml'}`"
+    if isinstance(exc, FileServerUnreachable | TimeoutError):
+        return f"is sshd running on {repo.host}:{repo.port} and reachable from this host?"
+    if repo.scheme == "file":
+        return "the service user must be able to create, read and delete files in " + repo.path
+    return (
+        f"is sshd on {repo.host}:{repo.port} an OpenSSH server with SFTP? The key type in"
+        f" [repository] host_key must be one it offers (`mft keyscan {repo.host} -p {repo.port}`)"
+    )
+
+
 def repository_failure(cfg: Config, exc: BaseException) -> str:
-    """The ``FAIL  repository URL: reason`` line the commands print (secrets removed)."""
+    """The ``FAIL  repository URL: reason  hint: ...`` line the commands print (secrets
+    removed)."""
     reason = redact(error_reason(exc), config_secrets(cfg))
-    return f"FAIL  repository {safe_url(cfg.repository.url)}: {reason}"
+    where = safe_url(cfg.repository.url)
+    return f"FAIL  repository {where}: {reason}  hint: {repository_hint(cfg, exc)}"

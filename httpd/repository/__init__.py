@@ -59,7 +59,9 @@ class Repository(Protocol):
         raises, at its end too, fails the store with nothing left behind: that is where
         the malware scan's verdict (:class:`httpd.scan.UploadScan`) stops a file.
 
-        :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
+                :raises AlreadyUploaded: ``path`` exists when the file is to be published (never
+            overwritten). Whether it exists beforehand is the caller's question (the PUT
+            asks :meth:`size` before the body), so a store costs no extra round trip.
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
         :raises StorageUnavailable: the repository failed; nothing is left behind.
         """

@@ -12,7 +12,13 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import (
+    AlreadyUploaded,
+    NotFound,
+    PathNotWritable,
+    SizeMismatch,
+    StorageUnavailable,
+)
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -44,7 +50,10 @@ class FileRepository:
         return self._root / path
 
     async def open(self) -> None:
-        """Create the node directory if needed and check it is writable."""
+        """Create the node directory if needed and check it is writable.
+
+        :raises PathNotWritable: it cannot be created, or a probe file cannot be written.
+        """
 
         def check() -> None:
             self._root.mkdir(parents=True, exist_ok=True)
@@ -55,7 +64,7 @@ class FileRepository:
         try:
             await asyncio.to_thread(check)
         except OSError as exc:
-            raise StorageUnavailable(
+            raise PathNotWritable(
                 f"repository directory {self._root} is not writable: {exc.strerror or exc}"
             ) from exc
 
@@ -63,10 +72,12 @@ class FileRepository:
         """Nothing to release."""
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write to a ``.part`` file, check the size, then hard-link into place."""
+        """Write to a ``.part`` file, check the size, then hard-link into place.
+
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
+            link refuses it; the caller checks beforehand, as the PUT does).
+        """
         final = self._abs(path)
-        if await asyncio.to_thread(final.exists):
-            raise AlreadyUploaded()
         part = self._abs(part_name(path))
         made: list[str] = []
         published = False

@@ -48,16 +48,16 @@ class SftpRepository(SftpSession):
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
         """Stream ``chunks`` into a ``.part`` file, check the size, rename into place.
 
-        :raises AlreadyUploaded: ``path`` exists (before or after the bytes were written).
+        No request is spent on whether ``path`` exists first: the caller has asked (the
+        PUT's checks), and the rename refuses an existing target anyway.
+
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published.
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
         :raises StorageUnavailable: the file server failed or went away; the part file
             and the directories made for it are removed (at once, or after the reconnect).
         """
         final, part = self._abs(path), self._abs(part_name(path))
         sftp = await self._client()
-        with self._errors("store", path):
-            if await self._timed(sftp.exists(final)):
-                raise AlreadyUploaded()
         try:
             with self._errors("store", path):
                 f = await self._open_part(sftp, part, path)

@@ -5,7 +5,10 @@ a supervisor reconnects with backoff; requests arriving meanwhile wait at most
 ``[repository] connect_timeout`` and then fail with :class:`StorageUnavailable` (503).
 
 Library errors are translated here: ``SFTPNoSuchFile`` becomes :class:`NotFound`,
-every other ``asyncssh.Error``/``OSError``/timeout :class:`StorageUnavailable`.
+every other ``asyncssh.Error``/``OSError``/timeout :class:`StorageUnavailable`; a
+connection that cannot be made raises the subclass naming why (unreachable, host key
+mismatch or missing type, node key refused, node directory not writable), which
+``mft check`` and ``mft run`` turn into a hint.
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ import asyncssh
 
 from component.config import RepositoryConfig
 from component.errors import (
+    AuthRefused,
     ConfigError,
+    FileServerUnreachable,
+    HostKeyMismatch,
+    HostKeyNotPinned,
+    HostKeyTypeMissing,
+    NodeKeyUnusable,
     NotFound,
+    PathNotWritable,
     StorageUnavailable,
 )
 from httpd.repository.sshkeys import (
@@ -111,15 +121,24 @@ class SftpSession:
     async def open(self) -> None:
         """Connect, verify the pinned host key, authenticate, and probe the node directory.
 
-        :raises StorageUnavailable: naming the reason: bad ``host_key`` line, missing node
-            key, file server unreachable, host key mismatch (man-in-the-middle warning
-            with both fingerprints), authentication refused, or directory not writable.
+        :raises HostKeyNotPinned: ``host_key`` is empty (or unreadable).
+        :raises NodeKeyUnusable: the node key is missing or unreadable.
+        :raises FileServerUnreachable: no connection, or no answer in time.
+        :raises HostKeyMismatch: another key was presented (man-in-the-middle warning with
+            both fingerprints).
+        :raises HostKeyTypeMissing: the server has no host key of the pinned type.
+        :raises AuthRefused: the node key was refused.
+        :raises PathNotWritable: the node directory cannot be made or written.
+        :raises StorageUnavailable: any other SSH failure, with its reason.
         """
         try:
             self._pinned = pinned_host_key(self._cfg)
+        except ConfigError as exc:
+            raise HostKeyNotPinned(str(exc)) from exc
+        try:
             self._client_key = load_client_key(self._cfg.client_key)
         except ConfigError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise NodeKeyUnusable(str(exc)) from exc
         self._closing = False
         conn, sftp = await self._connect()
         try:
@@ -154,7 +173,8 @@ class SftpSession:
     async def _connect(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
         """One SSH connection plus its SFTP session.
 
-        :raises StorageUnavailable: with the reason, for logs and start-up messages.
+        :raises StorageUnavailable: the subclass naming why (see :meth:`open`), with the
+            reason in words, for logs and start-up messages.
         """
         assert self._pinned is not None and self._client_key is not None
         cfg = self._cfg
@@ -191,23 +211,23 @@ class SftpSession:
                     conn.abort()
                     raise
         except (asyncssh.Error, OSError, TimeoutError) as exc:
-            reason = self._failure(exc, presented)
+            failure = self._failure(exc, presented)
             if handshake and isinstance(
                 exc, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost, ConnectionResetError)
             ):
                 # OpenSSH hangs up when it has no host key of the asked type; depending on
                 # timing that shows as a reset, a lost connection or a failed key exchange.
-                reason = await self._missing_key_type() or reason
-            raise StorageUnavailable(reason) from exc
+                failure = await self._missing_key_type() or failure
+            raise failure from exc
         return conn, sftp
 
-    def _failure(self, exc: BaseException, presented: list[asyncssh.SSHKey]) -> str:
-        """The reason a connection attempt failed, in words for an administrator."""
+    def _failure(self, exc: BaseException, presented: list[asyncssh.SSHKey]) -> StorageUnavailable:
+        """What a connection attempt's failure means, typed, in words for an administrator."""
         assert self._pinned is not None and self._client_key is not None
         cfg, pinned = self._cfg, self._pinned.key
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             seen = fingerprint(presented[-1]) if presented else "(a certificate or unknown key)"
-            return (
+            return HostKeyMismatch(
                 f"WARNING: POSSIBLE MAN-IN-THE-MIDDLE ATTACK: the file server {cfg.host}:"
                 f"{cfg.port} presented host key {seen}, but the pinned [repository] host_key "
                 f"is {fingerprint(pinned)}; refusing to connect (no credentials or data were "
@@ -215,35 +235,37 @@ class SftpSession:
                 f"'mft keyscan {cfg.host} -p {cfg.port}'"
             )
         if isinstance(exc, asyncssh.PermissionDenied):
-            return (
+            return AuthRefused(
                 f"file server {self._where} refused the node key "
                 f"{fingerprint(self._client_key)} ({cfg.client_key}): add the line printed "
                 f"by 'mft keygen --show' to the user's ~/.ssh/authorized_keys"
             )
         if isinstance(exc, asyncssh.KeyExchangeFailed):
-            return (
+            return StorageUnavailable(
                 f"SSH key exchange with {cfg.host}:{cfg.port} failed: {exc.reason} (does the "
                 f"server have a {key_type(pinned)} host key, as pinned?)"
             )
         if isinstance(exc, asyncssh.Error):
-            return f"SSH session with {self._where} failed: {exc.reason}"
+            return StorageUnavailable(f"SSH session with {self._where} failed: {exc.reason}")
         if isinstance(exc, TimeoutError):
-            return (
+            return FileServerUnreachable(
                 f"file server {cfg.host}:{cfg.port} did not answer within {cfg.connect_timeout:g}s"
             )
         assert isinstance(exc, OSError)
-        return f"file server {cfg.host}:{cfg.port} is unreachable: {exc.strerror or exc}"
+        return FileServerUnreachable(
+            f"file server {cfg.host}:{cfg.port} is unreachable: {exc.strerror or exc}"
+        )
 
-    async def _missing_key_type(self) -> str | None:
-        """The reason a handshake was dropped if the server has no host key of the pinned
-        type (asked with ``mft keyscan``'s probes), else ``None``."""
+    async def _missing_key_type(self) -> HostKeyTypeMissing | None:
+        """Why a handshake was dropped if the server has no host key of the pinned type
+        (asked with ``mft keyscan``'s probes), else ``None``."""
         assert self._pinned is not None
         cfg = self._cfg
         pinned = key_type(self._pinned.key)
         offered = await offered_key_types(cfg.host, cfg.port, cfg.connect_timeout)
         if not offered or pinned in offered:
             return None  # not the reason, or the server is going away: say what we saw
-        return (
+        return HostKeyTypeMissing(
             f"the file server {cfg.host}:{cfg.port} offers no {pinned} host key (it has "
             f"{', '.join(offered)}); the pinned [repository] host_key is {pinned}: run "
             f"'mft keyscan {cfg.host} -p {cfg.port}' and pin a key it has"
@@ -268,7 +290,7 @@ class SftpSession:
                 await sftp.remove(probe)
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-            raise StorageUnavailable(
+            raise PathNotWritable(
                 f"node directory {self._root} on {self._where} is not writable: {reason}"
             ) from exc
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import os
 import sys
 from dataclasses import dataclass
@@ -22,8 +19,14 @@ import asyncssh
 
 from component.config import Config, RepositoryConfig
 from component.errors import ConfigError
+from component.hostkey import (
+    DEFAULT_PORT,
+    HostKeyEntry,
+    check_host_key,
+    host_pattern,
+    parse_host_key_entry,
+)
 
-DEFAULT_PORT = 22
 # ssh-keyscan's key types (-t) and the host key algorithms that ask a server for them.
 KEY_TYPES: dict[str, tuple[str, ...]] = {
     "rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
@@ -34,7 +37,7 @@ KEY_TYPES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class HostKeyLine:
-    """One parsed ``known_hosts``/``ssh-keyscan`` line."""
+    """One parsed ``known_hosts``/``ssh-keyscan`` line with its key read."""
 
     hosts: str
     key: asyncssh.SSHKey
@@ -44,32 +47,10 @@ class HostKeyLine:
         """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
         return fingerprint(self.key)
 
-    def matches(self, host: str, port: int) -> bool:
-        """Whether the host field names ``host`` (and ``port``, when bracketed).
-
-        A plain ``host`` entry is accepted for any port; ``[host]:port`` only for that
-        port. Hashed entries (``ssh-keyscan -H``) are checked the way ssh does.
-        """
-        wanted = {host.lower()}
-        if port != DEFAULT_PORT:
-            wanted.add(f"[{host.lower()}]:{port}")
-        for entry in self.hosts.split(","):
-            if entry.startswith("|1|"):
-                if any(_hashed_match(entry, name) for name in wanted):
-                    return True
-            elif entry.lower() in wanted:
-                return True
-        return False
-
 
 def fingerprint(key: asyncssh.SSHKey) -> str:
     """The key's SHA256 fingerprint, ``SHA256:base64``."""
     return str(key.get_fingerprint("sha256"))
-
-
-def host_pattern(host: str, port: int) -> str:
-    """The host field ssh-keyscan prints: ``host``, or ``[host]:port`` when not port 22."""
-    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
 
 
 def public_line(key: asyncssh.SSHKey) -> str:
@@ -78,36 +59,20 @@ def public_line(key: asyncssh.SSHKey) -> str:
     return f"{kind} {b64}"
 
 
-def _hashed_match(entry: str, name: str) -> bool:
+def _import(entry: HostKeyEntry) -> HostKeyLine:
     try:
-        _, _, salt, digest = entry.split("|")
-        mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
-        return hmac.compare_digest(mac, base64.b64decode(digest))
-    except ValueError:
-        return False
+        key = asyncssh.import_public_key(entry.public_text)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ConfigError(f"[repository] host_key: cannot read the key: {exc}") from exc
+    return HostKeyLine(entry.hosts, key)
 
 
 def parse_host_key_line(line: str) -> HostKeyLine:
-    """Parse one ``ssh-keyscan`` line.
+    """Parse one ``ssh-keyscan`` line (its shape: :func:`component.hostkey.parse_host_key_entry`).
 
     :raises ConfigError: empty, a marker line (``@cert-authority``), or an unreadable key.
     """
-    fields = line.strip().split()
-    if not fields:
-        raise ConfigError(
-            "[repository] host_key is empty: pin the line printed by 'mft keyscan HOST -p PORT'"
-        )
-    if fields[0].startswith("@"):
-        raise ConfigError(f"[repository] host_key: marker {fields[0]} is not supported")
-    if len(fields) < 3:
-        raise ConfigError(
-            "[repository] host_key: expected 'host key-type base64' as ssh-keyscan prints it"
-        )
-    try:
-        key = asyncssh.import_public_key(f"{fields[1]} {fields[2]}")
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise ConfigError(f"[repository] host_key: cannot read the key: {exc}") from exc
-    return HostKeyLine(fields[0], key)
+    return _import(parse_host_key_entry(line))
 
 
 def pinned_host_key(repo: RepositoryConfig) -> HostKeyLine:
@@ -115,14 +80,7 @@ def pinned_host_key(repo: RepositoryConfig) -> HostKeyLine:
 
     :raises ConfigError: unreadable, or it does not begin with the URL's host.
     """
-    line = parse_host_key_line(repo.host_key)
-    if not line.matches(repo.host, repo.port):
-        raise ConfigError(
-            f"[repository] host_key begins with {line.hosts!r}, which is not the url's host "
-            f"{host_pattern(repo.host, repo.port)!r}: pin the line printed by "
-            f"'mft keyscan {repo.host} -p {repo.port}'"
-        )
-    return line
+    return _import(check_host_key(repo.host_key, repo.host, repo.port))
 
 
 def load_client_key(path: str | os.PathLike[str]) -> asyncssh.SSHKey:

@@ -163,19 +163,17 @@ class Scanner:
 
     def count(self, result: str) -> None:
         """Count one upload by scan result (``clean``, ``infected``, ``unscanned``)."""
-        self._metrics.inc("scans", "Uploads by malware scan result", {"result": result})
+        self._metrics.inc("scans", labels={"result": result})
 
     def count_infected(self, signature: str) -> None:
         """Count one infected upload, by signature."""
         self.count("infected")
-        self._metrics.inc(
-            "scan_infected", "Uploads refused as infected, by signature", {"signature": signature}
-        )
+        self._metrics.inc("scan_infected", labels={"signature": signature})
 
     def count_error(self, reason: str) -> None:
         """Count one failed scan (``unavailable``: clamd failed; ``too_large``)."""
-        self._metrics.inc("scan_errors", "Malware scans that failed", {"reason": reason})
+        self._metrics.inc("scan_errors", labels={"reason": reason})
 
     def observe(self, seconds: float) -> None:
         """Record how long clamd took to answer after the last byte."""
-        self._metrics.observe("scan_seconds", "Wait for clamd's verdict after the body", seconds)
+        self._metrics.observe("scan_seconds", value=seconds)

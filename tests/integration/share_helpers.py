@@ -33,6 +33,25 @@ def send_url(
     msg.send()
 
 
+async def inbox(client: slixmpp.ClientXMPP) -> asyncio.Queue[slixmpp.Message]:
+    """The chat messages ``client`` receives from now on (it goes online for them)."""
+    queue: asyncio.Queue[slixmpp.Message] = asyncio.Queue()
+    client.add_event_handler("message", queue.put_nowait)
+    client.send_presence()
+    # A round trip on the same stream: the server has handled the presence after it.
+    await client.plugin["xep_0030"].get_info(jid=slixmpp.JID(client.boundjid.domain), timeout=10)
+    return queue
+
+
+async def assert_delivered_untouched(queue: asyncio.Queue[slixmpp.Message], url: str) -> None:
+    """The next message in ``queue`` carries ``url`` in its body and its OOB, as sent."""
+    async with asyncio.timeout(DEADLINE):
+        msg = await queue.get()
+    assert msg["body"] == f"have a look: {url}"
+    assert msg.xml.findtext(f"{{{OOB}}}x/{{{OOB}}}url") == url
+    assert msg.xml.find(f"{{{NS_MFT}}}shared") is None
+
+
 def send_forged_report(
     client: slixmpp.ClientXMPP, component: str, sender: str, to: str, url: str
 ) -> None:

@@ -30,7 +30,9 @@ def cfg(config_factory: ConfigFactory, mariadb_url: str) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def serving(cfg: Config, audit: SpooledAuditLog) -> AsyncIterator[aiohttp.ClientSession]:
+async def serving(
+    cfg: Config, audit: SpooledAuditLog, metrics: Metrics | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
     """The app on a loopback port with ``audit`` (opened by the caller) and a client.
 
     Leaving the block runs the runner's cleanup, which waits for handlers in flight: a
@@ -39,15 +41,15 @@ async def serving(cfg: Config, audit: SpooledAuditLog) -> AsyncIterator[aiohttp.
     repo = FileRepository(Path(cfg.repository.path))
     await repo.open()
     try:
-        async with serve_app(cfg, repo, audit) as (_port, client):
+        async with serve_app(cfg, repo, audit, metrics) as (_port, client):
             yield client
     finally:
         await repo.close()
 
 
-async def opened(cfg: Config) -> SpooledAuditLog:
+async def opened(cfg: Config, metrics: Metrics | None = None) -> SpooledAuditLog:
     """The service's audit log for ``cfg``, opened."""
-    audit = open_audit_log(cfg, Metrics())
+    audit = open_audit_log(cfg, metrics or Metrics())
     assert isinstance(audit, SpooledAuditLog)
     await audit.open()
     return audit
@@ -103,15 +105,22 @@ async def test_upload_then_download_after_restart(cfg: Config) -> None:
 
 
 async def test_transfers_during_outage_are_logged_once(cfg: Config, mariadb: MariaDB) -> None:
-    """Database down during PUT and GET: both succeed, rows arrive once, in order, complete."""
+    """Database down during PUT and GET: both succeed, rows arrive once, in order, complete;
+    a lookup that fails meanwhile is one database error, not two."""
     body = os.urandom(5000)
     slot = make_slot(cfg, len(body), "Quartalsbericht Q3.pdf", chat_type="groupchat")
-    audit = await opened(cfg)
+    metrics = Metrics()
+    audit = await opened(cfg, metrics)
     try:
         await asyncio.to_thread(mariadb.stop)
-        async with serving(cfg, audit) as client:
+        async with serving(cfg, audit, metrics) as client:
             await put(client, slot, body)
             await get(client, slot, body)  # the POST row is found in the spool
+            before = metrics.value("database_errors")
+            # Never uploaded: the HEAD's 404 needs AFT_LOG, which does not answer.
+            async with client.head(make_slot(cfg, 5).get_url) as resp:
+                assert resp.status == 404
+            assert metrics.value("database_errors") == before + 1
         assert audit.spooled == 2
         await asyncio.to_thread(mariadb.start)
         async with asyncio.timeout(30):

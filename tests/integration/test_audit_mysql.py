@@ -18,15 +18,23 @@ import pymysql
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit.mysql import MysqlAuditLog, parse_mysql_url, schema_script
+from component.audit.base import Hold
+from component.audit.mysql import MysqlAuditLog, schema_script
+from component.audit.mysql_schema import MIGRATIONS, VERSION_TABLE
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config
+from component.dburl import parse_mysql_url
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
-from tests.unit.test_audit_sql import check_count_by_chat_type, check_first_share
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
+from tests.unit.test_audit_v2 import check_holds_and_marks
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -70,7 +78,7 @@ def stored_filenames(cur: pymysql.cursors.Cursor) -> list[str]:
 async def test_schema_has_design_columns_and_indexes(
     mysql_log: MysqlAuditLog, sql: pymysql.cursors.Cursor
 ) -> None:
-    """AFT_LOG has the DESIGN columns and sizes, utf8mb4, prefix indexes, schema version 1."""
+    """AFT_LOG has the DESIGN columns and sizes, utf8mb4, prefix indexes, schema version 2."""
     sql.execute(
         "SELECT COLUMN_NAME, COLUMN_TYPE, EXTRA FROM information_schema.COLUMNS"
         " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'AFT_LOG' ORDER BY ORDINAL_POSITION"
@@ -79,7 +87,10 @@ async def test_schema_has_design_columns_and_indexes(
     assert list(columns) == [
         "AFT_INDEX", "JID", "TO_JID", "METHOD", "FILENAME", "REAL_FILENAME", "FILE_TYPE",
         "CHAT_TYPE", "FILE_SERVER", "FILE_SIZE", "DATE_TIME", "NODE_ID", "CLIENT_IP",
+        "FILE_SHA256", "SCAN_RESULT",
     ]  # fmt: skip
+    assert columns["FILE_SHA256"][0] == "varchar(64)"
+    assert columns["SCAN_RESULT"][0] == "varchar(255)"
     assert (
         columns["AFT_INDEX"][0].startswith("bigint") and "auto_increment" in columns["AFT_INDEX"][1]
     )
@@ -105,8 +116,8 @@ async def test_schema_has_design_columns_and_indexes(
         " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'AFT_LOG'"
     )
     assert sql.fetchone()[0].startswith("utf8mb4")
-    sql.execute("SELECT VERSION FROM AFT_SCHEMA_VERSION")
-    assert sql.fetchall() == ((1,),)
+    sql.execute("SELECT VERSION FROM AFT_SCHEMA_VERSION ORDER BY VERSION")
+    assert sql.fetchall() == ((1,), (2,))
 
 
 async def test_reopen_and_deploy_script_are_adopted(
@@ -122,8 +133,8 @@ async def test_reopen_and_deploy_script_are_adopted(
         await log.open()
         await log.record(rec(1))
         await log.close()
-    sql.execute("SELECT VERSION FROM AFT_SCHEMA_VERSION")
-    assert sql.fetchall() == ((1,),)
+    sql.execute("SELECT VERSION FROM AFT_SCHEMA_VERSION ORDER BY VERSION")
+    assert sql.fetchall() == ((1,), (2,))
     assert stored_filenames(sql) == ["res1", "res1"]
 
 
@@ -191,6 +202,11 @@ async def test_query_filters_and_counts(mysql_log: MysqlAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(mysql_log: MysqlAuditLog) -> None:
     """MariaDB counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(mysql_log)
+
+
+async def test_finds_uploads_among_names(mysql_log: MysqlAuditLog) -> None:
+    """MariaDB answers which of many resource names have a POST row."""
+    await check_uploaded_among(mysql_log)
 
 
 async def test_finds_the_first_share(mysql_log: MysqlAuditLog) -> None:
@@ -365,3 +381,56 @@ async def test_concurrent_records_are_each_stored_once(
         )
     sql.execute("SELECT COUNT(*), COUNT(DISTINCT FILENAME) FROM AFT_LOG")
     assert sql.fetchone() == (200, 200)
+
+
+async def test_v1_database_is_migrated_keeping_rows(
+    cfg: Config, sql: pymysql.cursors.Cursor
+) -> None:
+    """A version-1 AFT_LOG gains FILE_SHA256/SCAN_RESULT (empty on its rows) and the v2 tables."""
+    sql.execute(VERSION_TABLE)
+    for statement in MIGRATIONS[1]:
+        sql.execute(statement)
+    sql.execute("INSERT INTO AFT_SCHEMA_VERSION (VERSION) VALUES (1)")
+    sql.execute(
+        "INSERT INTO AFT_LOG (JID, METHOD, FILENAME, FILE_SIZE, DATE_TIME)"
+        " VALUES ('old@example.test', 'POST', 'oldres', 7, '2024-05-01 12:00:00')"
+    )
+    sql.connection.commit()
+    log = MysqlAuditLog(cfg)
+    await log.open()
+    try:
+        await log.record(replace(rec(1), file_sha256="cd" * 32, scan_result="clean"))
+        rows = await log.query(AuditQuery())
+        assert [(r.filename, r.file_sha256, r.scan_result) for r in rows] == [
+            ("oldres", "", ""),
+            ("res1", "cd" * 32, "clean"),
+        ]
+        assert rows[0].jid == "old@example.test" and rows[0].file_size == 7
+    finally:
+        await log.close()
+    sql.execute("SELECT VERSION FROM AFT_SCHEMA_VERSION ORDER BY VERSION")
+    assert sql.fetchall() == ((1,), (2,))
+
+
+async def test_holds_and_purge_marks(mysql_log: MysqlAuditLog) -> None:
+    """MariaDB keeps holds (who, when, why, release) and purge marks."""
+    await check_holds_and_marks(mysql_log)
+
+
+async def test_holds_bypass_the_spool(cfg: Config, tmp_path: Path) -> None:
+    """Through the spooled log, holds and marks go straight to the database."""
+    audit = SpooledAuditLog(MysqlAuditLog(cfg), tmp_path / "spool.jsonl", Metrics())
+    await audit.open()
+    try:
+        hold_id = await audit.add_hold(Hold(column="TO_JID", jid="bob@example.test"))
+        await audit.mark_purged(["resX"], node_id="node_1", by="ann")
+        assert audit.spooled == 0
+    finally:
+        await audit.close()
+    bare = MysqlAuditLog(cfg)
+    await bare.open()
+    try:
+        assert [h.hold_id for h in await bare.list_holds()] == [hold_id]
+        assert await bare.purged(["resX"]) == {"resX"}
+    finally:
+        await bare.close()

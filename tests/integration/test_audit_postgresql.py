@@ -32,7 +32,12 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
-from tests.unit.test_audit_sql import check_count_by_chat_type
+from tests.unit.test_audit_sql import (
+    check_count_by_chat_type,
+    check_first_share,
+    check_uploaded_among,
+)
+from tests.unit.test_audit_v2 import check_holds_and_marks
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -85,6 +90,7 @@ async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql
     assert list(columns) == [
         "aft_index", "jid", "to_jid", "method", "filename", "real_filename", "file_type",
         "chat_type", "file_server", "file_size", "date_time", "node_id", "client_ip",
+        "file_sha256", "scan_result",
     ]  # fmt: skip
     assert columns["aft_index"][0] == "bigint"
     assert columns["aft_index"][3] == "nextval('aft_log_aft_index_seq'::regclass)"
@@ -92,7 +98,7 @@ async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql
     assert sizes == {
         "jid": 3071, "to_jid": 3071, "method": 63, "filename": 511, "real_filename": 511,
         "file_type": 10, "chat_type": 10, "file_server": 511, "date_time": None,
-        "node_id": 128, "client_ip": 64,
+        "node_id": 128, "client_ip": 64, "file_sha256": 64, "scan_result": 255,
     }  # fmt: skip
     assert {c[0] for n, c in columns.items() if n not in ("date_time",)} <= {
         "bigint",
@@ -115,7 +121,8 @@ async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql
     }
     assert {"aft_log_jid", "aft_log_to_jid", "aft_log_date", "aft_log_filename"} <= set(indexes)
     assert "split_part((jid)::text, '/'::text, 1)" in indexes["aft_log_jid"]
-    assert [r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version")] == [1]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
 
 
 async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
@@ -133,7 +140,8 @@ async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
         await log.open()
         await log.record(rec(1))
         await log.close()
-    assert [r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version")] == [1]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
     assert await stored_filenames(sql) == ["res1", "res1"]
     assert database in postgresql.psql("SELECT current_database()", database=database)
 
@@ -144,7 +152,8 @@ async def test_concurrent_opens_migrate_once(cfg: Config, sql: Any) -> None:
     await asyncio.gather(*(log.open() for log in logs))
     for log in logs:
         await log.close()
-    assert [r[0] for r in await sql.fetch("SELECT version FROM aft_schema_version")] == [1]
+    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
+    assert [r[0] for r in versions] == [1, 2]
 
 
 async def test_rows_round_trip_in_utc_on_a_non_utc_server(
@@ -152,6 +161,8 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 ) -> None:
     """Every column comes back as written; DATE_TIME holds UTC whatever the server's zone."""
     assert await sql.fetchval("SHOW timezone") == SERVER_TIMEZONE
+    async with pg_log._connection() as conn:
+        assert await conn.fetchval("SHOW timezone") == "UTC"  # the service's sessions
     cest = timezone(timedelta(hours=2))
     long_jid = "u" * 3100 + "@example.test"
     original = replace(
@@ -221,6 +232,21 @@ async def test_query_filters_and_counts(pg_log: PostgresAuditLog) -> None:
 async def test_counts_uploads_per_chat_type(pg_log: PostgresAuditLog) -> None:
     """PostgreSQL counts this node's POST rows since the hour began, per chat type."""
     await check_count_by_chat_type(pg_log)
+
+
+async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL answers which of many resource names have a POST row, in one query."""
+    await check_uploaded_among(pg_log)
+
+
+async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL returns the oldest SHARE row of a resource."""
+    await check_first_share(pg_log)
+
+
+async def test_holds_and_purge_marks(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL keeps holds (who, when, why, release) and purge marks."""
+    await check_holds_and_marks(pg_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:
@@ -297,6 +323,29 @@ async def test_bad_password_and_unreachable_server_fail_open(
         await log.open()
     assert isinstance(log, SpooledAuditLog)
     await log.close()
+
+
+async def test_a_role_that_may_not_create_tables_is_named(
+    config_factory: ConfigFactory, postgresql: PostgreSQL
+) -> None:
+    """PostgreSQL 15 lets only the owner create in schema public: the reason says so."""
+    name = postgresql.create_database()
+    try:
+        postgresql.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+        url = postgresql.url(name)
+        denied = r"permission denied for schema public \(42501\)"
+        with pytest.raises(AuditUnavailable, match=denied):
+            await PostgresAuditLog(config_factory(database={"url": url})).open()
+    finally:
+        postgresql.drop_database(name)
+
+
+async def test_a_missing_socket_is_named(config_factory: ConfigFactory, tmp_path: Path) -> None:
+    """?host= naming a directory without a server: the socket file tried is named."""
+    url = f"postgresql://mft:pw@localhost:5999/mft?host={tmp_path}"
+    missing = r"no PostgreSQL server listens on the socket .*/\.s\.PGSQL\.5999"
+    with pytest.raises(AuditUnavailable, match=missing):
+        await PostgresAuditLog(config_factory(database={"url": url})).open()
 
 
 async def test_outage_during_20_records(

@@ -44,6 +44,18 @@ class Cluster:
 @pytest.fixture
 async def cluster(mft_stack: StackFactory, tmp_path: Path) -> Cluster:
     """node_1 and node_2, each knowing the other's public URL; stopped after the test."""
+    return await make_cluster(mft_stack, tmp_path)
+
+
+async def make_cluster(
+    mft_stack: StackFactory, tmp_path: Path, db_urls: tuple[str, str] | None = None
+) -> Cluster:
+    """Start node_1 and node_2 (their own SQLite AFT_LOGs unless ``db_urls`` are given)."""
+    own = tmp_path / "node_2"  # its own repository directory and database
+    db_1, db_2 = db_urls or (
+        f"sqlite:///{tmp_path}/aft_log.sqlite3",
+        f"sqlite:///{own}/aft_log.sqlite3",
+    )
     ports = {"node_1": free_port(), "node_2": free_port()}
     urls = {node: f"http://127.0.0.1:{port}" for node, port in ports.items()}
     secret = secrets.token_hex(16)  # [http] secret: shared by every node
@@ -51,15 +63,18 @@ async def cluster(mft_stack: StackFactory, tmp_path: Path) -> Cluster:
     def http(node: str) -> dict[str, object]:
         return {"port": ports[node], "public_url": urls[node], "secret": secret}
 
-    node_1 = await mft_stack(http=http("node_1"), cluster={"nodes": {"node_2": urls["node_2"]}})
-    own = tmp_path / "node_2"  # its own repository directory and database
+    node_1 = await mft_stack(
+        http=http("node_1"),
+        cluster={"nodes": {"node_2": urls["node_2"]}},
+        database={"url": db_1},
+    )
     node_2 = await mft_stack(
         node={"id": "node_2"},
         xmpp={"component_jid": NODE2_COMPONENT_JID},
         http=http("node_2"),
         cluster={"nodes": {"node_1": urls["node_1"]}},
         repository={"url": f"file://{own}/repo"},
-        database={"url": f"sqlite:///{own}/aft_log.sqlite3", "spool_path": f"{own}/spool"},
+        database={"url": db_2, "spool_path": f"{own}/spool"},
         # Its JID is not under the users' domain "localhost": allow them explicitly.
         upload={"allowed_domains": ["localhost"]},
     )

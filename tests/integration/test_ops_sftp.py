@@ -16,6 +16,7 @@ from component.layout import new_resource
 from httpd.ops.check import check_repository
 from httpd.ops.purge import purge_command
 from httpd.ops.speedtest import speedtest_command
+from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,54 @@ async def test_check_key_not_authorized(
     key = keygen(tmp_path / "stranger", "ed25519")
     [line] = await check_repository(config_factory(repository={**repo, "client_key": str(key)}))
     assert line.status == "FAIL" and "mft keygen --show" in line.hint
+    assert "refused the node key" in line.detail
+
+
+def broken(case: str, tmp_path: Path, repo: dict[str, Any], sshd: Any) -> dict[str, Any]:
+    """A [repository] section that fails to open in the way ``case`` names."""
+    host_field = repo["host_key"].split()[0]
+    if case == "unreachable":
+        port = free_port()
+        return {
+            **repo,
+            "url": repo["url"].replace(f":{sshd.port}/", f":{port}/"),
+            "host_key": repo["host_key"].replace(str(sshd.port), str(port)),
+        }
+    if case == "key type missing":  # the fixture's sshd has an RSA host key only
+        pub = keygen(tmp_path / "ed", "ed25519").with_suffix(".pub")
+        return {**repo, "host_key": f"{host_field} {' '.join(pub.read_text().split()[:2])}"}
+    if case == "not pinned":
+        return {**repo, "host_key": ""}
+    if case == "no node key":
+        return {**repo, "client_key": str(tmp_path / "absent")}
+    assert case == "not writable"
+    (Path(sshd.store) / f"file-{tmp_path.name}").write_text("x")
+    return {**repo, "url": f"{repo['url'].rsplit('/', 1)[0]}/file-{tmp_path.name}/node_1"}
+
+
+@pytest.mark.parametrize(
+    ("case", "detail", "hint"),
+    [
+        ("unreachable", "is unreachable", "is sshd running on 127.0.0.1:"),
+        ("key type missing", "offers no ed25519 host key", "pin a line printed by `mft keyscan"),
+        ("not pinned", "host_key is empty", "pin a line printed by `mft keyscan 127.0.0.1"),
+        ("no node key", "does not exist", "`mft keygen -c "),
+        ("not writable", "is not writable", "on the file server, owned by"),
+    ],
+)
+async def test_check_hint_follows_the_failure(
+    tmp_path: Path,
+    config_factory: ConfigFactory,
+    sftp_repo: tuple[Any, dict[str, Any]],
+    case: str,
+    detail: str,
+    hint: str,
+) -> None:
+    """Each way the SSH side fails gets its own detail and the hint for that type."""
+    sshd, repo = sftp_repo
+    [line] = await check_repository(config_factory(repository=broken(case, tmp_path, repo, sshd)))
+    assert line.status == "FAIL" and detail in line.detail
+    assert hint in line.hint
 
 
 async def test_speedtest_over_sftp(

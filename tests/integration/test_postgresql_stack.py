@@ -1,5 +1,5 @@
-"""PostgreSQL through the whole stack: the HTTP app's POST/GET/GET_GONE rows, and the
-``mft run`` / ``mft check`` / ``mft log`` commands as an operator runs them."""
+"""PostgreSQL through the whole stack: the HTTP app's POST/GET/GET_GONE rows, a cluster
+of two nodes, and ``mft run`` / ``mft check`` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from httpd.ops.purge import purge_command
 from tests.fixtures.common import free_port
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import PostgreSQL
+from tests.fixtures.prosody import ClientFactory
+from tests.fixtures.stack import StackFactory
+from tests.integration import test_cluster
 from tests.integration.test_audit_http import check_rows, get, opened, put, serving
 from tests.unit.httpd_harness import make_slot
 
@@ -147,3 +150,25 @@ async def test_unreachable_server_is_named_by_run_and_check(tmp_path: Path) -> N
     line = database_line(out)
     assert code == 1 and line.startswith("FAIL") and f"refused by 127.0.0.1:{port}" in line
     assert "pw-never-shown" not in out
+
+
+async def test_cluster_on_postgresql(
+    mft_stack: StackFactory,
+    tmp_path: Path,
+    postgresql: PostgreSQL,
+    postgresql_url: str,
+    xmpp_client: ClientFactory,
+) -> None:
+    """Two nodes, each its own PostgreSQL database: a GET at the wrong node is sent to the
+    owner, which serves it and logs the GET in its own aft_log (the other logs nothing)."""
+    second = postgresql.create_database()
+    try:
+        cluster = await test_cluster.make_cluster(
+            mft_stack, tmp_path, (postgresql_url, postgresql.url(second))
+        )
+        assert cluster.node_2.cfg.database.scheme == "postgresql"
+        await test_cluster.test_get_at_the_wrong_node_is_redirected_and_logged_by_the_owner(
+            cluster, xmpp_client
+        )
+    finally:
+        postgresql.drop_database(second)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
 from component.audit import AuditQuery, open_audit_log
 from component.audit.sqlite import SqliteAuditLog
-from component.config import Config
+from component.config import Config, RepositoryConfig
 from component.layout import SlotPath
 from httpd.repository.sftp import SftpRepository
 from tests.fixtures.config import ConfigFactory
@@ -24,16 +26,34 @@ from tests.unit.httpd_harness import make_slot, serve_app
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
+
+
+class CountingRepository(SftpRepository):
+    """An SftpRepository that names its SFTP requests (each one is bounded by _timed)."""
+
+    def __init__(self, repo_cfg: RepositoryConfig) -> None:
+        super().__init__(repo_cfg)
+        self.requests: list[str] = []
+
+    async def _timed(self, aw: Awaitable[T]) -> T:
+        # "SFTPClient.stat", "SFTPClientFile.write", ...; open() comes in an async
+        # context manager wrapper around its coroutine.
+        coro = getattr(aw, "_coro", aw)
+        self.requests.append(getattr(coro, "__qualname__", type(coro).__name__).split(".")[-1])
+        return await super()._timed(aw)
+
 
 @dataclass
 class Service:
     """The app serving on a loopback port over an open SftpRepository."""
 
     cfg: Config
-    repo: SftpRepository
+    repo: CountingRepository
     audit: SqliteAuditLog
     client: aiohttp.ClientSession
     node_dir: Path
+    port: int
 
     def slot(self, size: int) -> tuple[SlotPath, str, str]:
         """A fresh slot: its path, PUT URL (signed) and GET URL."""
@@ -50,14 +70,14 @@ class Service:
 @asynccontextmanager
 async def service(cfg: Config, node_dir: Path) -> AsyncIterator[Service]:
     """make_app over SftpRepository and SQLite, on a free port; all closed afterwards."""
-    repo = SftpRepository(cfg.repository)
+    repo = CountingRepository(cfg.repository)
     await repo.open()
     audit = open_audit_log(cfg)
     await audit.open()
     try:
-        async with serve_app(cfg, repo, audit) as (_port, client):
+        async with serve_app(cfg, repo, audit) as (port, client):
             assert isinstance(audit, SqliteAuditLog)
-            yield Service(cfg, repo, audit, client, node_dir)
+            yield Service(cfg, repo, audit, client, node_dir, port)
     finally:
         await audit.close()
         await repo.close()
@@ -88,6 +108,40 @@ async def test_put_get_range_through_app(
         assert [r.method for r in rows][:1] == ["POST"]
         assert rows[0].file_server == "127.0.0.1" and rows[0].file_size == len(data)
         assert svc.files() == [path.repo_path]
+
+
+@pytest.mark.parametrize("expect", [True, False])
+async def test_one_sftp_request_before_the_body(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory, expect: bool
+) -> None:
+    """A PUT's checks cost one SFTP request (is the slot free?), with or without Expect."""
+    cfg = config_factory(repository=sshd.repository(node_dir))
+    async with service(cfg, node_dir) as svc:
+        data = os.urandom(1000)
+        _first, warm_up, _get = svc.slot(len(data))  # makes the hour's directories
+        async with svc.client.put(warm_up, data=data) as resp:
+            assert resp.status == 201
+        path, put, _get = svc.slot(len(data))
+        target = urlsplit(put)
+        reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+        try:
+            head = f"PUT {target.path}?{target.query} HTTP/1.1\r\nHost: t\r\n"
+            head += f"Content-Length: {len(data)}\r\n"
+            head += "Expect: 100-continue\r\n\r\n" if expect else "\r\n"
+            before = len(svc.repo.requests)
+            writer.write(head.encode())
+            if expect:
+                async with asyncio.timeout(10):
+                    assert await reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+                    assert await reader.readline() == b"\r\n"
+            writer.write(data)
+            async with asyncio.timeout(10):
+                assert (await reader.readline()).split()[1] == b"201"
+        finally:
+            writer.close()
+        # Is the slot free (one stat), then the file: open the part, write, close, rename.
+        assert svc.repo.requests[before:] == ["stat", "open", "write", "close", "rename"]
+        assert (node_dir / path.repo_path).read_bytes() == data
 
 
 async def test_missing_file_is_404(

@@ -16,7 +16,20 @@ import asyncssh
 import pytest
 
 from component.config import Config
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import (
+    AlreadyUploaded,
+    AuthRefused,
+    ConfigError,
+    FileServerUnreachable,
+    HostKeyMismatch,
+    HostKeyNotPinned,
+    HostKeyTypeMissing,
+    NodeKeyUnusable,
+    NotFound,
+    PathNotWritable,
+    SizeMismatch,
+    StorageUnavailable,
+)
 from httpd.repository.sftp import SftpRepository
 from httpd.repository.sshkeys import fingerprint, public_line
 from tests.fixtures.config import ConfigFactory
@@ -293,7 +306,7 @@ async def test_wrong_host_key_is_refused_before_auth(
     target = node_dir / "node_1"
     mark = (sshd.dir / "sshd.log").stat().st_size
     r = repo_for(config_factory(repository=sshd.repository(target, host_key=pinned)))
-    with pytest.raises(StorageUnavailable) as info:
+    with pytest.raises(HostKeyMismatch) as info:
         await r.open()
     text = str(info.value)
     served = asyncssh.read_public_key(f"{sshd.host_key}.pub")
@@ -312,7 +325,7 @@ async def test_pinned_key_type_the_server_lacks_is_named(
     pinned = f"[127.0.0.1]:{sshd.port} {public_line(other)}"
     target = node_dir / "node_1"
     r = repo_for(config_factory(repository=sshd.repository(target, host_key=pinned)))
-    with pytest.raises(StorageUnavailable) as info:
+    with pytest.raises(HostKeyTypeMissing) as info:
         await r.open()
     text = str(info.value)
     assert f"file server 127.0.0.1:{sshd.port} offers no ed25519 host key (it has rsa)" in text
@@ -324,11 +337,10 @@ async def test_pinned_key_type_the_server_lacks_is_named(
 async def test_host_key_for_another_host_is_refused(
     sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
 ) -> None:
-    """A host_key line for another host is a start-up error naming the URL's host."""
+    """A host_key line for another host is a configuration error naming the URL's host."""
     line = sshd.host_key_line.replace("[127.0.0.1]", "[files.example.com]")
-    r = repo_for(config_factory(repository=sshd.repository(node_dir, host_key=line)))
-    with pytest.raises(StorageUnavailable, match=r"not the url's host '\[127\.0\.0\.1\]"):
-        await r.open()
+    with pytest.raises(ConfigError, match=r"not the url's host '\[127\.0\.0\.1\]"):
+        config_factory(repository=sshd.repository(node_dir, host_key=line))
 
 
 async def test_unknown_node_key_is_refused(
@@ -340,7 +352,7 @@ async def test_unknown_node_key_is_refused(
     r = repo_for(
         config_factory(repository=sshd.repository(node_dir, client_key=str(tmp_path / "stranger")))
     )
-    with pytest.raises(StorageUnavailable, match="refused the node key") as info:
+    with pytest.raises(AuthRefused, match="refused the node key") as info:
         await r.open()
     assert fingerprint(stranger) in str(info.value)
     assert os.listdir(node_dir) == []
@@ -357,7 +369,7 @@ async def test_unreachable_server_is_refused(
     section["url"] = section["url"].replace(f":{sshd.port}/", f":{port}/")
     section["host_key"] = sshd.host_key_line.replace(str(sshd.port), str(port))
     r = repo_for(config_factory(repository=section))
-    with pytest.raises(StorageUnavailable, match=f"127.0.0.1:{port} is unreachable"):
+    with pytest.raises(FileServerUnreachable, match=f"127.0.0.1:{port} is unreachable"):
         await r.open()
 
 
@@ -367,7 +379,7 @@ async def test_unwritable_directory_is_refused(
     """A node directory that cannot be made (a file is in the way) fails open()."""
     (node_dir / "plain-file").write_text("x")
     r = repo_for(config_factory(repository=sshd.repository(node_dir / "plain-file" / "node_1")))
-    with pytest.raises(StorageUnavailable, match="is not writable"):
+    with pytest.raises(PathNotWritable, match="is not writable"):
         await r.open()
 
 
@@ -378,8 +390,19 @@ async def test_missing_client_key_is_refused(
     r = repo_for(
         config_factory(repository=sshd.repository(node_dir, client_key=str(tmp_path / "none")))
     )
-    with pytest.raises(StorageUnavailable, match="mft keygen"):
+    with pytest.raises(NodeKeyUnusable, match="mft keygen"):
         await r.open()
+
+
+async def test_empty_host_key_is_refused_before_connecting(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """No pinned key: HostKeyNotPinned naming mft keyscan; sshd sees no connection."""
+    mark = (sshd.dir / "sshd.log").stat().st_size
+    r = repo_for(config_factory(repository=sshd.repository(node_dir, host_key="")))
+    with pytest.raises(HostKeyNotPinned, match="mft keyscan"):
+        await r.open()
+    assert "Connection from" not in log_since(sshd, mark)
 
 
 # -------------------------------------------------------------- outages

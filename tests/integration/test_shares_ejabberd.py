@@ -19,12 +19,19 @@ import slixmpp
 from component.audit import bare_jid
 from tests.fixtures.common import free_port, spawn_mft
 from tests.fixtures.config import ConfigFactory, ConfigFileFactory
-from tests.fixtures.ejabberd import EjabberdServer
+from tests.fixtures.ejabberd import UNCONFIGURED_SHARE_HOST, EjabberdServer
 from tests.fixtures.prosody import TIMEOUT, XmppUser, client_for, connect_client, disconnect_client
 from tests.fixtures.slots import make_room, personal_url
 from tests.fixtures.stack import MftStack, running_stack
 
-from .share_helpers import send_forged_report, send_url, share_columns, wait_metric
+from .share_helpers import (
+    assert_delivered_untouched,
+    inbox,
+    send_forged_report,
+    send_url,
+    share_columns,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +94,9 @@ async def test_ejabberd_chat_with_body_and_oob_gives_one_share_row(
     """A 1:1 chat with the URL in body and OOB: one SHARE row; the GET row names bob."""
     alice, bob = await ejabberd_client(), await ejabberd_client()
     up = await stack.upload(alice, "report.pdf", b"%PDF-1.4 tiny\n")
+    received = await inbox(bob)
     send_url(alice, bare(bob), up.get_url)
+    await assert_delivered_untouched(received, up.get_url)  # bob's message as sent
     share = await stack.next_row()
     assert share_columns(share) == ("SHARE", bare(alice), bare(bob), "im", up.path.resource)
     assert (share.real_filename, share.file_size) == ("report.pdf", 14)
@@ -100,7 +109,6 @@ async def test_ejabberd_rooms_forward_and_mft_log(
     ejabberd: EjabberdServer,
     ejabberd_client: EjabberdClient,
     config_file: ConfigFileFactory,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Persistent and temporary rooms, a forward to a full JID; GET takes the first share."""
     alice, carol = await ejabberd_client(), await ejabberd_client()
@@ -124,8 +132,9 @@ async def test_ejabberd_rooms_forward_and_mft_log(
     assert [r["TO_JID"] for r in json.loads(out)] == [room, bare(carol)]
     proc = await spawn_mft("log", "-c", str(path))
     out, _ = await proc.communicate()
-    with capsys.disabled():  # the closing note's table (pytest -s shows it)
-        print(f"\nmft log (ejabberd):\n{out.decode()}")
+    print(  # the closing note's table: pytest -s shows it
+        f"\nmft log (ejabberd):\n{out.decode()}"
+    )
     send_url(alice, temporary, up.get_url, mtype="groupchat", oob=False)
     in_temporary = await stack.next_row()
     assert (in_temporary.to_jid, in_temporary.chat_type) == (temporary, "groupchat")
@@ -140,3 +149,11 @@ async def test_ejabberd_forged_report_is_ignored(
     send_forged_report(alice, ejabberd.component_jid, str(alice.boundjid), bare(bob), up.get_url)
     await wait_metric(stack.metrics, "share_reports_ignored", {"reason": "sender"})
     assert await stack.rows("SHARE") == []
+
+
+def test_ejabberd_module_without_options_is_inactive_and_says_so(ejabberd: EjabberdServer) -> None:
+    """A host loading mod_mft_share without its options logs a clear error."""
+    log = ejabberd.log_path.read_text(errors="replace")
+    [line] = [x for x in log.splitlines() if "mod_mft_share is inactive" in x]
+    assert UNCONFIGURED_SHARE_HOST in line and "mft_share_component" in line
+    assert f"mod_mft_share on {ejabberd.domain}: reporting URLs under" in log

@@ -32,7 +32,14 @@ from tests.fixtures.prosody import (
 from tests.fixtures.slots import make_room, personal_url
 from tests.fixtures.stack import MftStack, StackFactory
 
-from .share_helpers import send_forged_report, send_url, share_columns, wait_metric
+from .share_helpers import (
+    assert_delivered_untouched,
+    inbox,
+    send_forged_report,
+    send_url,
+    share_columns,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +63,9 @@ async def test_chat_with_body_and_oob_gives_one_share_row(
     stack = await mft_stack()
     alice, bob = await xmpp_client(), await xmpp_client()
     up = await stack.upload(alice, "report.pdf", b"%PDF-1.4 tiny\n")
+    received = await inbox(bob)
     send_url(alice, bare(bob), up.get_url)
+    await assert_delivered_untouched(received, up.get_url)  # bob's message as sent
     share = await next_share(stack)
     assert share_columns(share) == ("SHARE", bare(alice), bare(bob), "im", up.path.resource)
     assert (share.real_filename, share.file_type, share.file_size) == ("report.pdf", "pdf", 14)
@@ -73,7 +82,6 @@ async def test_room_share_then_forward_and_mft_log(
     mft_stack: StackFactory,
     xmpp_client: ClientFactory,
     config_file: ConfigFileFactory,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Persistent room, then a forward to a third user's full JID: two SHARE rows; the
     GET row takes the first share's room; `mft log --to` and `--method SHARE` show them."""
@@ -108,8 +116,9 @@ async def test_room_share_then_forward_and_mft_log(
     assert [m for m, _ in shown[""]] == ["POST", "SHARE", "SHARE", "GET"]
     proc = await spawn_mft("log", "-c", str(path))
     out, _ = await proc.communicate()
-    with capsys.disabled():  # the closing note's table (pytest -s shows it)
-        print(f"\nmft log (Prosody):\n{out.decode()}")
+    print(  # the closing note's table: pytest -s shows it
+        f"\nmft log (Prosody):\n{out.decode()}"
+    )
     # `mft check` against the running service: the module is active.
     http = {"port": stack.cfg.http.port, "public_url": stack.cfg.http.public_url}
     proc = await spawn_mft("check", "-c", str(config_file(http=http)))

@@ -155,16 +155,17 @@ def test_keyscan_unreachable(sshd: SshServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("change", "expected", "hint"),
     [
-        ("host_key", "MAN-IN-THE-MIDDLE"),
-        ("client_key", "refused the node key"),
-        ("port", "is unreachable"),
-        ("host", "not the url's host"),
+        ("host_key", "MAN-IN-THE-MIDDLE", "compare [repository] host_key with `mft keyscan"),
+        ("client_key", "refused the node key", "append the line from `mft keygen --show`"),
+        ("port", "is unreachable", "is sshd running on 127.0.0.1:"),
     ],
 )
-def test_run_refuses_to_start(sshd: SshServer, tmp_path: Path, change: str, expected: str) -> None:
-    """mft run exits non-zero naming the repository and why, before listening."""
+def test_run_refuses_to_start(
+    sshd: SshServer, tmp_path: Path, change: str, expected: str, hint: str
+) -> None:
+    """mft run exits non-zero naming the repository, why, and the fix, before listening."""
     client_key = sshd.client_key
     if change == "client_key":
         client_key = tmp_path / "stranger"
@@ -177,10 +178,20 @@ def test_run_refuses_to_start(sshd: SshServer, tmp_path: Path, change: str, expe
     elif change == "port":
         port = free_port()
         text = text.replace(f":{sshd.port}", f":{port}")
-    elif change == "host":
-        text = text.replace('host_key = "[127.0.0.1]', 'host_key = "[files.example.com]')
     cfg.write_text(text)
     out = mft("run", "-c", str(cfg))
     assert out.returncode == 1
     assert "cannot start: repository sftp://" in out.stderr
     assert expected in out.stderr
+    assert f"mft: hint: {hint}" in out.stderr
+
+
+def test_run_refuses_a_host_key_for_another_host(sshd: SshServer, tmp_path: Path) -> None:
+    """A host_key line for another host: exit 2 at load, one line naming the key."""
+    cfg = write_config(tmp_path / "mft.toml", sshd, sshd.client_key)
+    text = cfg.read_text()
+    cfg.write_text(text.replace('host_key = "[127.0.0.1]', 'host_key = "[files.example.com]'))
+    out = mft("run", "-c", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.startswith("mft: configuration error: [repository] host_key begins with")
+    assert "not the url's host" in out.stderr and out.stderr.count("\n") == 1

@@ -83,8 +83,8 @@ class ObservedRepository(FileRepository):
 class RecordingAudit(SqliteAuditLog):
     """SqliteAuditLog that announces every row it stored."""
 
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
+        super().__init__(cfg, metrics)
         self.recorded: asyncio.Queue[AuditRecord] = asyncio.Queue()
 
     async def record(self, rec: AuditRecord) -> None:
@@ -205,9 +205,9 @@ async def httpd_env(
     """Open the services, serve the app on a loopback port, and close everything after."""
     repo = ObservedRepository(Path(cfg.repository.path), fail_at, read_fail_at)
     await repo.open()
-    audit = RecordingAudit(cfg)
-    await audit.open()
     metrics = Metrics()
+    audit = RecordingAudit(cfg, metrics)
+    await audit.open()
     try:
         async with serve_app(cfg, repo, audit, metrics) as (port, client):
             yield HttpdEnv(cfg, repo, audit, metrics, port, client)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from component.audit import COLUMNS, TEXT_LIMITS, AuditQuery
 from component.audit import pgschema as S
-from component.audit.postgresql import columns_of, describe, ssl_setting
+from component.audit.pgconnect import describe, refused, ssl_setting
+from component.audit.pgschema import columns_of
 from component.config import parse_config
 from component.dburl import parse_postgres_url
 from component.errors import ConfigError
@@ -145,3 +148,19 @@ def test_errors_are_described_with_the_place() -> None:
         "connection refused by db.example.test:5999"
     )
     assert "db.example.test:5999" in describe(TimeoutError(), t)
+    assert describe(OSError(-2, "Name or service not known"), t)
+    unknown = socket.gaierror(-2, "Name or service not known")
+    assert describe(unknown, t) == "cannot resolve db.example.test:5999 (Name or service not known)"
+    sock = parse_postgres_url("postgresql://mft@localhost/mft?host=/run/postgresql/")
+    assert describe(FileNotFoundError(2, "No such file or directory"), sock) == (
+        "no PostgreSQL server listens on the socket /run/postgresql/.s.PGSQL.5432"
+    )
+
+
+def test_only_a_refusal_by_the_server_rules_out_a_commit() -> None:
+    """A data error means nothing was stored; a lost connection or a shutdown leaves it
+    in doubt, so the spooled row is checked by index before it is sent again."""
+    assert refused(asyncpg.exceptions.StringDataRightTruncationError("too long"))
+    assert not refused(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    assert not refused(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))
+    assert not refused(ConnectionResetError(104, "reset"))

@@ -29,6 +29,7 @@ class FakeDatabase:
         self.delivered: set[str] = set()
         self.commit_in_doubt = False  # next record(): stored, but the answer is lost
         self.opened = False
+        self.lookups: list[list[str]] = []  # uploaded_among calls
 
     def _check(self) -> None:
         if not self.up:
@@ -84,6 +85,11 @@ class FakeDatabase:
         mine = [r for r in self.rows if r.method == "POST" and jid_matches(r.jid, jid)]
         return len(mine), sum(r.file_size for r in mine)
 
+    async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
+        self._check()
+        self.lookups.append(list(resources))
+        return {r.filename for r in self.rows if r.method == "POST"} & set(resources)
+
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         self._check()
         counts: dict[str, int] = {}
@@ -107,6 +113,20 @@ async def audit(db: FakeDatabase, tmp_path: Path) -> AsyncIterator[SpooledAuditL
     yield log
     db.up = True
     await log.close()
+
+
+async def test_uploaded_among_asks_the_database_only_for_the_rest(
+    audit: SpooledAuditLog, db: FakeDatabase
+) -> None:
+    """Spooled and recent uploads are known locally; the rest go in one database query."""
+    await audit.record(rec(0))  # stored, and remembered as recent
+    db.up = False
+    await audit.record(rec(1))  # spooled
+    db.up = True
+    db.rows.append(rec(2))  # another process's upload
+    names = [rec(i).filename for i in range(4)]
+    assert await audit.uploaded_among(names) == set(names[:3])
+    assert db.lookups == [names[2:]]
 
 
 async def test_rows_go_straight_to_the_database(audit: SpooledAuditLog, db: FakeDatabase) -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from component.audit import AuditLog, AuditQuery, AuditRecord, bare_jid
-from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, parse_mysql_url, schema_script
-from component.audit.sql import where_clause
+from component.audit.base import COLUMNS
+from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, schema_script
+from component.audit.sql import IN_BATCH, where_clause
 from component.audit.sqlite import SqliteAuditLog
 from component.audit.sqlite import schema_script as sqlite_schema_script
+from component.dburl import parse_mysql_url
 from component.errors import ConfigError
 from tests.fixtures.config import ConfigFactory
 from tests.unit.test_spool import rec
@@ -81,7 +83,8 @@ def test_sqlite_script_runs() -> None:
     db = sqlite3.connect(":memory:")
     db.executescript((SQL_DIR / "aft_log_sqlite.sql").read_text())
     names = [r[1] for r in db.execute("PRAGMA table_info(AFT_LOG)")]
-    assert names[0] == "AFT_INDEX" and names[-1] == "CLIENT_IP"
+    assert names == list(COLUMNS)
+    assert db.execute("SELECT MAX(VERSION) FROM AFT_SCHEMA_VERSION").fetchone() == (2,)
     db.close()
 
 
@@ -121,6 +124,28 @@ async def check_count_by_chat_type(audit: AuditLog) -> None:
     assert await audit.count_by_chat_type(HOUR, "node_1") == {"im": 2, "groupchat": 1}
     assert await audit.count_by_chat_type(HOUR, "node_3") == {}
     assert await audit.count_by_chat_type(HOUR + timedelta(hours=1), "node_1") == {}
+
+
+async def check_uploaded_among(audit: AuditLog) -> None:
+    """POST rows are found among many names (beyond one IN batch); other methods are not."""
+    base = rollover_rows()[0]
+    await audit.record(replace(base, filename="up-1"))
+    await audit.record(replace(base, filename="up-2"))
+    await audit.record(replace(base, filename="got-only", method="GET"))
+    names = ["got-only", "up-2", *(f"never-{i}" for i in range(IN_BATCH)), "up-1"]
+    assert await audit.uploaded_among(names) == {"up-1", "up-2"}
+    assert await audit.uploaded_among(["never-0"]) == set()
+    assert await audit.uploaded_among([]) == set()
+
+
+async def test_sqlite_finds_uploads_among_names(config_factory: ConfigFactory) -> None:
+    """SQLite answers which of many resource names have a POST row."""
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await check_uploaded_among(audit)
+    finally:
+        await audit.close()
 
 
 async def check_first_share(audit: AuditLog) -> None:

@@ -10,6 +10,10 @@ from component.config import MAX_FILE_SIZE, load_config, parse_config
 from component.errors import ConfigError
 from tests.fixtures.config import ConfigFactory, make_raw_config
 
+SFTP = "sftp://mft@files.example.com/srv/mft"
+# An ed25519 public key in ssh-keyscan form (its shape is all the config checks).
+PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
 
 def test_defaults_fill_optional_sections(config_factory: ConfigFactory) -> None:
     """Only [xmpp] and [http] are required; the rest takes embedded defaults."""
@@ -33,7 +37,20 @@ def test_defaults_fill_optional_sections(config_factory: ConfigFactory) -> None:
         ("node", {"id": "node 1/.."}, "[node] id"),
         ("http", {"public_url": "ftp://x"}, "[http] public_url"),
         ("repository", {"url": "sftp://host/path"}, "sftp://user@host:port/path"),
+        ("database", {"url": "postgres://x"}, "[database] url"),
         ("database", {"url": "oracle://x"}, "[database] url"),
+        ("database", {"url": "redis://db/0"}, "[database] url: unknown scheme 'redis'"),
+        ("database", {"url": "mysql://u:pw@db:99999/mft"}, "[database] url: bad port"),
+        ("database", {"url": "postgresql://u:pw@db:x/mft"}, "[database] url: bad port"),
+        ("database", {"url": "mysql://u:pw@db/mft?tls=1"}, "unknown option 'tls'"),
+        ("database", {"url": "mysql://u:pw@db:3306/"}, "give the database name"),
+        ("database", {"url": "sqlite://"}, "[database] url 'sqlite://': give the file"),
+        ("repository", {"url": "sftp://u@h:0/p"}, "[repository] url 'sftp://u@h:0/p': the port"),
+        ("repository", {"url": SFTP, "host_key": "h ssh-ed25519"}, "[repository] host_key"),
+        ("repository", {"url": SFTP, "host_key": f"h {PUB}"}, "begins with 'h', which is not"),
+        ("repository", {"url": SFTP, "host_key": "h ssh-rsa !!!"}, "key data is not valid"),
+        ("repository", {"url": SFTP, "host_key": f"h ssh-rsa {PUB.split()[1]}"}, "holds ssh-ed"),
+        ("repository", {"url": SFTP, "host_key": f"@revoked h {PUB}"}, "marker @revoked"),
         ("xmpp", {"muc_domains": "conference.example.com"}, "expected a list of strings"),
         ("http", {"trusted_proxies": ["nginx.local"]}, "[http] trusted_proxies: 'nginx.local'"),
         ("http", {"trusted_proxies": ["10.0.0.0/33"]}, "not an IP address or network"),
@@ -122,6 +139,13 @@ def test_trusted_proxies_are_normalised(tmp_path: Path) -> None:
     cfg = parse_config(raw)
     assert cfg.http.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8", "::1/128")
     assert [n.version for n in cfg.http.trusted_networks] == [4, 4, 6]
+
+
+def test_pinned_host_key_for_the_url_host_loads(config_factory: ConfigFactory) -> None:
+    """A well-formed line for the URL's host loads; an empty one waits for `mft keyscan`."""
+    cfg = config_factory(repository={"url": SFTP, "host_key": f"files.example.com {PUB} c"})
+    assert cfg.repository.host_key.startswith("files.example.com ssh-ed25519")
+    assert config_factory(repository={"url": SFTP}).repository.host_key == ""
 
 
 def test_scan_section(tmp_path: Path) -> None:

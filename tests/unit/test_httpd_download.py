@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import socket
@@ -43,6 +44,7 @@ async def test_get_returns_bytes_and_logs_get_row(env: HttpdEnv) -> None:
         "pdf",
     )
     assert (row.chat_type, row.file_size, row.node_id) == ("persistent", len(body), "node_1")
+    assert row.file_sha256 == hashlib.sha256(body).hexdigest()
     assert [r.method for r in await env.rows()] == ["POST", "GET"]
 
 
@@ -319,3 +321,13 @@ async def test_concurrent_downloads_are_each_logged(env: HttpdEnv) -> None:
     # The row follows the last byte: wait for all five.
     assert [(await env.audit.next_row()).method for _ in range(5)] == ["GET"] * 5
     assert len(await env.rows("GET")) == 5
+
+
+async def test_failed_lookup_is_one_database_error(env: HttpdEnv) -> None:
+    """One AFT_LOG lookup that fails is counted once (by the back-end), not twice."""
+    slot = env.slot(10)  # issued, never uploaded: the HEAD asks AFT_LOG whether it was
+    await env.audit.close()
+    async with env.client.head(slot.get_url) as resp:
+        assert resp.status == 404
+    assert env.metrics.value("database_errors") == 1
+    await env.audit.open()

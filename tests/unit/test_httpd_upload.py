@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -37,6 +38,8 @@ async def test_put_stores_file_and_logs_post(env: HttpdEnv) -> None:
     assert (row.filename, row.real_filename) == (slot.path.resource, "Holiday Photo é.JPG")
     assert (row.file_type, row.chat_type, row.file_size) == ("jpg", "groupchat", len(body))
     assert (row.file_server, row.node_id, row.client_ip) == ("localhost", "node_1", "127.0.0.1")
+    assert row.file_sha256 == hashlib.sha256(body).hexdigest()
+    assert row.scan_result == ""
 
 
 async def test_put_with_expect_100_continue(env: HttpdEnv) -> None:
@@ -325,3 +328,45 @@ async def test_failed_stores_prune_dirs_without_breaking_others(tmp_path: Path) 
     assert await repo.remove_empty_dirs() == 3  # 10, 20240101, im
     assert not any(await asyncio.gather(*(store(i, True) for i in range(200, 210))))
     assert list((tmp_path / "files").iterdir()) == []
+
+
+class LogLines(logging.Handler):
+    """Collects log lines; ``access`` is set once aiohttp's access log line is in."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[str, str]] = []
+        self.access = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the line; note the access line."""
+        self.lines.append((record.name, record.getMessage()))
+        if record.name == "aiohttp.access":
+            self.access.set()
+
+
+@pytest.mark.parametrize("expect", [True, False])
+@pytest.mark.parametrize(("case", "sent"), [("no token", 401), ("body over the slot", 413)])
+async def test_logs_name_the_status_sent(
+    env: HttpdEnv, caplog: pytest.LogCaptureFixture, expect: bool, case: str, sent: int
+) -> None:
+    """The refusal log line and the access log line carry the status the client got."""
+    caplog.set_level(logging.INFO)
+    lines = LogLines()
+    logging.getLogger().addHandler(lines)
+    try:
+        slot = env.slot(10)
+        url = slot.put_url.split("?")[0] if case == "no token" else slot.put_url
+        length = 10 if case == "no token" else 20
+        head = f"PUT {url} HTTP/1.1\nHost: t\nContent-Length: {length}\n"
+        if expect:
+            head += "Expect: 100-continue\n"
+        assert await env.raw_status(head, b"" if expect else b"z" * length) == sent
+        async with asyncio.timeout(10):  # the access line follows the response
+            await lines.access.wait()
+    finally:
+        logging.getLogger().removeHandler(lines)
+    refusals = [m for n, m in lines.lines if n in ("httpd.upload", "httpd.middleware")]
+    access = [m for n, m in lines.lines if n == "aiohttp.access"]
+    assert [f" {sent} " in line for line in refusals] == [True]
+    assert [f'" {sent} ' in line for line in access] == [True]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from component.config import safe_url
 from httpd.ops.util import (
     config_secrets,
     human_bytes,
@@ -11,7 +12,6 @@ from httpd.ops.util import (
     parse_age,
     parse_size,
     redact,
-    safe_url,
 )
 from tests.fixtures.config import ConfigFactory
 

@@ -250,6 +250,16 @@ class TestErrors(ComponentTest):
         retry = error.find("{urn:xmpp:http:upload:0}retry")
         assert retry is not None and retry.get("stamp", "").endswith(":00:00Z")
 
+    def test_pending_slots_settled_in_one_query(self) -> None:
+        """Each quota check asks AFT_LOG about all the user's pending slots at once."""
+        audit = FakeAudit()
+        self.start(audit=audit, upload={"files_per_hour": 10})
+        for _ in range(3):
+            self.request(size="5")
+            assert self.sent_xml().find("{urn:xmpp:http:upload:0}slot") is not None
+        assert [len(names) for names in audit.uploaded_among_calls] == [1, 2]
+        assert len(set(audit.uploaded_among_calls[1])) == 2
+
 
 class TestSlot(ComponentTest):
     def test_slot_shape_v0(self) -> None:

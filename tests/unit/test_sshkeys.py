@@ -13,10 +13,10 @@ import pytest
 
 from component.config import RepositoryConfig
 from component.errors import ConfigError
+from component.hostkey import host_pattern
 from httpd.repository.sshkeys import (
     authorized_keys_line,
     generate_node_key,
-    host_pattern,
     key_type,
     load_client_key,
     parse_host_key_line,

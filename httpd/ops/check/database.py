@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 
 from component.audit import AuditQuery, open_audit_log
-from component.config import Config
+from component.config import Config, safe_url
 from httpd.ops.check.result import CheckResult
-from httpd.ops.util import error_reason, safe_url
+from httpd.ops.util import error_reason
 
 
 async def check_database(cfg: Config) -> list[CheckResult]:

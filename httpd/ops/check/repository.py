@@ -8,42 +8,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from component.config import Config
-from component.errors import NotFound, StorageUnavailable
+from component.config import Config, safe_url
+from component.errors import FileServerUnreachable, NotFound, StorageUnavailable
 from httpd.ops.check.result import CheckResult
-from httpd.ops.util import error_reason, human_bytes, safe_url
+from httpd.ops.util import error_reason, human_bytes, repository_hint
 from httpd.repository import Repository, open_repository
 
 PROBE_SIZE = 64 * 1024
 MIN_FREE_PERCENT = 10.0  # WARN below this even when the alarm threshold is lower
-
-
-def _repository_hint(cfg: Config, reason: str) -> str:
-    """What to do about a repository that failed to open, from the reason's words."""
-    if cfg.repository.scheme == "file":
-        return "create the directory and make it writable by the service user"
-    low = reason.lower()
-    host = cfg.repository.host
-    port = cfg.repository.port
-    if "host key" in low or "man-in-the-middle" in low:
-        return (
-            f"compare [repository] host_key with `mft keyscan {host} -p {port}` and the"
-            " server's /etc/ssh/ssh_host_*_key.pub"
-        )
-    if "auth" in low or "permission denied" in low or "publickey" in low:
-        return (
-            "append the line from `mft keygen --show` to the file server user's"
-            " ~/.ssh/authorized_keys"
-        )
-    if "no such" in low or "not writable" in low or "path" in low:
-        return (
-            f"create {cfg.repository.path} on the file server, owned by {cfg.repository.username}"
-        )
-    return (
-        f"is sshd running on {host}:{port} and reachable from this host? If it is, the key"
-        f" type in [repository] host_key must be one the server offers (`mft keyscan {host}"
-        f" -p {port}`)"
-    )
 
 
 async def _probe_chunks(payload: bytes) -> AsyncIterator[bytes]:
@@ -96,17 +68,12 @@ async def check_repository(cfg: Config) -> list[CheckResult]:
                 await repo.open()
         except TimeoutError:
             reason = f"no answer within {rcfg.connect_timeout}s"
-            return [
-                CheckResult(
-                    "FAIL", "repository", f"{where}: {reason}", _repository_hint(cfg, reason)
-                )
-            ]
+            hint = repository_hint(cfg, FileServerUnreachable(reason))
+            return [CheckResult("FAIL", "repository", f"{where}: {reason}", hint)]
         except Exception as exc:
             reason = error_reason(exc)
             return [
-                CheckResult(
-                    "FAIL", "repository", f"{where}: {reason}", _repository_hint(cfg, reason)
-                )
+                CheckResult("FAIL", "repository", f"{where}: {reason}", repository_hint(cfg, exc))
             ]
         opened = (
             "connected, host key matches, key accepted, directory writable"
