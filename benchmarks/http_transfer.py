@@ -1,43 +1,39 @@
 """PUT and GET throughput of the HTTP server over a file:// repository, and peak memory.
 
 Reference, measured in the same run: a plain file copy of the same size on the same disk
-(the ceiling for the file:// back-end). The PUT runs again with malware scanning on (a
-real clamd, the test fixture's, with only the EICAR signatures: this measures streaming
-to clamd and its pass over the file, not a full signature set). Usage::
+(the ceiling for the file:// back-end). PUT runs twice, with malware scanning off and
+on (a real clamd, the test fixture's, with only the EICAR signatures: this measures the
+cost of streaming to clamd and its pass over the file, not a full signature set).
+Usage::
 
     python benchmarks/http_transfer.py [--size-mib 256] [--no-scan]
-
-``--hash-cost N`` also measures what FILE_SHA256 costs: N PUTs with the upload hash on
-and N with it replaced by a pass-through (benchmark only), interleaved, medians compared,
-plus hashlib's own SHA-256 rate on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import contextlib
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpd.upload
 from component.audit.sqlite import SqliteAuditLog
 from component.metrics import Metrics
 from httpd.app import make_app, make_runner
 from httpd.repository import FileRepository
-from tests.fixtures.clamd import clamd_server
+from tests.fixtures.clamd import ClamdServer, clamd_server
 from tests.fixtures.common import free_port
 from tests.fixtures.config import make_raw_config
 from tests.unit.httpd_harness import make_slot
@@ -57,91 +53,60 @@ async def body(size: int) -> AsyncIterator[bytes]:
         yield BLOCK
 
 
-class _NoDigest(httpd.upload.StreamDigest):
-    """StreamDigest without the hash: the reference for the hash's cost."""
+async def transfer(
+    base: Path, size: int, scan: dict[str, Any], get_back: bool
+) -> tuple[float, float, float, float]:
+    """Serve the app on ``base``; PUT ``size`` bytes (and GET them back if ``get_back``).
 
-    async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield chunk
-
-
-async def hash_cost(cfg: object, http: aiohttp.ClientSession, size: int, runs: int) -> None:
-    """Interleaved PUTs with and without the upload hash; print medians and the ratio."""
-    from component.config import Config
-
-    assert isinstance(cfg, Config)
-    real = httpd.upload.StreamDigest
-    times: dict[str, list[float]] = {"with SHA-256": [], "without (pass-through)": []}
-    for _ in range(runs):
-        for name in times:
-            httpd.upload.StreamDigest = real if name == "with SHA-256" else _NoDigest  # type: ignore[misc]
-            slot = make_slot(cfg, size, "hash.bin")
-            t = time.perf_counter()
-            async with http.put(
-                slot.put_url, data=body(size), headers={"Content-Length": str(size)}
-            ) as r:
-                assert r.status == 201, r.status
-            times[name].append(time.perf_counter() - t)
-            (Path(cfg.repository.path) / slot.path.repo_path).unlink()
-    httpd.upload.StreamDigest = real  # type: ignore[misc]
-    digest, t = hashlib.sha256(), time.perf_counter()
-    for _ in range(size // len(BLOCK)):
-        digest.update(BLOCK)
-    raw = time.perf_counter() - t
-    print(
-        f"FILE_SHA256 cost, {size // 2**20} MiB PUT -> file://, median of {runs} interleaved runs"
-    )
-    med = {name: statistics.median(v) for name, v in times.items()}
-    for name, secs in med.items():
-        print(f"  PUT {name:<24}{size / secs / 1e6:>8.0f} MB/s{secs:>8.2f} s")
-    base = med["without (pass-through)"]
-    print(f"  upload speed with the hash: {100 * base / med['with SHA-256']:.1f}% of without")
-    print(f"  hashlib sha256 alone: {size / raw / 1e6:.0f} MB/s")
-
-
-async def scanned_put(base: Path, size: int) -> tuple[float, float]:
-    """PUT ``size`` bytes with ``[scan]`` on (a fresh clamd, StreamMaxLength above ``size``).
-
-    :returns: the PUT's seconds, and of them the wait for clamd's verdict after the body.
+    :returns: PUT seconds, GET seconds (0 without ``get_back``), RSS before the PUT, and
+        the seconds spent waiting for clamd's verdict after the last byte.
     """
     from component.config import parse_config
 
-    with clamd_server(base / "clamd", stream_max=size + 2**20) as clamd:
-        scan = {"clamd": clamd.url, "io_timeout": 600.0}
-        cfg = parse_config(make_raw_config(base, scan=scan), source=str(base / "mft.toml"))
-        repo, audit, metrics = FileRepository(cfg.repository.path), SqliteAuditLog(cfg), Metrics()
-        await repo.open()
-        await audit.open()
-        runner = make_runner(make_app(cfg, repo, audit, metrics))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        slot = make_slot(cfg, size, "scanned.bin")
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+    cfg = parse_config(make_raw_config(base, scan=scan), source=str(base / "mft.toml"))
+    repo, audit = FileRepository(cfg.repository.path), SqliteAuditLog(cfg)
+    await repo.open()
+    await audit.open()
+    metrics = Metrics()
+    runner = make_runner(make_app(cfg, repo, audit, metrics))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    rss0 = rss_mib()
+    slot = make_slot(cfg, size, "big.bin")
+    get = 0.0
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            t = time.perf_counter()
+            headers = {"Content-Length": str(size)}
+            async with http.put(slot.put_url, data=body(size), headers=headers) as r:
+                assert r.status == 201, (r.status, await r.text())
+            put = time.perf_counter() - t
+            if get_back:
                 t = time.perf_counter()
-                headers = {"Content-Length": str(size)}
-                async with http.put(slot.put_url, data=body(size), headers=headers) as r:
-                    assert r.status == 201, (r.status, await r.text())
-                put = time.perf_counter() - t
-        finally:
-            await runner.cleanup()
-            await audit.close()
-            await repo.close()
+                got = 0
+                async with http.get(slot.get_url) as r:
+                    async for chunk in r.content.iter_chunked(1024 * 1024):
+                        got += len(chunk)
+                get = time.perf_counter() - t
+                assert got == size
+    finally:
+        await runner.cleanup()
+        await audit.close()
+        await repo.close()
+    await repo.delete(slot.path.repo_path)
     verdict = sum(
         float(line.split()[-1])
         for line in metrics.render().splitlines()
         if line.startswith("mft_scan_seconds_sum")
     )
-    return put, verdict
+    return put, get, rss0, verdict
 
 
-async def main(size_mib: int, hash_runs: int = 0, scan: bool = True) -> None:
-    """Run the reference copy, then PUT and GET through the server; print a table."""
-    from component.config import parse_config
-
+async def main(size_mib: int, scan: bool) -> None:
+    """Run the reference copy, then PUT (scanning off, on) and GET; print a table."""
     size = size_mib * 1024 * 1024
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
         src = base / "src.bin"
         with src.open("wb") as f:
@@ -153,44 +118,17 @@ async def main(size_mib: int, hash_runs: int = 0, scan: bool = True) -> None:
         src.unlink()
         (base / "copy.bin").unlink()
 
-        cfg = parse_config(make_raw_config(base), source=str(base / "mft.toml"))
-        repo, audit = FileRepository(cfg.repository.path), SqliteAuditLog(cfg)
-        await repo.open()
-        await audit.open()
-        runner = make_runner(make_app(cfg, repo, audit, Metrics()))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        rss0 = rss_mib()
-        slot = make_slot(cfg, size, "big.bin")
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-                t = time.perf_counter()
-                headers = {"Content-Length": str(size)}
-                async with http.put(slot.put_url, data=body(size), headers=headers) as r:
-                    assert r.status == 201, r.status
-                put = time.perf_counter() - t
-                t = time.perf_counter()
-                got = 0
-                async with http.get(slot.get_url) as r:
-                    async for chunk in r.content.iter_chunked(1024 * 1024):
-                        got += len(chunk)
-                get = time.perf_counter() - t
-                assert got == size
-                if hash_runs:
-                    await hash_cost(cfg, http, size, hash_runs)
-        finally:
-            await runner.cleanup()
-            await audit.close()
-            await repo.close()
+        put, get, rss0, _v = await transfer(base / "off", size, {}, get_back=True)
         rows = [("reference: file copy", ref), ("HTTP PUT -> file://", put)]
         if scan:
-            (base / "repo" / slot.path.repo_path).unlink()
-            scanned, verdict = await scanned_put(base / "scan", size)
-            rows += [
-                ("HTTP PUT -> file://, clamd", scanned),
-                ("  of which clamd's verdict", verdict),
-            ]
+            clamd: ClamdServer = stack.enter_context(
+                clamd_server(base / "clamd", stream_max=size + 1024 * 1024)
+            )
+            scanned, _get, _rss, verdict = await transfer(
+                base / "on", size, {"clamd": clamd.url, "io_timeout": 600.0}, get_back=False
+            )
+            rows.append(("HTTP PUT -> file://, clamd", scanned))
+            rows.append(("  of which clamd's verdict", verdict))
     print(f"{size_mib} MiB, loopback, client and server in one process")
     print(f"{'operation':<28}{'MB/s':>10}{'seconds':>10}")
     for name, secs in rows:
@@ -202,7 +140,6 @@ async def main(size_mib: int, hash_runs: int = 0, scan: bool = True) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--hash-cost", type=int, default=0, metavar="RUNS")
     parser.add_argument("--no-scan", action="store_true", help="skip the PUT with clamd")
     args = parser.parse_args()
-    asyncio.run(main(args.size_mib, args.hash_cost, not args.no_scan))
+    asyncio.run(main(args.size_mib, not args.no_scan))

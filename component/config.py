@@ -123,6 +123,11 @@ class XmppConfig:
         return parent or self.component_jid
 
 
+DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+MIN_MEMORY_BUDGET = 1024 * 1024  # one SFTP block each way, with room
+MAX_MEMORY_BUDGET = 64 * 1024 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     """``[http]``: the upload/download HTTP server."""
@@ -139,6 +144,9 @@ class HttpConfig:
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For / Forwarded headers
     # name the client. Empty: those headers are never believed (anyone can send them).
     trusted_proxies: tuple[str, ...] = ()
+    # Bytes all transfers of the process together may hold in buffers (httpd.budget);
+    # past it transfers wait and their clients are slowed by TCP back-pressure.
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -150,6 +158,10 @@ class HttpConfig:
             raise ConfigError("[http] shutdown_grace >= 0 and body_timeout > 0 seconds")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("[http] tls_cert and tls_key: give both or neither")
+        if not MIN_MEMORY_BUDGET <= self.memory_budget <= MAX_MEMORY_BUDGET:
+            raise ConfigError(
+                f"[http] memory_budget: {MIN_MEMORY_BUDGET} (1 MiB) up to {MAX_MEMORY_BUDGET} bytes"
+            )
         object.__setattr__(self, "trusted_proxies", tuple(map(str, self.trusted_networks)))
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 

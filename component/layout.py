@@ -23,6 +23,9 @@ RESOURCE_BYTES = 18  # 144 random bits; DESIGN.md asks for at least 128
 MAX_FILENAME_CHARS = 1000
 REAL_FILENAME_MAX = 511  # AFT_LOG.REAL_FILENAME
 FILE_TYPE_MAX = 10  # AFT_LOG.FILE_TYPE
+# Unicode bidirectional embeddings/overrides (LRE RLE PDF LRO RLO) and isolates
+# (LRI RLI FSI PDI): they reorder how a name is shown, e.g. to disguise its extension.
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 _DATE_RE = re.compile(r"^\d{8}$")
 _HOUR_RE = re.compile(r"^([01]\d|2[0-3])(\.[1-9]\d{0,5})?$")
@@ -35,19 +38,33 @@ def new_resource() -> str:
     return secrets.token_urlsafe(RESOURCE_BYTES)
 
 
+def _is_control(c: str) -> bool:
+    """C0 (U+0000-U+001F) and DEL plus C1 (U+007F-U+009F)."""
+    o = ord(c)
+    return o < 0x20 or 0x7F <= o <= 0x9F
+
+
 def check_filename(name: str) -> str:
     """Return ``name`` if it can be a file name in a URL, else raise.
 
     Only the URL carries the user's name; the repository uses the resource name.
 
-    :raises InvalidRequest: empty, ``.``/``..``, a ``/``, a control character, or too long.
+    :raises InvalidRequest: empty, ``.``/``..``, a ``/``, a C0 or C1 control character
+        (U+0000-U+001F, U+007F-U+009F), a bidirectional override or isolate
+        (U+202A-U+202E, U+2066-U+2069), or too long.
     """
     if not name or name in (".", ".."):
         raise InvalidRequest("Invalid filename")
     if "/" in name:
         raise InvalidRequest("Invalid filename: it may not contain '/'")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if any(_is_control(c) for c in name):
+        # C1 too: NEL (U+0085) breaks lines, CSI (U+009B) drives terminals (mft log).
         raise InvalidRequest("Invalid filename: control characters are not allowed")
+    if any(c in BIDI_CONTROLS for c in name):
+        # "invoice\u202efdp.exe" shows as "invoiceexe.pdf": the real extension hidden.
+        raise InvalidRequest(
+            "Invalid filename: bidirectional override and isolate characters are not allowed"
+        )
     if len(name) > MAX_FILENAME_CHARS:
         raise InvalidRequest(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters")
     return name

@@ -11,13 +11,15 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from component.errors import InvalidToken
+from component.errors import InvalidRequest, InvalidToken
 from component.layout import SlotPath
 
 TOKEN_VERSION = "1"
+# Every key a PUT URL may carry (UploadGrant.query); "type" is optional and unsigned.
+UPLOAD_QUERY_KEYS = frozenset({"v", "size", "exp", "from", "to", "type", "sig"})
 
 
 def _sign(secret: str, *parts: str) -> str:
@@ -61,6 +63,26 @@ class UploadGrant:
             q["type"] = self.content_type  # recorded, deliberately not signed
         q["sig"] = sig
         return q
+
+
+def strict_upload_query(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The PUT URL's query as a dict, refusing any ambiguity before the token is read.
+
+    A repeated key (``sig=VALID&sig=forged``) would leave the meaning to whichever value
+    a parser keeps, and a key the token does not know is not ours: both are refused.
+
+    :raises InvalidRequest: a key repeats, or is not one of :data:`UPLOAD_QUERY_KEYS`;
+        the text names the key (never a value: ``sig`` is a bearer secret).
+    """
+    query: dict[str, str] = {}
+    for key, value in pairs:
+        shown = repr(key[:32])  # client input, into the log: quoted, escaped, cut
+        if key not in UPLOAD_QUERY_KEYS:
+            raise InvalidRequest(f"Malformed upload URL: unknown query key {shown}")
+        if key in query:
+            raise InvalidRequest(f"Malformed upload URL: query key {shown} repeated")
+        query[key] = value
+    return query
 
 
 def verify_upload(

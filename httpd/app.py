@@ -18,6 +18,7 @@ from component.metrics import Metrics
 from httpd import handlers
 from httpd.appkeys import (
     AUDIT,
+    BUDGET,
     CONFIG,
     IN_FLIGHT,
     METRICS,
@@ -27,6 +28,7 @@ from httpd.appkeys import (
     TRUSTED_PROXIES,
     InFlight,
 )
+from httpd.budget import MemoryBudget
 from httpd.clientip import client_ip
 from httpd.middleware import add_cors_headers, error_middleware, in_flight_middleware
 from httpd.repository import Repository
@@ -34,6 +36,8 @@ from httpd.routing import FILE_ROUTE
 from httpd.scan import Scanner
 
 log = logging.getLogger(__name__)
+
+READ_BUFSIZE = 64 * 1024
 
 # After the grace, how long aiohttp waits for a handler before and after cancelling it.
 CANCEL_TIMEOUT = 1.0
@@ -69,10 +73,19 @@ def _prefixes(cfg: Config) -> list[str]:
     return [""] + ([prefix] if prefix else [])
 
 
-def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -> web.Application:
+def make_app(
+    cfg: Config,
+    repo: Repository,
+    audit: AuditLog,
+    metrics: Metrics,
+    budget: MemoryBudget | None = None,
+) -> web.Application:
     """The HTTP application serving uploads, downloads, ``/metrics`` and ``/healthz``.
 
     The repository and the audit log must already be open; the caller closes them.
+
+    :param budget: the process's memory budget, which the repository pays into too
+        (the repository's own if ``None``).
     """
     app = web.Application(middlewares=[in_flight_middleware, error_middleware])
     app[IN_FLIGHT] = InFlight()
@@ -80,6 +93,7 @@ def make_app(cfg: Config, repo: Repository, audit: AuditLog, metrics: Metrics) -
     app[REPOSITORY] = repo
     app[AUDIT] = audit
     app[METRICS] = metrics
+    app[BUDGET] = budget if budget is not None else repo.budget
     app[SCANNER] = Scanner(cfg.scan, metrics)
     app[TRUSTED_PROXIES] = cfg.http.trusted_networks
     app[STARTED] = datetime.now(UTC)
@@ -118,6 +132,10 @@ def make_runner(app: web.Application) -> web.AppRunner:
         # The grace for requests in flight is served by serve_http() before cleanup():
         # aiohttp's own shutdown stops reading request bodies at once.
         shutdown_timeout=CANCEL_TIMEOUT,
+        # Each connection's request body buffer (aiohttp pauses the socket at twice
+        # this); aiohttp's 256 KiB default is 0.5-0.75 MiB a busy upload, outside the
+        # memory budget. See httpd.upload.CHUNK.
+        read_bufsize=READ_BUFSIZE,
     )
 
 
@@ -128,6 +146,7 @@ async def serve_http(
     metrics: Metrics,
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
+    budget: MemoryBudget | None = None,
 ) -> None:
     """Serve on ``[http] bind``:``port`` until ``stop`` is set, then shut down gracefully.
 
@@ -137,7 +156,7 @@ async def serve_http(
 
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
-    app = make_app(cfg, repo, audit, metrics)
+    app = make_app(cfg, repo, audit, metrics, budget)
     runner = make_runner(app)
     await runner.setup()
     try:

@@ -12,6 +12,7 @@ from aiohttp import web
 from component.audit import AuditLog
 from component.config import Config, IPNetwork
 from component.metrics import Metrics
+from httpd.budget import MemoryBudget
 from httpd.repository import Repository
 from httpd.scan import Scanner
 
@@ -19,6 +20,8 @@ CONFIG = web.AppKey("config", Config)
 REPOSITORY = web.AppKey("repository", Repository)
 AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
+# The process's [http] memory_budget, shared with the repository (see httpd.budget).
+BUDGET = web.AppKey("memory_budget", MemoryBudget)
 # [scan]: clamd scanning of uploads (a pass-through when no clamd is configured).
 SCANNER = web.AppKey("scanner", Scanner)
 # [http] trusted_proxies, parsed once (see httpd.clientip).

@@ -28,6 +28,7 @@ from httpd.headers import (
     parse_range,
 )
 from httpd.middleware import count_failure
+from httpd.repository.base import SendsFiles
 from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,17 @@ class _Download:
         """Send the body from the repository and write the GET or GET_INCOMPLETE row."""
         offset, length = (rng.start, rng.length) if rng else (0, size)
         started, sent = time.monotonic(), 0
+        repo, transport = self.app[REPOSITORY], self.request.transport
         try:
-            async for block in self.app[REPOSITORY].read(self.path.repo_path, offset, length):
-                await resp.write(block)
-                sent += len(block)
+            if isinstance(repo, SendsFiles) and transport is not None:
+                # Headers are out (prepare() sent them); the body bypasses the writer.
+                sent = await repo.sendfile(self.path.repo_path, transport, offset, length)
+                resp_writer = self.request.writer
+                resp_writer.output_size += sent  # the access log's byte count
+            else:
+                async for block in repo.read(self.path.repo_path, offset, length):
+                    await resp.write(block)
+                    sent += len(block)
             if sent != length:
                 raise NotFound("The file changed while it was read")
             await resp.write_eof()

@@ -9,6 +9,7 @@ One repository request (is the slot free?) is all a PUT costs before its first b
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -30,8 +31,9 @@ from component.errors import (
     UploadError,
 )
 from component.layout import SlotPath, file_type, real_filename
-from component.tokens import UploadGrant, verify_upload
-from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, SCANNER
+from component.tokens import UploadGrant, strict_upload_query, verify_upload
+from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY, SCANNER
+from httpd.budget import MemoryBudget
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
 from httpd.repository import Repository
@@ -39,7 +41,9 @@ from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024  # read size; the repository re-blocks as it needs
+# Read size; the repository re-blocks as it needs. Not above httpd.app.READ_BUFSIZE:
+# aiohttp raises a connection's buffer limit to the size its reader asks for.
+CHUNK = 64 * 1024
 # Where the expect handler leaves its checked (path, grant) for the PUT handler: aiohttp
 # passes both the same request.
 CHECKED = web.RequestKey("checked_upload", tuple[SlotPath, UploadGrant])
@@ -52,7 +56,8 @@ class BodyStalled(Exception):
 async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     """Everything that can refuse a PUT before its body is read, once per request.
 
-    :raises InvalidRequest: malformed path (400) or Content-Length (400).
+    :raises InvalidRequest: malformed path (400) or Content-Length (400); a query key
+        repeated or unknown to the token (400).
     :raises InvalidToken: token missing (401), forged, for another path or expired (403).
     :raises FileTooLarge: Content-Length or the slot over ``[upload] max_file_size`` (413).
     :raises SizeMismatch: Content-Length not the slot's size (413 larger, 400 shorter).
@@ -65,7 +70,9 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     cfg = request.app[CONFIG]
     path = slot_path(request)
     redirect_to_owner(request, path)
-    grant = verify_upload(cfg.http.secret, path, request.query)
+    # A repeated or unknown key is refused before the token is even read.
+    query = strict_upload_query(request.query.items())
+    grant = verify_upload(cfg.http.secret, path, query)
     length = request.content_length
     if length is None:
         # XEP-0363 binds the slot to a size; without Content-Length it cannot be checked
@@ -124,22 +131,33 @@ async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterato
         yield chunk
 
 
+def _give_back(budget: MemoryBudget, cost: int, _done: asyncio.Future[None]) -> None:
+    """Done-callback: a hashed batch's bytes return to the budget."""
+    budget.release(cost)
+
+
 class StreamDigest:
     """SHA-256 of an upload, fed while it streams (FILE_SHA256; the file is never re-read).
 
     Chunks are gathered into batches of :data:`BATCH` bytes and each batch is hashed in a
     worker thread (hashlib releases the GIL) while the event loop goes on receiving and
     storing, so on a multi-core host the hash barely slows the upload. Batches are hashed
-    strictly in order, one at a time: at most two batches per upload are held.
+    strictly in order, one at a time: at most two batches per upload are held, and the
+    one in the worker thread is paid for in the memory budget (httpd.budget) until it is
+    hashed; waiting for budget here holds nothing but that batch, which the thread frees.
     """
 
-    BATCH = 1024 * 1024
+    # 256 KiB: a thread hop per batch costs far less than hashing it, and 100 uploads
+    # then hold 50 MiB of batches, not 200 MiB.
+    BATCH = 256 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, budget: MemoryBudget | None = None) -> None:
+        """:param budget: the process's memory budget (none: batches are not counted)."""
         self._sha = hashlib.sha256()
         self._batch: list[bytes] = []
         self._batched = 0
         self._pending: asyncio.Future[None] | None = None
+        self._budget = budget
 
     def _update(self, parts: list[bytes]) -> None:
         for part in parts:
@@ -154,8 +172,12 @@ class StreamDigest:
             if self._batched >= self.BATCH:
                 if self._pending is not None:
                     await self._pending
-                batch, self._batch, self._batched = self._batch, [], 0
+                batch, size, self._batch, self._batched = self._batch, self._batched, [], 0
+                budget = self._budget
+                cost = await budget.acquire(size) if budget is not None else 0
                 self._pending = loop.run_in_executor(None, self._update, batch)
+                if budget is not None:
+                    self._pending.add_done_callback(functools.partial(_give_back, budget, cost))
             yield chunk
 
     async def hexdigest(self) -> str:
@@ -195,11 +217,14 @@ async def _record_or_discard(
 
 
 async def _refuse_infected(audit: AuditLog, rec: AuditRecord, exc: Infected) -> None:
-    """Log who uploaded which file with which signature (nothing was published), and
-    write the ``POST_INFECTED`` row (SCAN_RESULT: the signature).
+    """Log who uploaded which file with which signature (nothing was published).
 
-    The row is best effort: the upload is refused (422) either way.
+    The ``POST_INFECTED`` row is best effort: the upload is refused (422) either way.
     """
+    try:
+        await audit.record(replace(rec, method="POST_INFECTED"))
+    except AuditUnavailable:
+        log.error("POST_INFECTED row of %s not recorded", rec.filename, exc_info=True)
     log.warning(
         "infected upload refused: %s uploaded %r (resource %s, %d bytes), signature %s",
         rec.jid,
@@ -208,10 +233,6 @@ async def _refuse_infected(audit: AuditLog, rec: AuditRecord, exc: Infected) -> 
         rec.file_size,
         exc.signature,
     )
-    try:
-        await audit.record(replace(rec, method="POST_INFECTED", scan_result=exc.signature))
-    except AuditUnavailable:
-        log.error("POST_INFECTED row for %s not recorded", rec.filename, exc_info=True)
 
 
 async def put_upload(request: web.Request) -> web.StreamResponse:
@@ -225,9 +246,10 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     cfg, repo = request.app[CONFIG], request.app[REPOSITORY]
     path, grant = await check_upload(request)
     started = time.monotonic()
-    digest = StreamDigest()
+    digest = StreamDigest(request.app[BUDGET])
     infected: Infected | None = None
-    # The body streams to clamd as it is stored; the verdict comes before the rename.
+    # One pass over the body: hashed (FILE_SHA256) and streamed to clamd as it is
+    # stored; the scan's verdict comes before the rename.
     async with request.app[SCANNER].scan(grant.size) as scan:
         body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
         try:
@@ -252,7 +274,7 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         node_id=cfg.node.id,
         client_ip=client_ip(request),
         file_sha256=await digest.hexdigest(),
-        scan_result=scan.result,
+        scan_result=infected.signature if infected is not None else scan.result,
     )
     if infected is not None:
         await _refuse_infected(request.app[AUDIT], rec, infected)

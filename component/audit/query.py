@@ -81,7 +81,8 @@ def as_dict(rec: AuditRecord) -> dict[str, object]:
 
 def render_json(records: Sequence[AuditRecord], out: TextIO) -> None:
     """A JSON list of row objects."""
-    json.dump([as_dict(r) for r in records], out, ensure_ascii=False, indent=1)
+    text = json.dumps([as_dict(r) for r in records], ensure_ascii=False, indent=1)
+    out.write(_json_printable(text))
     out.write("\n")
 
 
@@ -115,6 +116,21 @@ def render_table(records: Sequence[AuditRecord], out: TextIO) -> None:
 def _printable(text: str) -> str:
     # A file name is user input: a newline or escape sequence must not forge table lines.
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    o = ord(ch)
+    if o <= 0xFFFF:
+        return f"\\u{o:04x}"
+    o -= 0x10000  # JSON escapes beyond the BMP as a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+
+
+def _json_printable(text: str) -> str:
+    # json escapes C0 but not C1 (CSI U+009B) or bidi overrides, which reach a terminal
+    # as they are. Outside strings JSON has only whitespace and ASCII: every other
+    # non-printable character is inside a string, where a \u escape means the same.
+    return "".join(ch if ch.isprintable() or ch in "\n " else _json_escape(ch) for ch in text)
 
 
 RENDERERS = {"table": render_table, "csv": render_csv, "json": render_json}

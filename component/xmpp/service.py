@@ -46,6 +46,7 @@ from component.xmpp.policy import (
 )
 from component.xmpp.quota import QuotaGate
 from component.xmpp.shares import ShareRecorder
+from component.xmpp.slotreply import slot_reply
 from component.xmpp.stanza import NS_LEGACY, parse_slot_request, register_stanzas
 from component.xmpp.urls import personal_url
 
@@ -185,16 +186,12 @@ class UploadComponent(ComponentXMPP):
         base = self.cfg.http.public_url
         get_url = f"{base}/{path.url_path}"
         put_url = f"{get_url}?{urlencode(grant.query(self.cfg.http.secret))}"
-        reply = iq.reply()  # type: ignore[no-untyped-call]
-        if req.namespace == NS_LEGACY:
-            reply["http_upload_legacy_slot"]["put"] = put_url
-            reply["http_upload_legacy_slot"]["get"] = get_url
-        else:
-            # No <header>: the credential is in the URL (Gajim aborts on unknown headers,
-            # several clients drop them).
-            reply["http_upload_slot"]["put"]["url"] = put_url
-            reply["http_upload_slot"]["get"]["url"] = get_url
-        reply.send()
+        if self.transport is None:  # the stream went away while we worked
+            log.info("slot for %s not sent: disconnected from the XMPP server", requester)
+            return
+        # Prebuilt text, written at once (see slotreply): slixmpp's stanza objects and
+        # per-character escaping cost more than the rest of the request.
+        self.send_raw(slot_reply(iq.xml.attrib, req.namespace, put_url, get_url))
         self.metrics.inc("slots", labels={"chat_type": target.chat_type})
         log.info(
             "slot for %s: %d bytes, %s to %s, resource %s",

@@ -135,6 +135,34 @@ async def purge(
     return report
 
 
+async def remove_stale_parts(
+    repo: Repository, older_than: float, *, now: float | None = None
+) -> PurgeReport:
+    """Remove ``.part`` files not written to for ``older_than`` seconds (only those).
+
+    Run by ``mft run`` at start: a process killed mid-upload (SIGKILL, OOM, power) left
+    them, and nothing else would before the next ``mft purge``. An upload in progress
+    writes its part file at least every ``[http] body_timeout``, so a threshold of at
+    least that and the slot lifetime never takes a live one, even from another process
+    serving the same node directory.
+
+    :raises StorageUnavailable: the repository failed; what was counted was removed.
+    """
+    now = time.time() if now is None else now
+    report = PurgeReport()
+    stale = [
+        item
+        async for item in repo.walk("files")
+        if classify(item.path) == "part" and now - item.mtime > older_than
+    ]
+    for item in sorted(stale, key=lambda i: i.path):
+        await repo.delete(item.path)
+        report.parts += 1
+        report.part_bytes += item.size
+        log.info("removed stale %s (%d bytes)", item.path, item.size)
+    return report
+
+
 async def _keep_held(
     audit: AuditLog, victims: list[tuple[StoredFile, str]], report: PurgeReport
 ) -> list[tuple[StoredFile, str]]:

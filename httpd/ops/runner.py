@@ -21,7 +21,9 @@ from component.config import Config, safe_url
 from component.errors import UploadError
 from component.metrics import Metrics
 from httpd.app import serve_http
+from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
+from httpd.ops.purge import remove_stale_parts
 from httpd.ops.util import repository_hint
 from httpd.repository import Repository, open_repository
 
@@ -54,7 +56,9 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | int:
+async def _open(
+    cfg: Config, metrics: Metrics, budget: MemoryBudget
+) -> tuple[AuditLog, Repository] | int:
     """Open the audit log, then the repository; an exit code if either fails."""
     audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
     try:
@@ -62,12 +66,31 @@ async def _open(cfg: Config, metrics: Metrics) -> tuple[AuditLog, Repository] | 
     except Exception as exc:  # any failure to open is reported, by name, once
         return _fail(f"database {cfg.database.safe_url}", exc)
     try:
-        repo = open_repository(cfg)
+        repo = open_repository(cfg, budget)
         await repo.open()
     except Exception as exc:
         await audit.close()
         return _fail(f"repository {safe_url(cfg.repository.url)}", exc, repository_hint(cfg, exc))
     return audit, repo
+
+
+async def _remove_stale_parts(cfg: Config, repo: Repository) -> None:
+    """Clear ``.part`` files an earlier, killed process left (see
+    :func:`httpd.ops.purge.remove_stale_parts`); a failure is logged, the service runs on."""
+    older_than = max(cfg.upload.slot_lifetime, cfg.http.body_timeout)
+    try:
+        report = await remove_stale_parts(repo, older_than)
+    except (UploadError, OSError) as exc:
+        log.warning("could not look for stale .part files at start: %s", exc)
+        return
+    if report.parts:
+        log.warning(
+            "removed %d stale .part file(s), %d bytes, older than %gs: uploads cut off by "
+            "an earlier process that did not stop cleanly",
+            report.parts,
+            report.part_bytes,
+            older_than,
+        )
 
 
 async def _announce_when_ready(
@@ -99,7 +122,10 @@ async def run_command(
     """
     assert cfg is not None  # cli.py loads the configuration for this command
     metrics = Metrics()
-    opened = await _open(cfg, metrics)
+    # One budget for every transfer of this process: the repository's buffers and the
+    # HTTP side that waits for it.
+    budget = MemoryBudget(cfg.http.memory_budget)
+    opened = await _open(cfg, metrics, budget)
     if isinstance(opened, int):
         return opened
     audit, repo = opened
@@ -126,7 +152,8 @@ async def run_command(
         servers.append(serve_component(cfg, audit, metrics, stop, connected, on_ready=ready.append))
     if only in (None, "httpd"):
         started.append(asyncio.Event())
-        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1]))
+        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
+        servers.append(_remove_stale_parts(cfg, repo))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.
     servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))
@@ -139,6 +166,7 @@ async def run_command(
     except* Exception as group:
         failures.extend(group.exceptions)
     finally:
+        budget.close()
         await repo.close()
         await audit.close()
     for exc in failures:

@@ -158,9 +158,11 @@ def _trust_lines(ca: LocalCA) -> tuple[list[str], list[str]]:
     install = f"{_as_root(f'cp {shlex.quote(str(ca.ca_cert))} {stored}')} && {update}"
     remove = f"{_as_root(f'rm -f {stored}')} && {update} --fresh"
     return [
-        "  Trust the sandbox CA (once; Debian's system store, which Gajim, Dino, curl and",
+        "  Trust the sandbox CA, once (Debian's system store, which Gajim, Dino, curl and",
         "  go-sendxmpp read; restart Gajim or Dino afterwards). It can vouch only for",
-        f"  localhost names and loopback addresses; SHA-256 {fingerprint}:",
+        "  localhost names and loopback addresses. Its SHA-256 fingerprint is",
+        f"  {fingerprint}",
+        "  Add it:",
         f"    {install}",
     ], [
         "  When you are done with the sandbox, remove the CA again:",
@@ -193,7 +195,7 @@ def banner(
         )
     if ca:
         tls_note = "plain, or STARTTLS with a certificate signed by the sandbox CA"
-        http_note = "HTTPS, certificate signed by the sandbox CA (trust it: below)"
+        http_note = "HTTPS with a certificate signed by the sandbox CA: trust it, below"
         verify = ""
     else:
         tls_note = "plain, or STARTTLS with a self-signed certificate: accept it"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from component.config import Config
+from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -43,6 +44,10 @@ class Repository(Protocol):
     def file_server(self) -> str:
         """The host recorded in AFT_LOG's FILE_SERVER."""
 
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers' buffers are paid from (see httpd.budget)."""
+
     async def open(self) -> None:
         """Connect and check that the node directory is writable.
 
@@ -59,7 +64,7 @@ class Repository(Protocol):
         raises, at its end too, fails the store with nothing left behind: that is where
         the malware scan's verdict (:class:`httpd.scan.UploadScan`) stops a file.
 
-                :raises AlreadyUploaded: ``path`` exists when the file is to be published (never
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published (never
             overwritten). Whether it exists beforehand is the caller's question (the PUT
             asks :meth:`size` before the body), so a store costs no extra round trip.
         :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
@@ -91,10 +96,16 @@ class Repository(Protocol):
         """Remove empty directories below ``prefix``; returns how many were removed."""
 
 
-def open_repository(cfg: Config) -> Repository:
-    """The back-end for ``cfg.repository.url`` (not yet opened)."""
+def open_repository(cfg: Config, budget: MemoryBudget | None = None) -> Repository:
+    """The back-end for ``cfg.repository.url`` (not yet opened).
+
+    :param budget: the process's memory budget, shared with the HTTP application; a
+        private one of ``[http] memory_budget`` bytes if ``None`` (one-shot commands).
+    """
+    if budget is None:
+        budget = MemoryBudget(cfg.http.memory_budget)
     if cfg.repository.scheme == "sftp":
         from httpd.repository.sftp import SftpRepository
 
-        return SftpRepository(cfg.repository)
-    return FileRepository(cfg.repository.path)
+        return SftpRepository(cfg.repository, budget)
+    return FileRepository(cfg.repository.path, budget=budget)

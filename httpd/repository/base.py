@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 READ_BLOCK = 256 * 1024
 
@@ -29,6 +31,18 @@ class StoredFile:
     path: str
     size: int
     mtime: float
+
+
+@runtime_checkable
+class SendsFiles(Protocol):
+    """A repository that can hand a byte range to a socket itself (``file://``: the
+    kernel's sendfile, no copies through Python)."""
+
+    async def sendfile(
+        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+    ) -> int:
+        """Send ``length`` bytes of ``path`` from ``offset`` on ``transport``; bytes sent."""
+        ...
 
 
 def part_name(path: str) -> str:

@@ -19,6 +19,7 @@ from component.errors import (
     SizeMismatch,
     StorageUnavailable,
 )
+from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
     DiskUsage,
@@ -30,12 +31,57 @@ from httpd.repository.base import (
 
 log = logging.getLogger(__name__)
 
+WRITE_BLOCK = 1024 * 1024  # bytes gathered from the network per write(2)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """writev() ``chunks`` to ``fd``, again after a short write."""
+    while chunks:
+        n = os.writev(fd, chunks)
+        while chunks and n >= len(chunks[0]):
+            n -= len(chunks[0])
+            chunks = chunks[1:]
+        if n:
+            chunks = [chunks[0][n:], *chunks[1:]]
+
+
+def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
+    """Publish ``part`` as ``final``; fsync the directories whose entries changed.
+
+    ``dirs``: the file's directory (its new name) and the parents of any directory this
+    store made, so that after a crash the published file is there, not just its bytes.
+    """
+    os.link(part, final)
+    for directory in sorted(dirs, key=lambda p: -len(p.parts)):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_all_and_sync(fd: int, chunks: list[bytes]) -> None:
+    """:func:`_write_all`, then fsync the file."""
+    _write_all(fd, chunks)
+    os.fsync(fd)
+
 
 class FileRepository:
-    """A repository in a local directory (``file://``), the embedded default."""
+    """A repository in a local directory (``file://``), the embedded default.
 
-    def __init__(self, root: str | os.PathLike[str], file_server: str = "localhost") -> None:
+    A block being written or read is paid for in the process's memory budget (see
+    :mod:`httpd.budget`) while a worker thread holds it or the response is sending it.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        file_server: str = "localhost",
+        budget: MemoryBudget | None = None,
+    ) -> None:
+        """:param budget: the process's memory budget (a private default one if ``None``)."""
         self._root = Path(root)
+        self._budget = budget if budget is not None else MemoryBudget()
         self._file_server = file_server
         self._fresh = FreshDirs()
 
@@ -43,6 +89,11 @@ class FileRepository:
     def file_server(self) -> str:
         """``localhost`` unless told otherwise."""
         return self._file_server
+
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
 
     def _abs(self, path: str) -> Path:
         if path.startswith("/") or ".." in path.split("/"):
@@ -87,20 +138,35 @@ class FileRepository:
             finally:
                 self._fresh.made(made)
             try:
-                written = 0
+                written, pending, pending_bytes, held = 0, [], 0, 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
-                    await asyncio.to_thread(os.write, fd, chunk)
+                    # Paid before it is kept: when the budget is spent, no more of the
+                    # body is read (TCP back-pressure) until written blocks are released.
+                    held += await self._budget.acquire(len(chunk))
+                    pending.append(chunk)
+                    pending_bytes += len(chunk)
+                    if pending_bytes >= WRITE_BLOCK:
+                        # One thread hop per MiB, not per network chunk (which may be
+                        # a few KiB): the hop costs more CPU than the copy.
+                        await asyncio.to_thread(_write_all, fd, pending)
+                        pending, pending_bytes = [], 0
+                        self._budget.release(held)
+                        held = 0
                 if written != size:
                     raise SizeMismatch(size, written)
-                await asyncio.to_thread(os.fsync, fd)
+                # The rest, then fsync: the bytes are on disk before the link publishes
+                # the file (and before the 201).
+                await asyncio.to_thread(_write_all_and_sync, fd, pending)
             finally:
+                self._budget.release(held)
                 os.close(fd)
             try:
                 # link() refuses an existing target: a slot is never overwritten.
-                await asyncio.to_thread(os.link, part, final)
+                dirs = {final.parent, *((self._root / d).parent for d in made)}
+                await asyncio.to_thread(_link_durably, part, final, dirs)
             except FileExistsError as exc:
                 raise AlreadyUploaded() from exc
             published = True
@@ -167,12 +233,36 @@ class FileRepository:
             remaining = length
             while remaining is None or remaining > 0:
                 n = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
-                block = await asyncio.to_thread(f.read, n)
-                if not block:
-                    break
-                if remaining is not None:
-                    remaining -= len(block)
-                yield block
+                # Held until the consumer asks for the next block: it has sent this one.
+                async with self._budget.hold(n):
+                    block = await asyncio.to_thread(f.read, n)
+                    if not block:
+                        break
+                    if remaining is not None:
+                        remaining -= len(block)
+                    yield block
+        finally:
+            f.close()
+
+    async def sendfile(
+        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+    ) -> int:
+        """Send a byte range of ``path`` with the kernel's sendfile (page cache to socket).
+
+        asyncio falls back to reads and writes where sendfile cannot work (TLS).
+
+        :returns: bytes sent (fewer than ``length`` if the file is shorter).
+        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
+        :raises ConnectionError: the client went away.
+        """
+        try:
+            f = await asyncio.to_thread(open, self._abs(path), "rb")
+        except FileNotFoundError as exc:
+            raise NotFound() from exc
+        except OSError as exc:
+            raise StorageUnavailable() from exc
+        try:
+            return await asyncio.get_running_loop().sendfile(transport, f, offset, length)
         finally:
             f.close()
 

@@ -3,8 +3,10 @@
 Transfers are pipelined (FIELD-NOTES "SFTP speed"): fixed blocks of the server's
 ``max_write_len`` written at explicit offsets with :data:`IN_FLIGHT` requests
 outstanding, ordered read-ahead of as many blocks for downloads. Memory stays
-``IN_FLIGHT`` blocks per transfer whatever the file size. The connection, its
-supervision and the translation of library errors are :class:`SftpSession`'s.
+``IN_FLIGHT`` blocks per transfer whatever the file size, and every block is paid for
+in the process's :class:`~httpd.budget.MemoryBudget` first, so all transfers together
+stay within ``[http] memory_budget``. The connection, its supervision and the
+translation of library errors are :class:`SftpSession`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncssh
 
 from component.config import RepositoryConfig
 from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from httpd.budget import MemoryBudget
 from httpd.repository.base import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
 from httpd.repository.sftp_session import SftpSession
 
@@ -28,17 +31,30 @@ log = logging.getLogger(__name__)
 
 # Requests in flight per transfer: 16 reach full speed here; more only add memory.
 IN_FLIGHT = 16
+# asyncssh holds a write three times until the server acknowledges it: our block, the
+# SFTP packet String() makes of it, and the channel's send-buffer bytearray while the
+# SSH window is full (tracemalloc of 100 concurrent uploads, asyncssh 2.24). The budget
+# is charged for all three.
+WRITE_COPIES = 3
 
 
 class SftpRepository(SftpSession):
     """A node directory on an SSH file server (``sftp://user@host:port/path``)."""
 
-    def __init__(self, repo_cfg: RepositoryConfig) -> None:
+    def __init__(self, repo_cfg: RepositoryConfig, budget: MemoryBudget | None = None) -> None:
+        """:param budget: the process's memory budget (a private default one if ``None``)."""
         super().__init__(repo_cfg)
+        self._budget = budget if budget is not None else MemoryBudget()
         # Failed stores whose part file (and fresh directories) are still to remove,
         # part file -> slot path: at once, or once reconnected.
         self._orphans: dict[str, str] = {}
         self._fresh = FreshDirs()
+        self._warned_no_fsync = False
+
+    @property
+    def budget(self) -> MemoryBudget:
+        """The memory budget its transfers pay into."""
+        return self._budget
 
     async def _on_reconnect(self, sftp: asyncssh.SFTPClient) -> None:
         await self._remove_orphans(sftp)
@@ -67,6 +83,19 @@ class SftpRepository(SftpSession):
                 with contextlib.suppress(Exception):
                     await self._timed(f.close())
                 raise
+            with self._errors("fsync", path):
+                try:
+                    # The bytes on the file server's disk before the rename publishes
+                    # them and the 201 goes out (fsync@openssh.com).
+                    await self._timed(f.fsync())
+                except asyncssh.SFTPOpUnsupported:
+                    if not self._warned_no_fsync:
+                        self._warned_no_fsync = True
+                        log.warning("the SFTP server cannot fsync (no fsync@openssh.com)")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await self._timed(f.close())
+                    raise
             with self._errors("close", path):
                 await self._timed(f.close())
             with self._errors("rename", path):
@@ -133,20 +162,33 @@ class SftpRepository(SftpSession):
     async def _write_blocks(
         self, f: asyncssh.SFTPClientFile, chunks: AsyncIterator[bytes], size: int, path: str
     ) -> None:
-        """Re-block ``chunks`` and write them at explicit offsets, IN_FLIGHT at a time."""
-        block = self._write_len
+        """Re-block ``chunks`` and write them at explicit offsets, IN_FLIGHT at a time.
+
+        Each block is paid for in the budget before its write is sent and given back when
+        the server acknowledges it (the bytes sit in asyncssh's queue until then). While
+        the budget is short this waits, holding only writes in flight (which complete on
+        their own), and reads no more of ``chunks``: the client is slowed by TCP.
+        """
+        block, budget = self._write_len, self._budget
         pending: set[asyncio.Task[None]] = set()
         buf = bytearray()
         offset = received = 0
 
-        async def submit(data: bytes) -> None:
+        async def submit(n: int) -> None:
+            """Write the first ``n`` bytes of ``buf`` once the budget has room for them."""
             nonlocal offset
             while len(pending) >= IN_FLIGHT:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 reap(done)
             reap([t for t in pending if t.done()])
-            pending.add(asyncio.ensure_future(self._write_block(f, data, offset)))
-            offset += len(data)
+            cost = await budget.acquire(WRITE_COPIES * n)
+            with memoryview(buf) as view:
+                data = bytes(view[:n])
+            del buf[:n]
+            task = asyncio.ensure_future(self._write_block(f, data, offset))
+            task.add_done_callback(lambda _t: budget.release(cost))
+            pending.add(task)
+            offset += n
 
         def reap(done: Any) -> None:
             for task in done:
@@ -159,19 +201,13 @@ class SftpRepository(SftpSession):
                 received += len(chunk)
                 if received > size:
                     raise SizeMismatch(size, received, larger=True)
-                if not buf and len(chunk) == block:
-                    await submit(chunk)
-                    continue
                 buf += chunk
                 while len(buf) >= block:
-                    with memoryview(buf) as view:
-                        data = bytes(view[:block])
-                    del buf[:block]
-                    await submit(data)
+                    await submit(block)
             if received != size:
                 raise SizeMismatch(size, received)
             if buf:
-                await submit(bytes(buf))
+                await submit(len(buf))
             while pending:
                 done, _ = await asyncio.wait(pending)
                 reap(done)
@@ -246,7 +282,13 @@ class SftpRepository(SftpSession):
         self, path: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         """Stream ``length`` bytes (to the end if ``None``) from ``offset``, in order,
-        with IN_FLIGHT block reads ahead of the consumer.
+        with up to IN_FLIGHT block reads ahead of the consumer.
+
+        Every block is paid for in the budget from its read request until the consumer
+        asks for the next one (it has written the block to the response by then). Only
+        the first block waits for budget, when this read holds none; read-ahead beyond it
+        is taken only when the budget has room now, so no download waits while holding
+        blocks that only its own progress would give back.
 
         :raises NotFound: no such file.
         :raises StorageUnavailable: the file server failed.
@@ -261,37 +303,48 @@ class SftpRepository(SftpSession):
                 end = int((await self._timed(f.stat())).size or 0)
             if length is not None:
                 end = min(end, offset + length)
-            block = self._read_len
+            block, budget = self._read_len, self._budget
             next_offset = offset
 
-            def top_up() -> None:
+            def launch(n: int) -> None:
                 nonlocal next_offset
+                task = asyncio.ensure_future(self._read_block(f, n, next_offset))
+                ahead.append((next_offset, n, task))
+                next_offset += n
+
+            while True:
+                if not ahead and next_offset < end:
+                    n = min(block, end - next_offset)
+                    await budget.acquire(n)  # we hold no block now: waiting is safe
+                    launch(n)
                 while len(ahead) < IN_FLIGHT and next_offset < end:
                     n = min(block, end - next_offset)
-                    task = asyncio.ensure_future(self._read_block(f, n, next_offset))
-                    ahead.append((next_offset, n, task))
-                    next_offset += n
-
-            top_up()
-            while ahead:
+                    if not budget.try_acquire(n):
+                        break
+                    launch(n)
+                if not ahead:
+                    break
                 at, n, task = ahead.popleft()
-                with self._errors("read", path):
-                    data = await task
-                    while 0 < len(data) < n:  # a short read: fetch the rest in order
-                        more = await self._read_block(f, n - len(data), at + len(data))
-                        if not more:
-                            break
-                        data += more
-                if len(data) < n:
-                    break  # the file shrank under us: stop at what exists
-                top_up()
-                yield data
+                try:
+                    with self._errors("read", path):
+                        data = await task
+                        while 0 < len(data) < n:  # a short read: fetch the rest in order
+                            more = await self._read_block(f, n - len(data), at + len(data))
+                            if not more:
+                                break
+                            data += more
+                    if len(data) < n:
+                        break  # the file shrank under us: stop at what exists
+                    yield data
+                finally:
+                    budget.release(n)
         finally:
             for _at, _n, task in ahead:
                 task.cancel()
             if ahead:
                 await asyncio.wait([t for _a, _n, t in ahead])
-                for _a, _n, task in ahead:
+                for _a, n, task in ahead:
+                    budget.release(n)
                     if not task.cancelled():
                         task.exception()
             with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):

@@ -218,11 +218,13 @@ def _require_private_mounts() -> None:
 
 
 # Mounts copies of the system CA store over the real one, then runs each argument in a
-# fresh shell; prints "### rc=N" after each.
+# fresh shell; prints "### rc=N" after each. The update-ca-certificates hooks are hidden
+# too: Debian's Java hook records dpkg triggers under /var/lib, outside the copies.
 NAMESPACE_SCRIPT = """
 set -e
 mount --bind "$1/certs" /etc/ssl/certs
 mount --bind "$1/local" /usr/local/share/ca-certificates
+mount --bind "$1/hooks" /etc/ca-certificates/update.d
 shift
 for command in "$@"; do
   echo "### $command"
@@ -236,9 +238,11 @@ done
 
 async def run_in_private_ca_store(commands: list[str], scratch: Path) -> list[tuple[int, str]]:
     """Run ``commands`` one after the other in a mount namespace whose system CA store
-    (/etc/ssl/certs, /usr/local/share/ca-certificates) is a throwaway copy."""
+    (/etc/ssl/certs, /usr/local/share/ca-certificates) is a throwaway copy and whose
+    update-ca-certificates hooks directory is empty."""
     shutil.copytree("/etc/ssl/certs", scratch / "certs", symlinks=True)
     shutil.copytree("/usr/local/share/ca-certificates", scratch / "local", symlinks=True)
+    (scratch / "hooks").mkdir()
     proc = await asyncio.create_subprocess_exec(
         "unshare", "--mount", "--propagation", "private",
         "bash", "-c", NAMESPACE_SCRIPT, "namespace", str(scratch), *commands,

@@ -75,6 +75,15 @@ class ObservedRepository(FileRepository):
             seen += len(block)
             yield block
 
+    async def sendfile(
+        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+    ) -> int:
+        """FileRepository.sendfile, failing after ``read_fail_at`` bytes were sent."""
+        if self.read_fail_at is None or length <= self.read_fail_at:
+            return await super().sendfile(path, transport, offset, length)
+        await super().sendfile(path, transport, offset, self.read_fail_at)
+        raise StorageUnavailable("injected read failure")
+
     def files(self) -> list[Path]:
         """Every regular file under the repository (``.part`` files included)."""
         return sorted(p for p in self.root.rglob("*") if p.is_file())

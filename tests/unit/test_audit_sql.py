@@ -16,7 +16,7 @@ from component.audit.sql import IN_BATCH, where_clause
 from component.audit.sqlite import SqliteAuditLog
 from component.audit.sqlite import schema_script as sqlite_schema_script
 from component.dburl import parse_mysql_url
-from component.errors import ConfigError
+from component.errors import AuditUnavailable, ConfigError
 from tests.fixtures.config import ConfigFactory
 from tests.unit.test_spool import rec
 
@@ -184,3 +184,21 @@ async def test_sqlite_counts_uploads_per_chat_type(config_factory: ConfigFactory
         await check_count_by_chat_type(audit)
     finally:
         await audit.close()
+
+
+async def test_sqlite_group_commit_keeps_every_row_in_call_order(
+    config_factory: ConfigFactory,
+) -> None:
+    """Rows recorded concurrently are all committed (one batch), in call order."""
+    import asyncio
+
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await asyncio.gather(*(audit.record(rec(n)) for n in range(40)))
+        rows = await audit.query(AuditQuery())
+        assert [r.filename for r in rows] == [f"res{n}" for n in range(40)]
+    finally:
+        await audit.close()
+    with pytest.raises(AuditUnavailable):
+        await audit.record(rec(41))

@@ -51,3 +51,20 @@ async def test_failed_store_keeps_directories_it_did_not_make(tmp_path: Path) ->
     with pytest.raises(SizeMismatch):
         await repo.store("files/im/20260101/11/resource", body(b"abc"), 4)
     assert sorted(p.name for p in (tmp_path / "files/im/20260101").iterdir()) == ["10"]
+
+
+def test_write_all_finishes_after_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gathered chunks reach the file whole and in order even if writev() writes less."""
+    from httpd.repository import local
+
+    real = os.writev
+    monkeypatch.setattr(local.os, "writev", lambda fd, bufs: real(fd, [b"".join(bufs)[:7]]))
+    chunks = [b"abc", b"", b"defghijklmnop", b"q" * 20]
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        local._write_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"".join(chunks)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from component.errors import InvalidToken
+from component.errors import InvalidRequest, InvalidToken
 from component.layout import SlotPath
-from component.tokens import DownloadTicket, UploadGrant, verify_ticket, verify_upload
+from component.tokens import (
+    DownloadTicket,
+    UploadGrant,
+    strict_upload_query,
+    verify_ticket,
+    verify_upload,
+)
 
 SECRET = "s" * 32
 PATH = SlotPath.parse("node_1", "im", "20260101", "10", "B" * 24, "photo.jpg")
@@ -80,3 +86,18 @@ def test_download_ticket() -> None:
         verify_ticket(SECRET, PATH, q, now=101)
     with pytest.raises(InvalidToken):
         verify_ticket(SECRET, PATH, {**q, "jid": "eve@example.com"}, now=50)
+
+
+def test_strict_upload_query_refuses_repeats_and_unknown_keys() -> None:
+    """A repeated or unknown key is InvalidRequest naming the key, never the value."""
+    good = [("v", "1"), ("size", "3"), ("exp", "9"), ("from", "a@b"), ("sig", "SECRET")]
+    assert strict_upload_query(good) == dict(good)
+    for extra, reason in [
+        (("sig", "SECRET2"), "'sig' repeated"),
+        (("exp", "99"), "'exp' repeated"),
+        (("x\x1b[31m", "1"), "unknown query key 'x\\x1b[31m'"),
+        (("", "1"), "unknown query key ''"),
+    ]:
+        with pytest.raises(InvalidRequest) as info:
+            strict_upload_query([*good, extra])
+        assert reason in info.value.text and "SECRET" not in info.value.text

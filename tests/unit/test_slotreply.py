@@ -1,0 +1,54 @@
+"""The prebuilt slot reply says what slixmpp's stanza objects would say."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from slixmpp import Iq
+from slixmpp.xmlstream import tostring
+
+from component.xmpp.slotreply import slot_reply
+from component.xmpp.stanza import NS, NS_LEGACY, register_stanzas
+
+PUT = "http://h:1/node_1/im/x/a%20b&c.txt?v=1&sig=a<b>\"'"
+GET = "http://h:1/node_1/im/x/a%20b&c.txt"
+ATTRS = {"id": "q&1", "from": 'u@example.test/r"1', "to": "upload.example.test", "type": "get"}
+
+
+def _slixmpp_reply(namespace: str) -> ET.Element:
+    register_stanzas()
+    iq = Iq(stype="get")
+    for key, value in ATTRS.items():
+        iq.xml.set(key, value)
+    reply = iq.reply()  # type: ignore[no-untyped-call]
+    reply["from"] = ATTRS["to"]  # what reply() does on a component's stream
+    if namespace == NS_LEGACY:
+        reply["http_upload_legacy_slot"]["put"] = PUT
+        reply["http_upload_legacy_slot"]["get"] = GET
+    else:
+        reply["http_upload_slot"]["put"]["url"] = PUT
+        reply["http_upload_slot"]["get"]["url"] = GET
+    return ET.fromstring(tostring(reply.xml))
+
+
+def _shape(el: ET.Element) -> object:
+    """Tag, attributes, text and children, namespaces resolved."""
+    tag = el.tag.split("}")[-1] if el.tag.startswith("{jabber:") else el.tag
+    return (tag, sorted(el.attrib.items()), (el.text or "").strip(), [_shape(c) for c in el])
+
+
+@pytest.mark.parametrize("namespace", [NS, NS_LEGACY])
+def test_slot_reply_matches_slixmpp(namespace: str) -> None:
+    """Same elements, attributes and text as iq.reply() with the slot plugin."""
+    ours = ET.fromstring(slot_reply(ATTRS, namespace, PUT, GET))
+    assert _shape(ours) == _shape(_slixmpp_reply(namespace))
+
+
+def test_slot_reply_escapes_every_value() -> None:
+    """Quotes, ampersands and angle brackets in any value cannot break the XML."""
+    text = slot_reply({"id": 'a"><x/>', "from": "f'&", "to": "t<"}, NS, PUT, GET)
+    root = ET.fromstring(text)
+    assert root.get("id") == 'a"><x/>' and root.get("to") == "f'&" and root.get("from") == "t<"
+    slot = root.find(f"{{{NS}}}slot")
+    assert slot is not None and slot.find(f"{{{NS}}}put").get("url") == PUT  # type: ignore[union-attr]
