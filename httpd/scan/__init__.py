@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from component.config import ScanConfig
 from component.errors import Infected, ScanUnavailable, TooLargeToScan, UploadError
 from component.metrics import Metrics
-from httpd.scan.clamd import Instream, version
+from httpd.scan.clamd import Instream, ping, version
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,17 @@ class Scanner:
             log.warning("malware scanner not answering: %s; uploads are %s", exc.text, effect)
             return
         log.info("malware scanning with %s: %s", self._cfg.clamd, found.engine)
+
+    async def ready(self) -> None:
+        """For ``Expect: 100-continue``: check clamd answers before the body is sent.
+
+        :raises ScanUnavailable: it does not and ``on_error = "reject"``.
+        """
+        if self.enabled and not self.accept_on_error:
+            try:
+                await ping(self._cfg)
+            except ScanUnavailable as exc:
+                self.failed(exc)
 
     @contextlib.asynccontextmanager
     async def scan(self, size: int) -> AsyncIterator[UploadScan]:

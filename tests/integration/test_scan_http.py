@@ -153,6 +153,25 @@ async def test_clamd_dies_mid_upload(
         assert await env.rows() == []
 
 
+async def test_clamd_down_refused_before_100_continue(
+    clamd_factory: Callable[..., ClamdServer], config_factory: ConfigFactory
+) -> None:
+    """With Expect: 100-continue and clamd down, 503 comes instead of 100 Continue."""
+    server = clamd_factory()
+    async with httpd_env(scanning(config_factory, server.url)) as env:
+        server.stop()
+        slot = env.slot(1000)
+        reader, writer = await env.raw(
+            f"PUT {slot.put_url} HTTP/1.1\nHost: t\nContent-Length: 1000\nExpect: 100-continue\n"
+        )
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+        assert status_line.startswith(b"HTTP/1.1 503")
+        assert env.repo.started.empty() and env.repo.files() == []
+
+
 async def test_hung_clamd_times_out_with_503(
     clamd_factory: Callable[..., ClamdServer], config_factory: ConfigFactory
 ) -> None:
