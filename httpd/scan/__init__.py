@@ -159,7 +159,7 @@ class Scanner:
         finally:
             upload.close()
 
-    def failed(self, exc: ScanUnavailable | UploadError) -> str:
+    def failed(self, exc: UploadError) -> str:
         """The policy for a failed scan: raise (fail closed) or the result ``unscanned``.
 
         :raises ScanUnavailable: ``on_error = "reject"``.
