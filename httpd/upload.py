@@ -99,6 +99,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     """Route ``expect_handler``: refuse early, or send ``100 Continue``."""
     try:
         await check_upload(request)
+        await request.app[SCANNER].ready()  # clamd down: 503 before the body is sent
     except UploadError as exc:
         log.info("PUT %s refused before the body: %d %s", request.path, exc.status, exc.text)
         return error_response(exc)
