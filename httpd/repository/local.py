@@ -138,14 +138,25 @@ class FileRepository:
             finally:
                 self._fresh.made(made)
             try:
-                written, pending, pending_bytes, held = 0, [], 0, 0
+                written, pending_bytes, held = 0, 0, 0
+                pending: list[bytes] = []
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
                     # Paid before it is kept: when the budget is spent, no more of the
                     # body is read (TCP back-pressure) until written blocks are released.
-                    held += await self._budget.acquire(len(chunk))
+                    if self._budget.try_acquire(len(chunk)):
+                        held += min(len(chunk), self._budget.total)
+                    else:
+                        if pending:
+                            # Never wait for budget while holding some: 100 uploads each
+                            # holding part of a block and waiting for more deadlock.
+                            await asyncio.to_thread(_write_all, fd, pending)
+                            pending, pending_bytes = [], 0
+                            self._budget.release(held)
+                            held = 0
+                        held += await self._budget.acquire(len(chunk))
                     pending.append(chunk)
                     pending_bytes += len(chunk)
                     if pending_bytes >= WRITE_BLOCK:
