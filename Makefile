@@ -82,6 +82,7 @@ lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy component httpd
 
 bench: install
+	$(VENV)/bin/python benchmarks/peers.py
 	$(VENV)/bin/python benchmarks/slots.py
 	$(VENV)/bin/python benchmarks/transfer.py
 	$(VENV)/bin/python benchmarks/auditlog.py

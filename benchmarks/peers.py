@@ -18,7 +18,8 @@ services rotates each round), medians of:
 
 Durability is as deployed: xmpp-mft answers 201 after fsync (see README, Performance).
 
-    python benchmarks/peers.py [--quick] [--rounds 3] [--workers N]
+    python benchmarks/peers.py [--quick] [--rounds 3] [--groups xmpp,crowd,curl,sftp]
+                               [--baseline OTHER_CHECKOUT]
 
 ``MFT_BENCH_PROFILE="-m cProfile -o /tmp/mft.prof"`` runs every ``mft run`` under it.
 """
@@ -85,10 +86,11 @@ BASELINE = "baseline"  # xmpp-mft from another checkout (--baseline), for before
 PEERS = (PROSODY, EJABBERD, CLI, CLI_AES)
 AES = "aes128-gcm@openssh.com"
 MB = 1_000_000
+PROSODY_MAX = 256 * 1024**2  # the largest file PUT to Prosody's module
 PROFILE = os.environ.get("MFT_BENCH_PROFILE", "").split()
 
 
-GROUPS = ("xmpp", "curl", "sftp")
+GROUPS = ("xmpp", "crowd", "curl", "sftp")
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Bench:
         self.rows: dict[str, Row] = {}
         self.rss: dict[str, float] = {}
         self.rss_pids: dict[str, int] = {}
+        self.loads: list[float] = []  # 1-minute load average at the start of each round
 
     def row(self, label: str, unit: str) -> Row:
         return self.rows.setdefault(label, Row(label, unit))
@@ -184,6 +187,21 @@ class Bench:
         for t in targets:
             await self.upload_download(server, t, body)
 
+    async def crowd(self, server: str, targets: list[Target], body: bytes) -> None:
+        """100 uploads of 10 MB at once, end to end (slot + PUT): every one must succeed."""
+        for t in targets:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+
+                async def up(
+                    t: Target = t, http: aiohttp.ClientSession = http
+                ) -> tuple[float, int]:
+                    got, _s = await uploads(t.client, http, t.jid, 100, 100, body)
+                    return len(got) * len(body) / MB, len(got)
+
+                await self.measure(
+                    f"100 x 10 MB uploads at once, {server} (MB/s, all must succeed)", "MB/s", t, up
+                )
+
     async def upload_download(self, server: str, t: Target, body: bytes) -> None:
         """100 KB uploads end to end, then a GET of each."""
         urls: list[str] = []
@@ -203,9 +221,13 @@ class Bench:
 
     # -- big files with curl ---------------------------------------------------------
 
-    async def curl_rows(self, targets: list[Target], src: Path, size: int) -> None:
+    async def curl_rows(self, targets: list[Target], src: Path, size: int, first: bool) -> None:
         name = f"{size // 1024**2} MiB" if size < 1024**3 else f"{size // 1024**3} GiB"
         for t in targets:
+            if t.column == PROSODY and (size > PROSODY_MAX or not first):
+                # mod_http_file_share takes ~3 MB/s per PUT here (Lua-bound): one size,
+                # one round, or the run takes an hour.
+                continue
             slot = await request_slot(t.client, t.jid, "big.bin", size, "application/octet-stream")
 
             async def put(slot: Slot = slot) -> tuple[float, int]:
@@ -303,9 +325,9 @@ class Flavour:
         return f"{self.prefix}.{domain}"
 
 
-async def run(params: Params, base: Path, workers: int | None, baseline: Path | None) -> Bench:
+async def run(bench: Bench, baseline: Path | None) -> None:
     """Start everything, run the rounds, stop everything."""
-    bench = Bench(params, base)
+    params, base = bench.p, bench.base
     flavours = [Flavour(MFT, ROOT, "upload")]
     if baseline is not None:
         flavours.append(Flavour(BASELINE, baseline, "base"))
@@ -346,7 +368,7 @@ async def run(params: Params, base: Path, workers: int | None, baseline: Path | 
                     f"{tag}-ejabberd",
                     base / f"{tag}-e",
                     f'component_jid = "{e_jid}"\nsecret = "{ejabberd.secret}"\n'
-                    f"port = {ejabberd.component_port}\n",
+                    f"port = {ejabberd.ports[e_jid]}\n",
                     f'url = "file://{base}/{tag}-e/repo"\n',
                     root=f.root,
                 )
@@ -367,9 +389,8 @@ async def run(params: Params, base: Path, workers: int | None, baseline: Path | 
                     f'client_key = "{sshd.client_key}"\n',
                     root=f.root,
                 )
-                w = workers if f.column == MFT else None
                 for mft, only in ((mft_e, None), (mft_p, None), (mft_s, "httpd")):
-                    await stack.enter_async_context(running_mft(mft, only, w, PROFILE))
+                    await stack.enter_async_context(running_mft(mft, only, None, PROFILE))
                 await wait_for_service(ce, e_jid, mft_e)
                 await wait_for_service(cp, p_jid, mft_p)
                 on_e.append(Target(f.column, ce, e_jid, [mft_e.pid, ejabberd.pid]))
@@ -381,19 +402,24 @@ async def run(params: Params, base: Path, workers: int | None, baseline: Path | 
                     bench.rss_pids[f"{f.column} ({label})"] = mft.pid
             bench.rss_pids[PROSODY] = prosody.pid
             bench.rss_pids[EJABBERD] = ejabberd.pid
-            body = os.urandom(100 * 1000)
+            body, big_body = os.urandom(100 * 1000), os.urandom(10 * MB)
             for t in on_e + on_p:  # warm-up, not counted
                 await slots(t.client, t.jid, 50, 8)
             sources = {size: base / f"src-{size}" for size in {*params.sizes, params.sftp_size}}
             for size, path in sources.items():
                 make_source(path, size)
             for r in range(params.rounds):
-                print(f"round {r + 1}/{params.rounds} (load {os.getloadavg()[0]:.2f})", flush=True)
+                bench.loads.append(os.getloadavg()[0])
+                print(f"round {r + 1}/{params.rounds} (load {bench.loads[-1]:.2f})", flush=True)
                 if "xmpp" in params.groups:
                     await bench.xmpp_rows("ejabberd", _rotate(on_e, r), body)
                     await bench.xmpp_rows("Prosody", _rotate(on_p, r), body)
+                if "crowd" in params.groups:
+                    # Not against Prosody: its module takes ~3 MB/s per upload here.
+                    await bench.crowd("ejabberd", _rotate(on_e, r), big_body)
+                    _clear_stores(dirs, ejabberd, prosody)
                 for size in params.sizes if "curl" in params.groups else ():
-                    await bench.curl_rows(_rotate(disk, r), sources[size], size)
+                    await bench.curl_rows(_rotate(disk, r), sources[size], size, r == 0)
                     _clear_stores(dirs, ejabberd, prosody)
                 if "sftp" in params.groups:
                     await bench.sftp_rows(sftp_targets, sshd, sources[params.sftp_size])
@@ -404,7 +430,6 @@ async def run(params: Params, base: Path, workers: int | None, baseline: Path | 
     finally:
         sshd.stop()
         ejabberd.stop()
-    return bench
 
 
 def _clear_stores(dirs: list[Path], ejabberd: Ejabberd, prosody: BenchProsody) -> None:
@@ -449,7 +474,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round")
     parser.add_argument("--rounds", type=int, help="rounds (median); default 3, quick 1")
-    parser.add_argument("--workers", type=int, help="[http] workers for every mft run")
     parser.add_argument("--sizes", help="big-file sizes, comma-separated (K/M/G)")
     parser.add_argument("--groups", help=f"row groups to run, of {','.join(GROUPS)}")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
@@ -475,14 +499,23 @@ def main(argv: list[str] | None = None) -> int:
                 tempfile.TemporaryDirectory(prefix="mft-peers-", dir="/var/tmp")
             )
         baseline = args.baseline.resolve() if args.baseline else None
-        bench = asyncio.run(run(params, Path(tmp), args.workers, baseline))
+        bench = Bench(params, Path(tmp))
+        try:
+            asyncio.run(run(bench, baseline))
+        except BaseException:
+            if bench.rows:
+                print("\n(rows measured so far)\n" + table(bench), flush=True)
+            raise
     load1 = os.getloadavg()
     print()
     print(table(bench))
     print(
         f"\n{params.rounds} interleaved round(s), started {started}; load average "
         f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} before, "
-        f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} after; {os.cpu_count()} CPUs. "
+        f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} after, "
+        f"{'/'.join(f'{x:.2f}' for x in bench.loads)} at the start of each round; "
+        f"{os.cpu_count()} CPUs. Prosody's module: {PROSODY_MAX // 1024**2} MiB PUT/GET "
+        "in the first round only (it takes ~3 MB/s per PUT here). "
         "CPU ms per op: utime+stime of the server process trees doing the work "
         "(XMPP rows: the XMPP server plus the upload service; SFTP rows: sshd plus "
         "xmpp-mft or the sftp CLI); lower is better there."

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +96,7 @@ class Ejabberd:
     secret: str = ""
     server: ServerProcess | None = None
     components: tuple[str, ...] = (MFT_JID.format(domain=EJABBERD_DOMAIN),)
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def docroot(self) -> Path:
@@ -111,8 +112,19 @@ class Ejabberd:
     def config(self) -> str:
         """ejabberd.yml."""
         d = EJABBERD_DOMAIN
+        # One listener per component: ejabberd routes every host of a listener's
+        # ``hosts`` to each component connected there.
         services = "".join(
-            f'      "{jid}":\n        password: "{self.secret}"\n' for jid in self.components
+            f"""  -
+    port: {self.ports[jid]}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    shaper_rule: none
+    hosts:
+      "{jid}":
+        password: "{self.secret}"
+"""
+            for jid in self.components
         )
         return f"""\
 hosts: ["{d}"]
@@ -144,14 +156,7 @@ listen:
     module: ejabberd_http
     request_handlers:
       /upload: mod_http_upload
-  -
-    port: {self.component_port}
-    ip: "127.0.0.1"
-    module: ejabberd_service
-    shaper_rule: none
-    hosts:
-{services.rstrip()}
-modules:
+{services}modules:
   mod_disco: {{}}
   mod_http_upload:
     hosts: ["{SHARE_JID.format(domain=d)}"]
@@ -166,7 +171,9 @@ modules:
         """Write the config and start ejabberd; return once the c2s port listens."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.c2s_port, self.http_port = free_port(), free_port()
-        self.component_port, self.secret = free_port(), secrets.token_hex(8)
+        self.secret = secrets.token_hex(8)
+        self.ports = {jid: free_port() for jid in self.components}
+        self.component_port = self.ports[self.components[0]]
         self.docroot.mkdir(exist_ok=True)
         (self.base / "spool").mkdir(exist_ok=True)
         (self.base / "ejabberd.yml").write_text(self.config())
@@ -186,7 +193,7 @@ modules:
             "ejabberd", [*argv, "-s", "ejabberd"], self.base / "stdout.log", self.base, env
         ).start()
         try:
-            for port in (self.c2s_port, self.http_port, self.component_port):
+            for port in (self.c2s_port, self.http_port, *self.ports.values()):
                 wait_for_port(port, self.server.proc, 60)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()

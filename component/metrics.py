@@ -58,6 +58,14 @@ DEFINITIONS: dict[str, MetricDef] = {
     "disk_alarm": MetricDef(
         "gauge", "1 while the repository's free space is below the alarm threshold"
     ),
+    "memory_budget_bytes": MetricDef("gauge", "[http] memory_budget of this process"),
+    "memory_budget_used_bytes": MetricDef(
+        "gauge", "Bytes of the memory budget held by transfers in flight"
+    ),
+    "memory_budget_peak_bytes": MetricDef(
+        "gauge", "Most bytes of the memory budget ever held at once"
+    ),
+    "memory_budget_waiting": MetricDef("gauge", "Transfers waiting for memory budget"),
     "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
     "download_seconds": MetricDef("histogram", "Time to send a download", ("chat_type",)),
 }

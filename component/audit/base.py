@@ -15,10 +15,9 @@ from component.errors import AuditUnavailable
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
-# ticket when one is required), GET_GONE (file purged by retention).
-# SHARE: the XMPP server reported the URL sent to someone (DESIGN.md "Recipients for every
-# client"). POST_INFECTED: an upload the malware scan refused (nothing stored; SCAN_RESULT
-# names the signature).
+# ticket when one is required), GET_GONE (file purged by retention). SHARE: the XMPP
+# server reported the file's URL sent to TO_JID (mod_mft_share). POST_INFECTED: an
+# upload the malware scan refused (nothing stored; SCAN_RESULT names the signature).
 Method = Literal[
     "POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE", "POST_INFECTED"
 ]

@@ -46,7 +46,7 @@ from component.xmpp.policy import (
 )
 from component.xmpp.quota import QuotaGate
 from component.xmpp.shares import ShareRecorder
-from component.xmpp.slotreply import slot_reply
+from component.xmpp.slotreply import ReplyWriter, slot_reply
 from component.xmpp.stanza import NS_LEGACY, parse_slot_request, register_stanzas
 from component.xmpp.urls import personal_url
 
@@ -99,6 +99,7 @@ class UploadComponent(ComponentXMPP):
         for plugin in ("xep_0030", "xep_0004", "xep_0128"):
             self.register_plugin(plugin)
         self._allocator = DirectoryAllocator(cfg.repository.files_per_directory)
+        self._replies = ReplyWriter(lambda: self.transport)
         self.quota = QuotaGate(cfg, audit)
         self.chat_types = ChatTypeResolver(
             SlixDisco(self, cfg.xmpp.disco_timeout),
@@ -186,12 +187,11 @@ class UploadComponent(ComponentXMPP):
         base = self.cfg.http.public_url
         get_url = f"{base}/{path.url_path}"
         put_url = f"{get_url}?{urlencode(grant.query(self.cfg.http.secret))}"
-        if self.transport is None:  # the stream went away while we worked
+        # Prebuilt text (see slotreply): slixmpp's stanza objects and per-character
+        # escaping cost more than the rest of the request.
+        if not self._replies.write(slot_reply(iq.xml.attrib, req.namespace, put_url, get_url)):
             log.info("slot for %s not sent: disconnected from the XMPP server", requester)
             return
-        # Prebuilt text, written at once (see slotreply): slixmpp's stanza objects and
-        # per-character escaping cost more than the rest of the request.
-        self.send_raw(slot_reply(iq.xml.attrib, req.namespace, put_url, get_url))
         self.metrics.inc("slots", labels={"chat_type": target.chat_type})
         log.info(
             "slot for %s: %d bytes, %s to %s, resource %s",

@@ -10,16 +10,51 @@ send, element for element (tests parse both).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from component.xmpp.stanza import NS, NS_LEGACY
 
-# The five XML special characters; enough for attribute values in either quote style
-# and for character data.
-_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"})
+# The five XML special characters, "&" first; enough for attribute values in either
+# quote style and for character data.
+_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&apos;"))
 
 
 def escape(value: str) -> str:
     """``value`` safe inside an XML attribute (double quotes) or element text."""
-    return value.translate(_ESCAPE)
+    # str.replace runs at C speed and returns at once when the character is absent
+    # (str.translate looks every character up in a dict).
+    for char, entity in _ESCAPES:
+        if char in value:
+            value = value.replace(char, entity)
+    return value
+
+
+class ReplyWriter:
+    """Writes prebuilt stanzas to the stream, those of one loop iteration in one write.
+
+    With many requests in flight the replies of one batch of requests go out in one
+    ``send()`` system call instead of one each.
+    """
+
+    def __init__(self, transport: Callable[[], asyncio.WriteTransport | None]) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, stanza: str) -> bool:
+        """Queue ``stanza`` for the end of this loop iteration; False if disconnected."""
+        if self._transport() is None:
+            return False
+        self._pending.append(stanza.encode())
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        transport = self._transport()
+        if transport is not None:
+            transport.write(b"".join(pending))
 
 
 def slot_reply(request_attrs: dict[str, str], namespace: str, put_url: str, get_url: str) -> str:

@@ -35,7 +35,7 @@ from component.dburl import safe_url
 from component.errors import AuditUnavailable, NotFound, UploadError
 from component.layout import CHAT_TYPES, classify
 from httpd.ops.hold import os_user
-from httpd.ops.util import human_bytes, parse_age, repository_failure
+from httpd.ops.util import human_bytes, parse_age, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
@@ -172,29 +172,25 @@ async def _is_held(audit: AuditLog, held: HeldJids, resource: str) -> bool:
     return held.holds_upload(up.jid, [up.to_jid, *(r.to_jid for r in shares)])
 
 
-def _plural(n: int, word: str, words: str = "") -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
-
-
 def summary_lines(report: PurgeReport, *, dry_run: bool) -> list[str]:
     """The printed totals."""
     verb = "would delete" if dry_run else "deleted"
     lines = [
-        f"{verb} {_plural(report.files, 'file')},"
+        f"{verb} {plural(report.files, 'file')},"
         f" {report.file_bytes:,} bytes ({human_bytes(report.file_bytes)})",
-        f"{verb} {_plural(report.parts, 'stale .part file')}, {report.part_bytes:,} bytes",
+        f"{verb} {plural(report.parts, 'stale .part file')}, {report.part_bytes:,} bytes",
     ]
     if dry_run:
         lines.append("dry run: nothing was deleted")
     else:
-        lines.append(f"removed {_plural(report.dirs, 'empty directory', 'empty directories')}")
+        lines.append(f"removed {plural(report.dirs, 'empty directory', 'empty directories')}")
     if report.held:
         lines.append(
-            f"kept {_plural(report.held, 'file')} under a legal hold,"
+            f"kept {plural(report.held, 'file')} under a legal hold,"
             f" {report.held_bytes:,} bytes (mft hold list)"
         )
     if report.skipped:
-        lines.append(f"left alone {_plural(report.skipped, 'file')} not made by the service")
+        lines.append(f"left alone {plural(report.skipped, 'file')} not made by the service")
     lines.append("AFT_LOG rows are kept")
     return lines
 

@@ -62,6 +62,11 @@ def parse_age(text: str) -> int:
     return seconds
 
 
+def plural(n: int, word: str, words: str = "") -> str:
+    """``1 file``, ``2 files`` (``words`` for an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def human_bytes(n: float) -> str:
     """``1234567`` -> ``"1.2 MB"`` (decimal units, as the MB/s figures)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):

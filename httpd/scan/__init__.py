@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from component.config import ScanConfig
 from component.errors import Infected, ScanUnavailable, TooLargeToScan, UploadError
 from component.metrics import Metrics
-from httpd.scan.clamd import Instream, version
+from httpd.scan.clamd import Instream, ping, version
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,17 @@ class Scanner:
             return
         log.info("malware scanning with %s: %s", self._cfg.clamd, found.engine)
 
+    async def ready(self) -> None:
+        """For ``Expect: 100-continue``: check clamd answers before the body is sent.
+
+        :raises ScanUnavailable: it does not and ``on_error = "reject"``.
+        """
+        if self.enabled and not self.accept_on_error:
+            try:
+                await ping(self._cfg)
+            except ScanUnavailable as exc:
+                self.failed(exc)
+
     @contextlib.asynccontextmanager
     async def scan(self, size: int) -> AsyncIterator[UploadScan]:
         """Start the scan of an upload of ``size`` bytes; the connection is closed after.
@@ -148,7 +159,7 @@ class Scanner:
         finally:
             upload.close()
 
-    def failed(self, exc: ScanUnavailable | UploadError) -> str:
+    def failed(self, exc: UploadError) -> str:
         """The policy for a failed scan: raise (fail closed) or the result ``unscanned``.
 
         :raises ScanUnavailable: ``on_error = "reject"``.

@@ -18,7 +18,7 @@ ATTRS = {"id": "q&1", "from": 'u@example.test/r"1', "to": "upload.example.test",
 
 def _slixmpp_reply(namespace: str) -> ET.Element:
     register_stanzas()
-    iq = Iq(stype="get")
+    iq = Iq(stype="get")  # type: ignore[no-untyped-call]
     for key, value in ATTRS.items():
         iq.xml.set(key, value)
     reply = iq.reply()  # type: ignore[no-untyped-call]
@@ -52,3 +52,28 @@ def test_slot_reply_escapes_every_value() -> None:
     assert root.get("id") == 'a"><x/>' and root.get("to") == "f'&" and root.get("from") == "t<"
     slot = root.find(f"{{{NS}}}slot")
     assert slot is not None and slot.find(f"{{{NS}}}put").get("url") == PUT  # type: ignore[union-attr]
+
+
+async def test_replies_of_one_iteration_go_out_in_one_write() -> None:
+    """Stanzas queued in one loop iteration reach the transport as one write, in order."""
+    import asyncio
+
+    from component.xmpp.slotreply import ReplyWriter
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+    transport = Transport()
+    connected: list[Transport | None] = [transport]
+    writer = ReplyWriter(lambda: connected[0])  # type: ignore[arg-type, return-value]
+    assert writer.write("<a/>") and writer.write("<b/>")
+    await asyncio.sleep(0)
+    assert writer.write("<c/>")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"<a/><b/>", b"<c/>"]
+    connected[0] = None
+    assert not writer.write("<d/>")
