@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 from component.errors import (
     AlreadyUploaded,
@@ -43,6 +45,35 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             chunks = chunks[1:]
         if n:
             chunks = [chunks[0][n:], *chunks[1:]]
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2) from libc (the os module lacks it), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
+
+
+def _write_block(fd: int, chunks: list[bytes]) -> None:
+    """:func:`_write_all`, then start the disk write of those bytes at once.
+
+    Without it the kernel keeps a whole upload dirty in the page cache (far below its
+    background threshold) and the closing fsync writes it all while the client waits;
+    started early, the disk works while the body still arrives and the fsync finds
+    little left to do. Durability still comes from that fsync.
+    """
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    _write_all(fd, chunks)
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
 
 
 def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
@@ -152,7 +183,7 @@ class FileRepository:
                         if pending:
                             # Never wait for budget while holding some: 100 uploads each
                             # holding part of a block and waiting for more deadlock.
-                            await asyncio.to_thread(_write_all, fd, pending)
+                            await asyncio.to_thread(_write_block, fd, pending)
                             pending, pending_bytes = [], 0
                             self._budget.release(held)
                             held = 0
@@ -162,7 +193,7 @@ class FileRepository:
                     if pending_bytes >= WRITE_BLOCK:
                         # One thread hop per MiB, not per network chunk (which may be
                         # a few KiB): the hop costs more CPU than the copy.
-                        await asyncio.to_thread(_write_all, fd, pending)
+                        await asyncio.to_thread(_write_block, fd, pending)
                         pending, pending_bytes = [], 0
                         self._budget.release(held)
                         held = 0
