@@ -146,9 +146,8 @@ async def main() -> None:
             Path(tmp) / "prosody",
             domain=PLAIN,
             component_jid=COMPONENT,
-            extra_config=prosody_share_snippet(
-                SHARE, [COMPONENT], [PREFIX], str(ROOT / "deploy" / "prosody")
-            ),
+            plugin_paths=[str(ROOT / "deploy" / "prosody")],
+            extra_config=prosody_share_snippet(SHARE, [COMPONENT], [PREFIX], None),
         )
         async with prosody:
             for host in (PLAIN, SHARE):

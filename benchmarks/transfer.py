@@ -119,6 +119,16 @@ async def serve(cfg_path: str) -> None:
     from httpd.app import serve_http
     from httpd.repository.sftp import SftpRepository
 
+    if os.environ.get("MFT_BENCH_NO_HASH") == "1":
+        # --hash-cost's reference: the same service with FILE_SHA256 not computed.
+        import httpd.upload
+
+        class NoDigest(httpd.upload.StreamDigest):
+            async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+                async for chunk in chunks:
+                    yield chunk
+
+        httpd.upload.StreamDigest = NoDigest  # type: ignore[misc]
     cfg = load_config(cfg_path)
     repo = SftpRepository(cfg.repository)
     audit = open_audit_log(cfg)
@@ -142,6 +152,9 @@ class Results:
 
     times: dict[tuple[int, str, str], list[float]] = field(default_factory=dict)
     rss_kib: dict[str, int] = field(default_factory=dict)
+    # --hash-cost: CPU seconds the service process spent per upload (robust to a busy
+    # machine, where wall-clock speed mostly measures the other tenants).
+    cpu: dict[tuple[int, str], list[float]] = field(default_factory=dict)
 
     def add(self, size: int, method: str, direction: str, seconds: float) -> None:
         self.times.setdefault((size, method, direction), []).append(seconds)
@@ -149,6 +162,12 @@ class Results:
     def mbps(self, size: int, method: str, direction: str) -> float | None:
         runs = self.times.get((size, method, direction))
         return size / statistics.median(runs) / MB if runs else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(argv: list[str], stdin: bytes | None = None) -> float:
@@ -173,11 +192,12 @@ def new_slot(cfg: Config, size: int) -> tuple[str, str]:
 
 
 @contextmanager
-def service(cfg_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def service(cfg_path: Path, port: int, no_hash: bool = False) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(cfg_path)],
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent(),
+        env={**os.environ, "MFT_BENCH_NO_HASH": "1" if no_hash else "0"},
     )
     try:
         wait_for_port(port, proc, 30)
@@ -199,7 +219,9 @@ def make_source(path: Path, size: int) -> None:
             f.write(block[: size - i])
 
 
-def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
+def run(
+    sizes: list[int], runs: int, base: Path, with_http: bool, hash_cost: bool = False
+) -> Results:
     """Every method, ``runs`` times per size, interleaved."""
     res = Results()
     with ExitStack() as stack:
@@ -213,6 +235,12 @@ def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
         (server.store / NODE).mkdir(exist_ok=True)
         remote = server.store / "cli-copy"
         app = stack.enter_context(service(cfg_path, port)) if with_http else None
+        bare: tuple[Config, subprocess.Popen[bytes]] | None = None
+        if hash_cost:
+            (base / "nohash").mkdir()
+            port2 = free_port()
+            cfg2_path = write_config(base / "nohash", server, port2)
+            bare = (load_config(cfg2_path), stack.enter_context(service(cfg2_path, port2, True)))
         curl = ["curl", "-sS", "-f", "--noproxy", "*"]
         for size in sizes:
             src = base / f"src-{size}"
@@ -242,18 +270,29 @@ def run(sizes: list[int], runs: int, base: Path, with_http: bool) -> Results:
                 res.rss_kib[REPO] = max(res.rss_kib.get(REPO, 0), worker["hwm"])
                 if app is not None:
                     put_url, get_url = new_slot(cfg, size)
+                    cpu0 = cpu_seconds(app.pid)
                     res.add(size, HTTP, "up", timed([*curl, "-T", str(src), put_url]))
+                    res.cpu.setdefault((size, HTTP), []).append(cpu_seconds(app.pid) - cpu0)
                     res.add(size, HTTP, "down", timed([*curl, "-o", "/dev/null", get_url]))
+                if bare is not None:
+                    put_url, get_url = new_slot(bare[0], size)
+                    cpu0 = cpu_seconds(bare[1].pid)
+                    res.add(size, NO_HASH, "up", timed([*curl, "-T", str(src), put_url]))
+                    res.cpu.setdefault((size, NO_HASH), []).append(cpu_seconds(bare[1].pid) - cpu0)
+                    res.add(size, NO_HASH, "down", timed([*curl, "-o", "/dev/null", get_url]))
             src.unlink()
             shutil.rmtree(server.store / NODE / "files", ignore_errors=True)
         if app is not None:
             res.rss_kib[HTTP] = vm_hwm_kib(app.pid)
+        if bare is not None:
+            res.rss_kib[NO_HASH] = vm_hwm_kib(bare[1].pid)
     return res
 
 
 AES = "aes128-gcm@openssh.com"
 REPO, HTTP = "SftpRepository", "HTTP via app"
-METHODS = ("sftp CLI", "sftp CLI aes128-gcm", REPO, HTTP)
+NO_HASH = "HTTP via app, FILE_SHA256 off"  # --hash-cost: the hash's reference
+METHODS = ("sftp CLI", "sftp CLI aes128-gcm", REPO, HTTP, NO_HASH)
 
 
 def table(res: Results, sizes: list[int], runs: int) -> str:
@@ -273,6 +312,11 @@ def table(res: Results, sizes: list[int], runs: int) -> str:
                 f"{down:.0f} | {down / ref_down:.0%} | "
                 f"{f'{rss / 1024:.0f} MiB' if rss else '-'} |"
             )
+    for size in sizes:
+        for method in (HTTP, NO_HASH):
+            if (size, method) in res.cpu:
+                cpu = statistics.median(res.cpu[(size, method)])
+                rows.append(f"service CPU per {size // 1024**2} MiB upload, {method}: {cpu:.2f} s")
     rows.append(
         f"\nmedian of {runs} runs; sftp CLI times exclude its session set-up (a 'pwd' batch);"
         " HTTP = curl -T / curl -o /dev/null against make_app over SftpRepository;"
@@ -286,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="64M,1G", help="comma-separated sizes (K/M/G)")
     parser.add_argument("--runs", type=int, default=3, help="runs per method (median)")
     parser.add_argument("--no-http", action="store_true", help="skip HTTP through the app")
+    parser.add_argument(
+        "--hash-cost",
+        action="store_true",
+        help="also HTTP through a second service with FILE_SHA256 off, interleaved",
+    )
     parser.add_argument("--repo-worker", nargs=2, metavar=("CONFIG", "SRC"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -299,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     with_http = not args.no_http
     with tempfile.TemporaryDirectory(prefix="mft-bench-") as tmp:
-        res = run(sizes, args.runs, Path(tmp), with_http)
+        res = run(sizes, args.runs, Path(tmp), with_http, args.hash_cost and with_http)
     print(table(res, sizes, args.runs))
     return 0
 

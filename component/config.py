@@ -7,69 +7,30 @@ the section and key.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
-import re
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from component.dburl import PostgresTarget, parse_mysql_url, parse_postgres_url
+from component.dburl import (
+    PostgresTarget,
+    check_database_url,
+    check_port,
+    parse_postgres_url,
+    safe_url,
+)
 from component.errors import ConfigError
 from component.hostkey import check_host_key
+from component.layout import NODE_RE
+from component.scanconfig import ScanConfig as ScanConfig  # re-exported: one config API
+from component.sections import build_section
 
 MAX_FILE_SIZE = 4 * 1024**3  # seed: "the default file size setting (0) allows files up to 4GB"
-NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # seed: "alphanumeric, dash, and underscore"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
-DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
-DATABASE_USAGE = (
-    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
-)
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for output and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def _check_port(key: str, url: str) -> None:
-    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
-
-
-def _check_database_url(url: str) -> None:
-    """Check ``[database] url`` now, not at first connect: scheme, then the back-end's own
-    rules (:mod:`component.dburl`: port, database name, options).
-
-    :raises ConfigError: naming the key and what is wrong.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in DATABASE_SCHEMES:
-        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
-    if parts.scheme == "sqlite":
-        if not (parts.netloc + parts.path).strip("/"):
-            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
-    elif parts.scheme == "mysql":
-        parse_mysql_url(url)
-    else:
-        parse_postgres_url(url)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +40,7 @@ class NodeConfig:
     id: str = "node_1"
 
     def __post_init__(self) -> None:
-        if not NODE_ID_RE.match(self.id):
+        if not NODE_RE.match(self.id):
             raise ConfigError(
                 f"[node] id {self.id!r}: use 1-128 letters, digits, dash or underscore"
             )
@@ -233,7 +194,7 @@ class RepositoryConfig:
         if parts.scheme == "sftp":
             if not (parts.hostname and parts.username and parts.path):
                 raise ConfigError(f"[repository] url {self.url!r}: use sftp://user@host:port/path")
-            _check_port("[repository] url", safe_url(self.url))
+            check_port("[repository] url", safe_url(self.url))
             if self.host_key:  # empty: `mft keygen` may run before the key is pinned
                 check_host_key(self.host_key, self.host, self.port)
         if self.files_per_directory < 1:
@@ -278,7 +239,7 @@ class DatabaseConfig:
     query_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_database_url(self.url)
+        check_database_url(self.url)
         if not 1 <= self.pool_size <= 100:
             raise ConfigError("[database] pool_size: between 1 and 100")
         if self.connect_timeout <= 0 or self.query_timeout <= 0:
@@ -322,75 +283,6 @@ class AlarmConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.disk_free_min_percent < 100:
             raise ConfigError("[alarm] disk_free_min_percent: between 0 (off) and 100")
-
-
-# AF_UNIX socket paths are limited to 108 bytes with the terminating NUL (sun_path).
-UNIX_PATH_MAX = 107
-CLAMD_PORT = 3310
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScanConfig:
-    """``[scan]``: malware scanning of every upload by clamd (ClamAV) before it is published.
-
-    ``clamd`` empty (the default) means no scanning.
-    """
-
-    clamd: str = ""
-    # clamd unreachable, timing out or answering an error: refuse the upload (503, fail
-    # closed) or publish it with SCAN_RESULT "unscanned".
-    on_error: Literal["reject", "accept"] = "reject"
-    # Uploads larger than this many bytes are not sent to clamd and are published as
-    # "unscanned"; 0: every upload is scanned, and one clamd refuses as larger than its
-    # StreamMaxLength is refused (413).
-    max_size: int = 0
-    connect_timeout: float = 5.0
-    # Seconds any single write to clamd, or the wait for its verdict, may take.
-    io_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.on_error not in ("reject", "accept"):
-            raise ConfigError(f"[scan] on_error {self.on_error!r}: use 'reject' or 'accept'")
-        if self.max_size < 0:
-            raise ConfigError("[scan] max_size: 0 (scan every upload) or more bytes")
-        if not 0 < self.connect_timeout <= 3600 or not 0 < self.io_timeout <= 3600:
-            raise ConfigError("[scan] connect_timeout and io_timeout: more than 0, at most 3600 s")
-        if not self.clamd:
-            return
-        parts = urlsplit(self.clamd)
-        try:
-            tcp = bool(parts.hostname) and parts.path in ("", "/") and (parts.port or 1) > 0
-        except ValueError:  # a port that is not a number
-            tcp = False
-        if not (
-            parts.scheme == "unix" and not parts.netloc and parts.path.startswith("/")
-        ) and not (parts.scheme == "tcp" and tcp):
-            raise ConfigError(
-                f"[scan] clamd {self.clamd!r}: use unix:///absolute/path/clamd.ctl or tcp://host:3310"
-            )
-        if len(os.fsencode(self.socket_path)) > UNIX_PATH_MAX:
-            raise ConfigError(f"[scan] clamd: a socket path has at most {UNIX_PATH_MAX} bytes")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether uploads are scanned."""
-        return bool(self.clamd)
-
-    @property
-    def socket_path(self) -> str:
-        """The clamd socket of a ``unix://`` URL (``""`` for ``tcp://``)."""
-        parts = urlsplit(self.clamd)
-        return unquote(parts.path) if parts.scheme == "unix" else ""
-
-    @property
-    def host(self) -> str:
-        """clamd's host for ``tcp://`` (``""`` for ``unix://``)."""
-        return urlsplit(self.clamd).hostname or ""
-
-    @property
-    def port(self) -> int:
-        """clamd's TCP port (3310 unless the URL says otherwise)."""
-        return urlsplit(self.clamd).port or CLAMD_PORT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -439,75 +331,6 @@ _REQUIRED_SECTIONS = ("xmpp", "http")
 # A secret may come from a file instead (``secret_file = "/etc/mft/xmpp.secret"``).
 _SECRET_KEYS = {("xmpp", "secret"), ("http", "secret"), ("database", "url")}
 
-T = TypeVar("T")
-
-
-def _coerce(section: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against the field's type; lists become tuples."""
-    where = f"[{section}] {key}"
-    origin = get_origin(annotation)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str or origin is Literal:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType) and type(None) in get_args(annotation):
-        return value
-    raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - programming error
-
-
-def _section(cls: type[T], raw: dict[str, Any], name: str, base_dir: Path) -> T:
-    """Build one section's dataclass, reporting unknown and missing keys by name."""
-    data = raw.get(name, {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    data = dict(data)
-    for secret_key in [k for s, k in _SECRET_KEYS if s == name]:
-        file_key = f"{secret_key}_file"
-        if file_key in data:
-            if secret_key in data:
-                raise ConfigError(f"[{name}] give either {secret_key} or {file_key}, not both")
-            path = base_dir / str(data.pop(file_key))
-            try:
-                data[secret_key] = path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"[{name}] {file_key}: cannot read {path}: {exc}") from exc
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"[{name}] unknown key {unknown[0]!r}")
-    kwargs = {k: _coerce(name, k, v, hints[k]) for k, v in data.items()}
-    missing = [
-        f.name
-        for f in fields.values()
-        if f.name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"[{name}] missing key {missing[0]!r}")
-    return cls(**kwargs)
-
 
 def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
     """Build a :class:`Config` from an already-parsed TOML document.
@@ -521,7 +344,10 @@ def parse_config(raw: dict[str, Any], *, source: str = "", base_dir: Path | None
         if name not in raw:
             raise ConfigError(f"missing section [{name}]")
     base = base_dir or (Path(source).parent if source else Path.cwd())
-    sections = {name: _section(cls, raw, name, base) for name, cls in _SECTIONS.items()}
+    sections = {
+        name: build_section(cls, raw, name, base, [k for s, k in _SECRET_KEYS if s == name])
+        for name, cls in _SECTIONS.items()
+    }
     return Config(**sections, source=source)
 
 

@@ -1,10 +1,10 @@
-"""Database URLs that need more than a scheme check: ``postgresql://`` as libpq spells
-it, and ``mysql://`` with its options.
+"""URLs in the configuration: ``[database] url`` checked whole when the file is loaded
+(``postgresql://`` as libpq spells it, ``mysql://`` with its options), ports, and
+:func:`safe_url` for printing any of them without its password.
 
-:mod:`component.config` calls :func:`parse_postgres_url` and :func:`parse_mysql_url`
-when the file is loaded, so a bad option is reported at start by name; the back-ends
-read the same :class:`PostgresTarget` / :class:`MysqlTarget` and never parse the URL
-themselves.
+:mod:`component.config` calls :func:`check_database_url` at load, so a bad option is
+reported at start by name; the back-ends read the same :class:`PostgresTarget` /
+:class:`MysqlTarget` and never parse the URL themselves.
 """
 
 from __future__ import annotations
@@ -115,3 +115,47 @@ def parse_mysql_url(url: str) -> MysqlTarget:
         port=port,
         unix_socket=sockets[-1] if sockets else None,
     )
+
+
+# [database] url schemes a back-end serves. ``postgres`` is libpq's other spelling.
+DATABASE_SCHEMES = ("sqlite", "mysql", "postgresql", "postgres")
+DATABASE_USAGE = (
+    "use sqlite:///path, mysql://user:pw@host:port/db or postgresql://user:pw@host:port/db"
+)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def check_port(key: str, url: str) -> None:
+    """:raises ConfigError: the URL's port is not a number from 1 to 65535."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{key} {url!r}: the port must be a number from 1 to 65535")
+
+
+def check_database_url(url: str) -> None:
+    """Check ``[database] url`` now, not at first connect: its scheme, then the back-end's
+    own rules (port, database name, options).
+
+    :raises ConfigError: naming the key and what is wrong.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in DATABASE_SCHEMES:
+        raise ConfigError(f"[database] url: unknown scheme {parts.scheme!r}: {DATABASE_USAGE}")
+    if parts.scheme == "sqlite":
+        if not (parts.netloc + parts.path).strip("/"):
+            raise ConfigError(f"[database] url {url!r}: give the file, sqlite:///path")
+    elif parts.scheme == "mysql":
+        parse_mysql_url(url)
+    else:
+        parse_postgres_url(url)

@@ -27,10 +27,32 @@ FILE_TYPE_MAX = 10  # AFT_LOG.FILE_TYPE
 # (LRI RLI FSI PDI): they reorder how a name is shown, e.g. to disguise its extension.
 BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
-_DATE_RE = re.compile(r"^\d{8}$")
-_HOUR_RE = re.compile(r"^([01]\d|2[0-3])(\.[1-9]\d{0,5})?$")
-_RESOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
-_NODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Each segment's shape, defined once: URLs, the repository walk and [node] id use them.
+DATE_PATTERN = r"\d{8}"
+HOUR_PATTERN = r"(?:[01]\d|2[0-3])(?:\.[1-9]\d{0,5})?"  # HH, then HH.1, HH.2, ...
+RESOURCE_PATTERN = r"[A-Za-z0-9_-]{22,64}"
+NODE_PATTERN = r"[A-Za-z0-9_-]{1,128}"  # seed: "alphanumeric, dash, and underscore"
+_DATE_RE = re.compile(rf"^{DATE_PATTERN}$")
+_HOUR_RE = re.compile(rf"^{HOUR_PATTERN}$")
+_RESOURCE_RE = re.compile(rf"^{RESOURCE_PATTERN}$")
+NODE_RE = re.compile(rf"^{NODE_PATTERN}$")
+# files/{chat_type}/{YYYYMMDD}/{HH[.n]}/ at the start of a path in the node directory.
+_HOUR_DIR_RE = re.compile(rf"^files/(?:{'|'.join(CHAT_TYPES)})/{DATE_PATTERN}/{HOUR_PATTERN}/")
+StoredKind = Literal["file", "part", "other"]
+
+
+def classify(path: str) -> StoredKind:
+    """What a path relative to the node directory is: a published ``file``, a ``part``
+    file an upload left in its hour directory, or ``other`` (not the service's)."""
+    m = _HOUR_DIR_RE.match(path)
+    if not m:
+        return "other"
+    name = path[m.end() :]
+    if _RESOURCE_RE.match(name):
+        return "file"
+    if name.startswith(".") and name.endswith(".part") and "/" not in name:
+        return "part"
+    return "other"
 
 
 def new_resource() -> str:
@@ -103,7 +125,7 @@ class SlotPath:
         :raises InvalidRequest: any segment has the wrong shape (path tricks included).
         """
         if (
-            not _NODE_RE.match(node)
+            not NODE_RE.match(node)
             or chat_type not in CHAT_TYPES
             or not _DATE_RE.match(date)
             or not _HOUR_RE.match(hour)

@@ -44,6 +44,12 @@ DEFINITIONS: dict[str, MetricDef] = {
     "download_bytes": MetricDef("counter", "Bytes of downloads sent", ("chat_type",)),
     "shares": MetricDef("counter", "Share reports recorded", ("chat_type",)),
     "share_reports_ignored": MetricDef("counter", "Share reports ignored", ("reason",)),
+    "scans": MetricDef("counter", "Uploads by malware scan result", ("result",)),
+    "scan_infected": MetricDef(
+        "counter", "Uploads refused as infected, by signature", ("signature",)
+    ),
+    "scan_errors": MetricDef("counter", "Malware scans that failed", ("reason",)),
+    "scan_seconds": MetricDef("histogram", "Wait for clamd's verdict after the body"),
     "repository_errors": MetricDef("counter", "Repository (file server) operations that failed"),
     "database_errors": MetricDef("counter", "AFT_LOG database operations that failed"),
     "spool_rows": MetricDef("gauge", "AFT_LOG rows waiting in the local spool for the database"),
@@ -52,6 +58,14 @@ DEFINITIONS: dict[str, MetricDef] = {
     "disk_alarm": MetricDef(
         "gauge", "1 while the repository's free space is below the alarm threshold"
     ),
+    "memory_budget_bytes": MetricDef("gauge", "[http] memory_budget of this process"),
+    "memory_budget_used_bytes": MetricDef(
+        "gauge", "Bytes of the memory budget held by transfers in flight"
+    ),
+    "memory_budget_peak_bytes": MetricDef(
+        "gauge", "Most bytes of the memory budget ever held at once"
+    ),
+    "memory_budget_waiting": MetricDef("gauge", "Transfers waiting for memory budget"),
     "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
     "download_seconds": MetricDef("histogram", "Time to send a download", ("chat_type",)),
 }

@@ -28,6 +28,17 @@ def _sign(secret: str, *parts: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+# The PUT token's query keys: version, size, expiry, uploader, recipient (+ "sig", and
+# "type", which is recorded but deliberately not signed).
+PUT_FIELDS = ("v", "size", "exp", "from", "to")
+
+
+def _put_signature(secret: str, path: SlotPath, fields: Mapping[str, str]) -> str:
+    """The HMAC over the path, the chat type and :data:`PUT_FIELDS` (the one list)."""
+    v, size, exp, uploader, recipient = (fields[k] for k in PUT_FIELDS)
+    return _sign(secret, "put", v, path.signed_path, size, exp, uploader, recipient, path.chat_type)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UploadGrant:
     """What a valid PUT token grants: one upload of exactly ``size`` bytes to ``path``."""
@@ -41,24 +52,9 @@ class UploadGrant:
 
     def query(self, secret: str) -> dict[str, str]:
         """The signed query parameters for the PUT URL."""
-        sig = _sign(
-            secret,
-            "put",
-            TOKEN_VERSION,
-            self.path.signed_path,
-            str(self.size),
-            str(self.expires),
-            self.uploader,
-            self.recipient,
-            self.path.chat_type,
-        )
-        q = {
-            "v": TOKEN_VERSION,
-            "size": str(self.size),
-            "exp": str(self.expires),
-            "from": self.uploader,
-            "to": self.recipient,
-        }
+        values = (TOKEN_VERSION, str(self.size), str(self.expires), self.uploader, self.recipient)
+        q = dict(zip(PUT_FIELDS, values, strict=True))
+        sig = _put_signature(secret, self.path, q)
         if self.content_type:
             q["type"] = self.content_type  # recorded, deliberately not signed
         q["sig"] = sig
@@ -97,22 +93,13 @@ def verify_upload(
     if not sig:
         raise InvalidToken(missing=True)
     try:
-        version, size, expires = query["v"], int(query["size"]), int(query["exp"])
-        uploader, recipient = query["from"], query.get("to", "")
+        fields = {k: query[k] if k != "to" else query.get(k, "") for k in PUT_FIELDS}
+        size, expires = int(fields["size"]), int(fields["exp"])
     except (KeyError, ValueError) as exc:
         raise InvalidToken("Malformed token") from exc
-    expected = _sign(
-        secret,
-        "put",
-        version,
-        path.signed_path,
-        str(size),
-        str(expires),
-        uploader,
-        recipient,
-        path.chat_type,
-    )
-    if version != TOKEN_VERSION or not hmac.compare_digest(expected, sig):
+    fields.update(size=str(size), exp=str(expires))  # the numbers as the signer wrote them
+    expected = _put_signature(secret, path, fields)
+    if fields["v"] != TOKEN_VERSION or not hmac.compare_digest(expected, sig):
         raise InvalidToken("Invalid token")
     if expires < (time.time() if now is None else now):
         raise InvalidToken("Upload slot expired")
@@ -120,10 +107,15 @@ def verify_upload(
         path=path,
         size=size,
         expires=expires,
-        uploader=uploader,
-        recipient=recipient,
+        uploader=fields["from"],
+        recipient=fields["to"],
         content_type=query.get("type", ""),
     )
+
+
+def _ticket_signature(secret: str, path: SlotPath, jid: str, expires: int) -> str:
+    """The HMAC of a download ticket: path, downloader and expiry (the one list)."""
+    return _sign(secret, "get", TOKEN_VERSION, path.signed_path, jid, str(expires))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,9 +128,7 @@ class DownloadTicket:
 
     def query(self, secret: str) -> dict[str, str]:
         """The signed query parameters to append to the GET URL."""
-        sig = _sign(
-            secret, "get", TOKEN_VERSION, self.path.signed_path, self.jid, str(self.expires)
-        )
+        sig = _ticket_signature(secret, self.path, self.jid, self.expires)
         return {"jid": self.jid, "exp": str(self.expires), "ticket": sig}
 
 
@@ -156,7 +146,7 @@ def verify_ticket(
         jid, expires = query["jid"], int(query["exp"])
     except (KeyError, ValueError) as exc:
         raise InvalidToken("Malformed download ticket") from exc
-    expected = _sign(secret, "get", TOKEN_VERSION, path.signed_path, jid, str(expires))
+    expected = _ticket_signature(secret, path, jid, expires)
     if not hmac.compare_digest(expected, sig):
         raise InvalidToken("Invalid download ticket")
     if expires < (time.time() if now is None else now):

@@ -37,8 +37,6 @@ from httpd.scan import Scanner
 
 log = logging.getLogger(__name__)
 
-READ_BUFSIZE = 64 * 1024
-
 # After the grace, how long aiohttp waits for a handler before and after cancelling it.
 CANCEL_TIMEOUT = 1.0
 
@@ -132,10 +130,6 @@ def make_runner(app: web.Application) -> web.AppRunner:
         # The grace for requests in flight is served by serve_http() before cleanup():
         # aiohttp's own shutdown stops reading request bodies at once.
         shutdown_timeout=CANCEL_TIMEOUT,
-        # Each connection's request body buffer (aiohttp pauses the socket at twice
-        # this); aiohttp's 256 KiB default is 0.5-0.75 MiB a busy upload, outside the
-        # memory budget. See httpd.upload.CHUNK.
-        read_bufsize=READ_BUFSIZE,
     )
 
 

@@ -98,10 +98,14 @@ class MemoryBudget:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def try_acquire(self, n: int) -> bool:
-        """Take ``n`` bytes if they fit now and nobody is waiting (no queue-jumping)."""
+    def try_acquire(self, n: int, *, leave: int = 0) -> bool:
+        """Take ``n`` bytes if they fit now and nobody is waiting (no queue-jumping).
+
+        :param leave: succeed only if this many bytes stay free afterwards (read-ahead
+            leaves room for other transfers' first blocks).
+        """
         n = self._fit(n)
-        if self._waiters or self.in_use + n > self.total:
+        if self._waiters or self.in_use + n + leave > self.total:
             return False
         self._take(n)
         return True

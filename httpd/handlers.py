@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, STARTED
+from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY, STARTED
 from httpd.download import get_download
 from httpd.headers import (
     CORS_ALLOW_HEADERS,
@@ -42,7 +42,12 @@ async def preflight(request: web.Request) -> web.Response:
 
 async def metrics_page(request: web.Request) -> web.Response:
     """``GET /metrics``: the Prometheus text exposition format 0.0.4."""
-    resp = web.Response(text=request.app[METRICS].render())
+    metrics, budget = request.app[METRICS], request.app[BUDGET]
+    metrics.set("memory_budget_bytes", value=budget.total)
+    metrics.set("memory_budget_used_bytes", value=budget.in_use)
+    metrics.set("memory_budget_peak_bytes", value=budget.peak)
+    metrics.set("memory_budget_waiting", value=budget.waiting)
+    resp = web.Response(text=metrics.render())
     resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return resp
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from component.errors import AuditUnavailable
 
 # POST: upload completed; GET: download completed. A download that did not complete is
 # never logged as GET: GET_INCOMPLETE (cut off half-way), GET_REFUSED (no valid identity
-# ticket when one is required), GET_GONE (file purged by retention).
-# SHARE: the XMPP server reported the URL sent to someone (DESIGN.md "Recipients for every
-# client"). POST_INFECTED: an upload the malware scan refused (nothing stored; SCAN_RESULT
-# names the signature).
+# ticket when one is required), GET_GONE (file purged by retention). SHARE: the XMPP
+# server reported the file's URL sent to TO_JID (mod_mft_share). POST_INFECTED: an
+# upload the malware scan refused (nothing stored; SCAN_RESULT names the signature).
 Method = Literal[
     "POST", "GET", "GET_INCOMPLETE", "GET_REFUSED", "GET_GONE", "SHARE", "POST_INFECTED"
 ]
@@ -67,6 +66,12 @@ TEXT_LIMITS = {
 }
 
 
+def field_of(column: str) -> str:
+    """The :class:`AuditRecord` attribute that holds ``column``: its name in lower case,
+    ``index`` for AFT_INDEX (so :data:`COLUMNS` stays the one list of columns)."""
+    return "index" if column == "AFT_INDEX" else column.lower()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord:
     """One AFT_LOG row. ``index`` is set by the database (``None`` before insert)."""
@@ -92,40 +97,16 @@ class AuditRecord:
 
     def clipped(self) -> AuditRecord:
         """The same row with every text cut to its column size."""
-        values = {
-            "jid": self.jid[: TEXT_LIMITS["JID"]],
-            "to_jid": self.to_jid[: TEXT_LIMITS["TO_JID"]],
-            "filename": self.filename[: TEXT_LIMITS["FILENAME"]],
-            "real_filename": self.real_filename[: TEXT_LIMITS["REAL_FILENAME"]],
-            "file_type": self.file_type[: TEXT_LIMITS["FILE_TYPE"]],
-            "chat_type": self.chat_type[: TEXT_LIMITS["CHAT_TYPE"]],
-            "file_server": self.file_server[: TEXT_LIMITS["FILE_SERVER"]],
-            "node_id": self.node_id[: TEXT_LIMITS["NODE_ID"]],
-            "client_ip": self.client_ip[: TEXT_LIMITS["CLIENT_IP"]],
-            "file_sha256": self.file_sha256[: TEXT_LIMITS["FILE_SHA256"]],
-            "scan_result": self.scan_result[: TEXT_LIMITS["SCAN_RESULT"]],
+        values: dict[str, Any] = {
+            field_of(c): getattr(self, field_of(c))[:limit] for c, limit in TEXT_LIMITS.items()
         }
-        return replace(self, **values)  # type: ignore[arg-type]
+        return replace(self, **values)
 
     def as_row(self) -> dict[str, object]:
         """Column name -> value (DATE_TIME as naive UTC, as the databases store it)."""
-        return {
-            "AFT_INDEX": self.index,
-            "JID": self.jid,
-            "TO_JID": self.to_jid,
-            "METHOD": self.method,
-            "FILENAME": self.filename,
-            "REAL_FILENAME": self.real_filename,
-            "FILE_TYPE": self.file_type,
-            "CHAT_TYPE": self.chat_type,
-            "FILE_SERVER": self.file_server,
-            "FILE_SIZE": self.file_size,
-            "DATE_TIME": naive_utc(self.date_time),
-            "NODE_ID": self.node_id,
-            "CLIENT_IP": self.client_ip,
-            "FILE_SHA256": self.file_sha256,
-            "SCAN_RESULT": self.scan_result,
-        }
+        row = {c: getattr(self, field_of(c)) for c in COLUMNS}
+        row["DATE_TIME"] = naive_utc(self.date_time)
+        return row
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

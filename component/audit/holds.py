@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from component.audit.base import HOLD_COLUMNS, Hold, bare_jid, naive_utc
 
@@ -113,3 +114,87 @@ def purged_insert_sql(placeholder: str, *, keep_first: str) -> str:
 def purged_select_sql(placeholder: str, n: int) -> str:
     """``SELECT FILENAME FROM AFT_PURGED WHERE FILENAME IN (...)`` for ``n`` names."""
     return f"SELECT FILENAME FROM AFT_PURGED WHERE FILENAME IN ({', '.join([placeholder] * n)})"
+
+
+class SqlHolds:
+    """The hold and purge-mark methods of :class:`~component.audit.base.AuditLog` for a
+    SQL back-end that provides :meth:`_write` and :meth:`_fetch` (its own connection
+    handling and error translation) and says how it spells parameters and duplicates."""
+
+    PLACEHOLDER: ClassVar[str] = "?"
+    KEEP_FIRST: ClassVar[str] = "ON CONFLICT DO NOTHING"  # SQLite and PostgreSQL
+    IN_BATCH: ClassVar[int] = 500  # names per IN (...) query
+
+    def _sql(self, text: str) -> str:
+        """``text`` in the back-end's parameter style (PostgreSQL numbers them)."""
+        return text
+
+    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        """Run ``sql`` for every parameter row in one transaction; the last row id.
+
+        :raises AuditUnavailable: nothing was committed.
+        """
+        raise NotImplementedError
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
+        """The rows of a query.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        raise NotImplementedError
+
+    async def add_hold(self, hold: Hold) -> int:
+        """Insert a hold; its id.
+
+        :raises AuditUnavailable: the database did not take it.
+        """
+        return await self._write(self._sql(hold_insert_sql(self.PLACEHOLDER)), [hold_values(hold)])
+
+    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
+        """Active (or all) holds, oldest first.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        where = "" if include_released else " WHERE RELEASED_AT IS NULL"
+        return [
+            row_to_hold(r) for r in await self._fetch(HOLD_SELECT + where + " ORDER BY HOLD_ID", [])
+        ]
+
+    async def release_hold(
+        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
+    ) -> Hold | None:
+        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        when = at or datetime.now(UTC)
+        sql = self._sql(hold_release_sql(self.PLACEHOLDER))
+        await self._write(sql, [release_values(hold_id, by, reason, when)])
+        select = self._sql(f"{HOLD_SELECT} WHERE HOLD_ID = {self.PLACEHOLDER}")
+        rows = await self._fetch(select, [int(hold_id)])
+        return row_to_hold(rows[0]) if rows else None
+
+    async def mark_purged(
+        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
+    ) -> None:
+        """Record purge marks for ``resources`` in one transaction (a first mark stays).
+
+        :raises AuditUnavailable: nothing was recorded.
+        """
+        if not resources:
+            return
+        when = naive_utc(at or datetime.now(UTC))
+        sql = self._sql(purged_insert_sql(self.PLACEHOLDER, keep_first=self.KEEP_FIRST))
+        await self._write(sql, [(r, node_id, when, by[:USER_LIMIT]) for r in resources])
+
+    async def purged(self, resources: Sequence[str]) -> set[str]:
+        """Which of ``resources`` have a purge mark.
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        found: set[str] = set()
+        for i in range(0, len(resources), self.IN_BATCH):
+            chunk = list(resources[i : i + self.IN_BATCH])
+            sql = self._sql(purged_select_sql(self.PLACEHOLDER, len(chunk)))
+            found.update(str(r[0]) for r in await self._fetch(sql, chunk))
+        return found

@@ -17,23 +17,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiomysql
 import pymysql
 
-from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, Hold, naive_utc
-from component.audit.holds import (
-    HOLD_SELECT,
-    hold_insert_sql,
-    hold_release_sql,
-    hold_values,
-    purged_insert_sql,
-    purged_select_sql,
-    release_values,
-    row_to_hold,
-)
+from component.audit.base import AuditQuery, AuditRecord, AuditWriteFailed, naive_utc
+from component.audit.holds import SqlHolds
 from component.audit.mysql_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, schema_script
 from component.audit.spool import SpoolEntry
 from component.audit.sql import (
@@ -70,9 +61,13 @@ _INSERT = insert_sql("%s")
 _PRUNE_DELIVERED = "DELETE FROM AFT_SPOOL_DELIVERED WHERE DELIVERED_AT < NOW(6) - INTERVAL 30 DAY"
 
 
-class MysqlAuditLog:
+class MysqlAuditLog(SqlHolds):
     """AFT_LOG in MariaDB/MySQL. Used alone by read-only tools; the service wraps it in
     :class:`~component.audit.spooled.SpooledAuditLog`, which calls :meth:`deliver`."""
+
+    PLACEHOLDER = "%s"
+    KEEP_FIRST = "ON DUPLICATE KEY UPDATE FILENAME = FILENAME"  # INSERT IGNORE would warn
+    IN_BATCH = BATCH_ROWS
 
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._target = parse_mysql_url(cfg.database.url)
@@ -390,52 +385,8 @@ class MysqlAuditLog:
         rows = await self._fetch(count_by_chat_type_sql("%s"), [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
 
-    async def add_hold(self, hold: Hold) -> int:
-        """Insert a hold; its id (raises AuditUnavailable)."""
-        return (await self._write(hold_insert_sql("%s"), [hold_values(hold)]))[0]
-
-    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
-        """Active (or all) holds, oldest first (raises AuditUnavailable)."""
-        where = "" if include_released else " WHERE RELEASED_AT IS NULL"
-        return [
-            row_to_hold(r) for r in await self._fetch(HOLD_SELECT + where + " ORDER BY HOLD_ID", [])
-        ]
-
-    async def release_hold(
-        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
-    ) -> Hold | None:
-        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown.
-
-        :raises AuditUnavailable: the database did not answer.
-        """
-        when = at or datetime.now(UTC)
-        await self._write(hold_release_sql("%s"), [release_values(hold_id, by, reason, when)])
-        rows = await self._fetch(HOLD_SELECT + " WHERE HOLD_ID = %s", [int(hold_id)])
-        return row_to_hold(rows[0]) if rows else None
-
-    async def mark_purged(
-        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
-    ) -> None:
-        """Record purge marks for ``resources`` in one transaction (first mark kept).
-
-        :raises AuditUnavailable: nothing was recorded.
-        """
-        when = naive_utc(at or datetime.now(UTC))
-        sql = purged_insert_sql("%s", keep_first="ON DUPLICATE KEY UPDATE FILENAME = FILENAME")
-        if resources:
-            await self._write(sql, [(r, node_id, when, by) for r in resources])
-
-    async def purged(self, resources: Sequence[str]) -> set[str]:
-        """Which of ``resources`` have a purge mark (raises AuditUnavailable)."""
-        found: set[str] = set()
-        for i in range(0, len(resources), BATCH_ROWS):
-            chunk = list(resources[i : i + BATCH_ROWS])
-            rows = await self._fetch(purged_select_sql("%s", len(chunk)), chunk)
-            found.update(str(r[0]) for r in rows)
-        return found
-
-    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> tuple[int, int]:
-        """``executemany`` and COMMIT; ``(lastrowid, rowcount)``.
+    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        """``executemany`` and COMMIT; the last row id.
 
         :raises AuditUnavailable: the database did not answer (nothing committed).
         """
@@ -443,7 +394,7 @@ class MysqlAuditLog:
             async with self._connection() as conn:
                 async with conn.cursor() as cur:
                     await cur.executemany(sql, [tuple(r) for r in rows])
-                    result = (int(cur.lastrowid or 0), int(cur.rowcount or 0))
+                    result = int(cur.lastrowid or 0)
                 await conn.commit()
         except DB_ERRORS as exc:
             self._failed("write", exc)

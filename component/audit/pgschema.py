@@ -230,6 +230,8 @@ def where_clause(q: AuditQuery, first: int = 1) -> tuple[str, list[object]]:
         conds.append(f"date_time >= {param(naive_utc(q.since))}")
     if q.until is not None:
         conds.append(f"date_time < {param(naive_utc(q.until))}")
+    if q.after_index is not None:  # keyset paging (mft verify, mft export)
+        conds.append(f"aft_index > {param(int(q.after_index))}")
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from component.audit.base import AuditLog, AuditQuery, AuditRecord, Hold, jid_matches
 from component.audit.spool import SpoolEntry, SpoolFile
+from component.backoff import Backoff
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
@@ -62,8 +63,7 @@ class SpooledAuditLog:
         self._spool = SpoolFile(spool_path)
         self._metrics = metrics
         self._batch_size = batch_size
-        self._retry_min = retry_min
-        self._retry_max = retry_max
+        self._retry = Backoff(retry_min, retry_max)
         # POST rows this process wrote, by resource: GET rows copy their columns without
         # a query, and still can while the database is away.
         self._recent: OrderedDict[str, AuditRecord] = OrderedDict()
@@ -231,7 +231,6 @@ class SpooledAuditLog:
                 await self._inner.prune_delivered()
 
     async def _deliver_forever(self) -> None:
-        delay = self._retry_min
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -243,24 +242,18 @@ class SpooledAuditLog:
                 log.info(
                     "AFT_LOG spool: %d rows wait, retrying in %.1f s (%s)",
                     len(self._spool),
-                    delay,
+                    self._retry.delay,
                     exc,
                 )
-                await self._backoff(delay)
-                delay = min(delay * 2, self._retry_max)
+                # flush() and close() cut the wait short.
+                await self._retry.wait(self._kick)
+                self._kick.clear()
                 self._wake.set()
                 continue
-            delay = self._retry_min
+            self._retry.reset()
             # Only when empty right now: a row appended meanwhile has set _wake again.
             if not len(self._spool):
                 self._drained.set()
-
-    async def _backoff(self, delay: float) -> None:
-        """Wait ``delay`` seconds before the next retry, or less if someone calls flush()."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._kick.wait()
-        self._kick.clear()
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The POST row of ``resource``: from the spool, this process's recent uploads,

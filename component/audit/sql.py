@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from component.audit.base import COLUMNS, AuditQuery, AuditRecord, bare_jid, naive_utc
+from component.audit.base import COLUMNS, AuditQuery, AuditRecord, bare_jid, field_of, naive_utc
 
 
 def _like_escape(text: str) -> str:
@@ -100,26 +101,18 @@ def record_values(rec: AuditRecord) -> tuple[object, ...]:
 
 
 def row_to_record(row: Sequence[object]) -> AuditRecord:
-    """A row in :data:`SELECT_SQL` column order -> :class:`AuditRecord` (DATE_TIME is UTC)."""
-    dt = row[10]
+    """A row in :data:`SELECT_SQL` column order -> :class:`AuditRecord` (DATE_TIME is UTC).
+
+    Texts are strings (NULL, in columns added later, is empty); the numbers are ints.
+    """
+    by_column = dict(zip(COLUMNS, row, strict=True))
+    dt = by_column["DATE_TIME"]
     if isinstance(dt, str):
         dt = datetime.fromisoformat(dt)
     if not isinstance(dt, datetime):
         raise TypeError(f"DATE_TIME is {type(dt).__name__}, not a timestamp")
-    return AuditRecord(
-        index=int(row[0]),  # type: ignore[call-overload]
-        jid=str(row[1]),
-        to_jid=str(row[2]),
-        method=str(row[3]),  # type: ignore[arg-type]
-        filename=str(row[4]),
-        real_filename=str(row[5]),
-        file_type=str(row[6]),
-        chat_type=str(row[7]),
-        file_server=str(row[8]),
-        file_size=int(row[9]),  # type: ignore[call-overload]
-        date_time=dt.replace(tzinfo=UTC),
-        node_id=str(row[11]),
-        client_ip=str(row[12]),
-        file_sha256=str(row[13] or ""),
-        scan_result=str(row[14] or ""),
-    )
+    values: dict[str, Any] = {field_of(c): str(v or "") for c, v in by_column.items()}
+    values["index"] = int(str(by_column["AFT_INDEX"]))
+    values["file_size"] = int(str(by_column["FILE_SIZE"]))
+    values["date_time"] = dt.replace(tzinfo=UTC)
+    return AuditRecord(**values)

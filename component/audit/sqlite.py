@@ -7,23 +7,14 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
-from component.audit.base import AuditQuery, AuditRecord, Hold, naive_utc
-from component.audit.holds import (
-    HOLD_SELECT,
-    hold_insert_sql,
-    hold_release_sql,
-    hold_values,
-    purged_insert_sql,
-    purged_select_sql,
-    release_values,
-    row_to_hold,
-)
+from component.audit.base import AuditQuery, AuditRecord, naive_utc
+from component.audit.holds import SqlHolds
 from component.audit.sql import (
     SELECT_SQL,
     batches,
@@ -167,7 +158,7 @@ def record_params(rec: AuditRecord) -> tuple[object, ...]:
     return tuple(_sql_value(v) for v in record_values(rec))
 
 
-class SqliteAuditLog:
+class SqliteAuditLog(SqlHolds):
     """AFT_LOG in a local SQLite file; a local file needs no spool.
 
     :param metrics: where failed operations are counted (``database_errors``), once each.
@@ -333,21 +324,21 @@ class SqliteAuditLog:
         except sqlite3.Error as exc:
             raise self._failed() from exc
 
-    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> tuple[int, int]:
-        """Run ``sql`` once per parameter row and commit; ``(lastrowid, rowcount)``."""
+    async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        """Run ``sql`` once per parameter row and commit; the last row id."""
         db = self._conn()
         try:
-            last, count = 0, 0
+            last = 0
             for params in rows:
                 async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
-                    last, count = cur.lastrowid or 0, count + max(cur.rowcount, 0)
+                    last = cur.lastrowid or 0
             await db.commit()
         except sqlite3.Error as exc:
             log.error("AFT_LOG write failed: %s", exc)
             with contextlib.suppress(sqlite3.Error):
                 await db.rollback()
             raise self._failed() from exc
-        return last, count
+        return last
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         db = self._conn()
@@ -356,39 +347,3 @@ class SqliteAuditLog:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise self._failed() from exc
-
-    async def add_hold(self, hold: Hold) -> int:
-        """Insert a hold; its id."""
-        last, _ = await self._write(hold_insert_sql("?"), [hold_values(hold)])
-        return last
-
-    async def list_holds(self, *, include_released: bool = False) -> Sequence[Hold]:
-        """Active (or all) holds, oldest first."""
-        where = "" if include_released else " WHERE RELEASED_AT IS NULL"
-        rows = await self._fetch(HOLD_SELECT + where + " ORDER BY HOLD_ID", [])
-        return [row_to_hold(r) for r in rows]
-
-    async def release_hold(
-        self, hold_id: int, *, by: str, reason: str = "", at: datetime | None = None
-    ) -> Hold | None:
-        """Release hold ``hold_id`` if active; the hold as stored, ``None`` if unknown."""
-        when = at or datetime.now(UTC)
-        await self._write(hold_release_sql("?"), [release_values(hold_id, by, reason, when)])
-        rows = await self._fetch(HOLD_SELECT + " WHERE HOLD_ID = ?", [int(hold_id)])
-        return row_to_hold(rows[0]) if rows else None
-
-    async def mark_purged(
-        self, resources: Sequence[str], *, node_id: str, by: str, at: datetime | None = None
-    ) -> None:
-        """Record purge marks for ``resources`` (a file's first mark is kept)."""
-        when = naive_utc(at or datetime.now(UTC))
-        sql = purged_insert_sql("?", keep_first="ON CONFLICT DO NOTHING")
-        await self._write(sql, [(r, node_id, when, by) for r in resources])
-
-    async def purged(self, resources: Sequence[str]) -> set[str]:
-        """Which of ``resources`` have a purge mark."""
-        found: set[str] = set()
-        for chunk in batches(resources):  # under SQLite's parameter limit
-            rows = await self._fetch(purged_select_sql("?", len(chunk)), chunk)
-            found.update(str(r[0]) for r in rows)
-        return found

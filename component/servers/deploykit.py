@@ -61,11 +61,8 @@ PROSODY_SHARE_TEMPLATE = Template(
 -- restart Prosody. mft_share_component is the [xmpp] component_jid of mft.toml (a
 -- list of them for a cluster: every node records the URLs of its own uploads);
 -- mft_share_urls the [http] public_url of each node, with a trailing slash.
--- If your prosody.cfg.lua sets plugin_paths, add the directory there instead; if
--- the VirtualHost has its own modules_enabled, add "mft_share" to that list.
-Host "*"
-    plugin_paths = { $plugin_path }
-
+-- If the VirtualHost has its own modules_enabled, add "mft_share" to that list.
+$plugin_block
 VirtualHost $domain
     modules_enabled = { "mft_share" }
     mft_share_component = $components
@@ -106,6 +103,20 @@ modules:
 )
 
 # mod_mft_share (deploy/ejabberd/mod_mft_share.erl, built with `make ejabberd-module`).
+# Debian's prosody.cfg.lua sets plugin_paths to this; an assignment replaces it, so the
+# snippet keeps it.
+DEBIAN_PLUGIN_DIR = "/usr/local/lib/prosody/modules"
+PROSODY_PLUGIN_BLOCK = Template(
+    """
+-- Where Prosody finds mod_mft_share.lua: this checkout's deploy/prosody. This
+-- replaces plugin_paths of prosody.cfg.lua, so keep its entries (Debian's:
+-- $debian), or drop these two lines and copy mod_mft_share.lua
+-- into one of those directories.
+Host "*"
+    plugin_paths = { $paths }
+"""
+)
+
 EJABBERD_SHARE_TEMPLATE = Template(
     """\
 # xmpp-mft: report who each upload URL is sent to (mod_mft_share, ejabberd 23.01).
@@ -160,15 +171,26 @@ def prosody_share_snippet(
     domain: str = EXAMPLE_DOMAIN,
     components: Sequence[str] = (EXAMPLE_COMPONENT_JID,),
     urls: Sequence[str] = (EXAMPLE_PUBLIC_URL,),
-    plugin_path: str = f"{EXAMPLE_CHECKOUT}/deploy/prosody",
+    plugin_paths: Sequence[str] | None = (DEBIAN_PLUGIN_DIR, f"{EXAMPLE_CHECKOUT}/deploy/prosody"),
 ) -> str:
-    """The Prosody snippet that loads mod_mft_share on ``domain``'s VirtualHost."""
+    """The Prosody snippet that loads mod_mft_share on ``domain``'s VirtualHost.
+
+    :param plugin_paths: the global ``plugin_paths`` to set, or ``None`` for none (when
+        the main config sets them: Prosody 0.12 fails to parse a file that sets an
+        option twice if its path is longer than about 60 characters).
+    """
     comps = [_lua_string(c) for c in components]
+    block = ""
+    if plugin_paths is not None:
+        block = PROSODY_PLUGIN_BLOCK.substitute(
+            debian=_lua_string(DEBIAN_PLUGIN_DIR),
+            paths=", ".join(_lua_string(p) for p in plugin_paths),
+        )
     return PROSODY_SHARE_TEMPLATE.substitute(
         domain=_lua_string(domain),
         components=comps[0] if len(comps) == 1 else "{ " + ", ".join(comps) + " }",
         urls=", ".join(_lua_string(u) for u in urls),
-        plugin_path=_lua_string(plugin_path),
+        plugin_block=block,
     )
 
 

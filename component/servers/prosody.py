@@ -94,6 +94,7 @@ class ProsodyInstance:
     :param tls_files: with ``tls``, use this ``(key, certificate)`` pair instead (e.g. one
         the sandbox's local CA signed).
     :param extra_config: raw config lines appended at the end (e.g. more components).
+    :param plugin_paths: directories of extra Prosody modules (e.g. deploy/prosody).
     :param start_timeout: seconds to wait for the ports to listen.
     """
 
@@ -110,6 +111,7 @@ class ProsodyInstance:
         tls: bool = False,
         tls_files: tuple[Path, Path] | None = None,
         extra_config: str | Sequence[str] = (),
+        plugin_paths: Sequence[str] = (),
         c2s_port: int | None = None,
         component_port: int | None = None,
         http_port: int | None = None,
@@ -128,6 +130,7 @@ class ProsodyInstance:
             self.directory / "tls.crt",
         )
         self.extra_config = [extra_config] if isinstance(extra_config, str) else list(extra_config)
+        self.plugin_paths = list(plugin_paths)
         self.c2s_port = c2s_port or free_port()
         self.component_port = component_port or free_port()
         self.http_port = http_port or free_port()
@@ -288,7 +291,7 @@ class ProsodyInstance:
             f"pidfile = {lua(str(self.pid_path))}",
             f"data_path = {lua(str(self.data_path))}",
             f"certificates = {lua(str(self.directory))}",
-            "plugin_paths = {}",
+            f"plugin_paths = {lua(self.plugin_paths)}",
             'log = { info = "*console" }',
             f"modules_enabled = {lua(MODULES)}",
             'authentication = "internal_hashed"',

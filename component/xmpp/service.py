@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
 from component.audit import AuditLog
+from component.backoff import Backoff
 from component.config import Config
 from component.errors import (
     AuditUnavailable,
@@ -374,21 +374,23 @@ async def serve_component(
             if started is not None:
                 started.set()
 
-    delay = INITIAL_RECONNECT_DELAY
+    most = cfg.xmpp.reconnect_max_delay
+    # Jitter: nodes restarted together do not reconnect in lockstep.
+    backoff = Backoff(min(INITIAL_RECONNECT_DELAY, most), most, jitter=0.1)
     try:
         while not stop.is_set():
             accepted = await xmpp.run_session(stop, on_start)
             if stop.is_set():
                 break
             if accepted:
-                delay = INITIAL_RECONNECT_DELAY
+                backoff.reset()
                 log.warning("lost the connection to the XMPP server; reconnecting")
-            wait = delay * random.uniform(0.9, 1.1)  # jitter: nodes do not reconnect in lockstep
-            log.info("connecting to %s:%d again in %.1f s", cfg.xmpp.host, cfg.xmpp.port, wait)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await stop.wait()
-            if not accepted:
-                delay = min(delay * 2, cfg.xmpp.reconnect_max_delay)
+            log.info(
+                "connecting to %s:%d again in about %.1f s",
+                cfg.xmpp.host,
+                cfg.xmpp.port,
+                backoff.delay,
+            )
+            await backoff.wait(stop)
     finally:
         await xmpp.close()

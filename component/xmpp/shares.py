@@ -212,6 +212,7 @@ class ShareRecorder:
             file_server=up.file_server if up else self._cfg.repository.host,
             file_size=up.file_size if up else 0,
             node_id=self._cfg.node.id,
+            file_sha256=up.file_sha256 if up else "",  # as on GET rows: which bytes
         )
         try:
             await self._audit.record(rec)

@@ -40,9 +40,9 @@ from component.audit import COLUMNS, AuditLog, AuditQuery, AuditRecord, open_aud
 from component.audit.query import UsageError, as_dict, parse_when
 from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
+from component.layout import classify
 from httpd.ops.hold import os_user
-from httpd.ops.purge import classify
-from httpd.ops.util import human_bytes, repository_failure
+from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 MANIFEST_COLUMNS = (*COLUMNS, "BUNDLE_FILE")
@@ -80,6 +80,14 @@ class Bundle:
         if self._zip is not None:
             return self._zip.open(name, "w", force_zip64=True)
         return (self.out / name).open("xb")
+
+    def discard(self, name: str) -> bool:
+        """Remove a member whose copy failed; ``True`` if it stays (a zip cannot drop
+        a member once written: the caller names it as partial)."""
+        if self._zip is not None:
+            return True
+        (self.out / name).unlink(missing_ok=True)
+        return False
 
     def add_text(self, name: str, text: str) -> None:
         """A small text member (deflated in a zip)."""
@@ -185,8 +193,8 @@ def readme_text(cfg: Config, args: argparse.Namespace, report: ExportReport) -> 
         f"Made:     {now} by OS user {os_user()} on {socket.gethostname()}",
         f"Node:     {cfg.node.id}",
         f"Filters:  {' '.join(filters) or '(none: every upload)'}",
-        f"Contents: {report.uploads} uploads, {report.files} files"
-        f" ({report.bytes:,} bytes), {report.rows} AFT_LOG rows",
+        f"Contents: {plural(report.uploads, 'upload')}, {plural(report.files, 'file')}"
+        f" ({report.bytes:,} bytes), {plural(report.rows, 'AFT_LOG row')}",
         "",
         "manifest.csv  the uploads' POST rows and every other AFT_LOG row about those",
         "              files (GET: downloads, SHARE: sent to), with BUNDLE_FILE naming",
@@ -229,6 +237,9 @@ async def export(
                     digest, size = await copy_into(repo, stored.path, dest)
             except NotFound:
                 stored = None  # purged or removed while we worked
+                partial = bundle.discard(name)
+                if partial:
+                    report.altered.append(f"{label}: gone while copied; {name} is partial")
             else:
                 report.files += 1
                 report.bytes += size
@@ -291,8 +302,8 @@ async def export_command(cfg: Config | None, args: argparse.Namespace) -> int:
     for line in report.altered:
         print(f"ALTERED: {line}")
     print(
-        f"exported {report.uploads} uploads ({report.files} files,"
-        f" {human_bytes(report.bytes)}) and {report.rows} AFT_LOG rows to {bundle.out}"
+        f"exported {plural(report.uploads, 'upload')} ({plural(report.files, 'file')},"
+        f" {human_bytes(report.bytes)}) and {plural(report.rows, 'AFT_LOG row')} to {bundle.out}"
     )
     missing = any(g.endswith(": missing") for g in report.gone)
     return 1 if missing or report.altered else 0

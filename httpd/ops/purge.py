@@ -24,41 +24,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from component.audit import AuditLog, AuditQuery, HeldJids, held_jids, open_audit_log
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import AuditUnavailable, NotFound, UploadError
-from component.layout import CHAT_TYPES
+from component.layout import CHAT_TYPES, classify
 from httpd.ops.hold import os_user
-from httpd.ops.util import human_bytes, parse_age, repository_failure
+from httpd.ops.util import human_bytes, parse_age, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 log = logging.getLogger(__name__)
 
 PART_MIN_AGE = 3600  # seconds; an active upload's part file is never this stale
 MARK_BATCH = 200  # purge marks written per transaction, each batch before its deletions
-_HOUR_DIR = re.compile(
-    r"^files/(?:" + "|".join(CHAT_TYPES) + r")/\d{8}/(?:[01]\d|2[0-3])(?:\.[1-9]\d{0,5})?/"
-)
-_RESOURCE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
-
-
-def classify(path: str) -> str:
-    """``"file"``, ``"part"`` or ``"other"`` for a path relative to the node directory."""
-    m = _HOUR_DIR.match(path)
-    if not m:
-        return "other"
-    name = path[m.end() :]
-    if _RESOURCE.match(name):
-        return "file"
-    if name.startswith(".") and name.endswith(".part") and "/" not in name:
-        return "part"
-    return "other"
 
 
 @dataclass(slots=True)
@@ -99,7 +82,7 @@ async def purge(
     report = PurgeReport() if report is None else report
     victims: list[tuple[StoredFile, str]] = []
     async for item in repo.walk("files"):
-        kind = classify(item.path)
+        kind: str = classify(item.path)
         age = now - item.mtime
         if kind == "other":
             report.skipped += 1
@@ -189,29 +172,25 @@ async def _is_held(audit: AuditLog, held: HeldJids, resource: str) -> bool:
     return held.holds_upload(up.jid, [up.to_jid, *(r.to_jid for r in shares)])
 
 
-def _plural(n: int, word: str, words: str = "") -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
-
-
 def summary_lines(report: PurgeReport, *, dry_run: bool) -> list[str]:
     """The printed totals."""
     verb = "would delete" if dry_run else "deleted"
     lines = [
-        f"{verb} {_plural(report.files, 'file')},"
+        f"{verb} {plural(report.files, 'file')},"
         f" {report.file_bytes:,} bytes ({human_bytes(report.file_bytes)})",
-        f"{verb} {_plural(report.parts, 'stale .part file')}, {report.part_bytes:,} bytes",
+        f"{verb} {plural(report.parts, 'stale .part file')}, {report.part_bytes:,} bytes",
     ]
     if dry_run:
         lines.append("dry run: nothing was deleted")
     else:
-        lines.append(f"removed {_plural(report.dirs, 'empty directory', 'empty directories')}")
+        lines.append(f"removed {plural(report.dirs, 'empty directory', 'empty directories')}")
     if report.held:
         lines.append(
-            f"kept {_plural(report.held, 'file')} under a legal hold,"
+            f"kept {plural(report.held, 'file')} under a legal hold,"
             f" {report.held_bytes:,} bytes (mft hold list)"
         )
     if report.skipped:
-        lines.append(f"left alone {_plural(report.skipped, 'file')} not made by the service")
+        lines.append(f"left alone {plural(report.skipped, 'file')} not made by the service")
     lines.append("AFT_LOG rows are kept")
     return lines
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from component.audit import AuditLog, open_audit_log
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import UploadError
 from component.metrics import Metrics
 from httpd.app import serve_http

@@ -29,6 +29,7 @@ from typing import Any
 
 from component.config import Config, load_config
 from component.servers.childproc import free_port
+from component.servers.deploykit import prosody_share_snippet
 from component.servers.localca import LocalCA, ensure_local_ca
 from component.servers.prosody import ProsodyError, ProsodyInstance
 from httpd.ops.runner import run_command
@@ -40,6 +41,8 @@ COMMANDS_HEADER = "Paste into another shell (each command is one line):"
 SAMPLE_NAME = "sample.txt"
 SAMPLE_TEXT = "Hello from the xmpp-mft sandbox: this file went up by XEP-0363.\n"
 SYSTEM_CA_DIR = "/usr/local/share/ca-certificates"
+# mod_mft_share in this checkout (a pip-installed mft has no deploy/ directory).
+SHARE_MODULE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prosody"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +173,17 @@ def _trust_lines(ca: LocalCA) -> tuple[list[str], list[str]]:
     ]
 
 
+def share_module_config(domain: str, cfg: Config) -> list[str]:
+    """mod_mft_share on the sandbox's VirtualHost, so URLs sent in chats and rooms become
+    SHARE rows as on a real server; nothing if the checkout's deploy/ is not there."""
+    if not (SHARE_MODULE_DIR / "mod_mft_share.lua").is_file():
+        return []
+    # plugin_paths is set by ProsodyInstance (see main).
+    return [
+        prosody_share_snippet(domain, [cfg.xmpp.component_jid], [cfg.http.public_url + "/"], None)
+    ]
+
+
 def banner(
     prosody: ProsodyInstance,
     cfg: Config,
@@ -266,9 +280,11 @@ async def sandbox_command(cfg: Config | None, args: argparse.Namespace) -> int:
         tls=True,
         tls_files=(ca.server_key, ca.server_cert) if ca else None,
         c2s_port=ports.c2s,
+        plugin_paths=[str(SHARE_MODULE_DIR)] if SHARE_MODULE_DIR.is_dir() else [],
     )
     config = write_config(directory, args.domain, state, prosody.component_port, ports.http, ca)
     cfg = load_config(config)
+    prosody.extra_config = share_module_config(args.domain, cfg)
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(prosody)

@@ -22,7 +22,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import StorageUnavailable, UploadError
 from httpd.ops.util import parse_size, repository_failure
 from httpd.repository import Repository, open_repository

@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import (
     AuthRefused,
     FileServerUnreachable,
@@ -59,6 +60,11 @@ def parse_age(text: str) -> int:
     if seconds <= 0:
         raise ValueError(f"age {text!r}: must be more than 0")
     return seconds
+
+
+def plural(n: int, word: str, words: str = "") -> str:
+    """``1 file``, ``2 files`` (``words`` for an irregular plural)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def human_bytes(n: float) -> str:

@@ -34,8 +34,8 @@ from component.audit import AuditLog, AuditQuery, AuditRecord, open_audit_log
 from component.audit.query import UsageError, parse_when
 from component.config import Config
 from component.errors import AuditUnavailable, NotFound, UploadError
-from httpd.ops.purge import classify
-from httpd.ops.util import human_bytes, repository_failure
+from component.layout import classify
+from httpd.ops.util import human_bytes, plural, repository_failure
 from httpd.repository import Repository, StoredFile, open_repository
 
 READERS = 4  # files read at once
@@ -72,7 +72,8 @@ class VerifyReport:
         """The one summary line."""
         found = ", ".join(f"{n} {s}" for s, n in sorted(self.problems.items())) or "0 problems"
         line = (
-            f"verified {self.files} files ({human_bytes(self.bytes)}): {self.ok} match, {found};"
+            f"verified {plural(self.files, 'file')} ({human_bytes(self.bytes)}):"
+            f" {self.ok} match, {found};"
             f" {self.purged} purged by retention"
         )
         if self.unhashed:
@@ -128,18 +129,21 @@ async def post_rows(
 class Progress:
     """A one-line progress bar on a terminal (files, bytes, ETA); nothing otherwise."""
 
-    def __init__(self, stream: TextIO, files: int, nbytes: int) -> None:
+    def __init__(
+        self, stream: TextIO, files: int, nbytes: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._stream = stream
+        self._clock = clock
         self._on = stream.isatty()
         self._files, self._bytes = files, nbytes
         self.done_files = self.done_bytes = 0
-        self._started = self._shown = time.monotonic()
+        self._started = self._shown = clock()
 
     def advance(self, nbytes: int, files: int = 0) -> None:
         """Count ``nbytes`` read and ``files`` finished; redraw at most 5 times a second."""
         self.done_bytes += nbytes
         self.done_files += files
-        now = time.monotonic()
+        now = self._clock()
         if self._on and now - self._shown >= 0.2:
             self._shown = now
             self._draw(now)
@@ -190,7 +194,6 @@ async def verify(
         on_problem(problem)
 
     seen: set[str] = set()
-    queue: asyncio.Queue[StoredFile | None] = asyncio.Queue(maxsize=READERS * 2)
 
     async def check(item: StoredFile) -> None:
         resource = resource_of(item.path)
@@ -227,20 +230,18 @@ async def verify(
         else:
             report.ok += 1
 
+    todo = iter(listing)
+
     async def reader() -> None:
-        while (item := await queue.get()) is not None:
+        for item in todo:  # one iterator shared by the readers: each file read once
             await check(item)
 
-    readers = [asyncio.create_task(reader()) for _ in range(READERS)]
     try:
-        for item in listing:
-            await queue.put(item)
-        for _ in readers:
-            await queue.put(None)
-        await asyncio.gather(*readers)
-    finally:
-        for task in readers:
-            task.cancel()
+        async with asyncio.TaskGroup() as group:  # a failing reader stops the others
+            for _ in range(READERS):
+                group.create_task(reader())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     del listing
     await _missing(audit, node_id, since, until, seen, report, found)
     progress.clear()
@@ -306,6 +307,8 @@ async def verify_command(cfg: Config | None, args: argparse.Namespace) -> int:
         if as_json:
             print(("  " if not shown else ", ") + json.dumps(asdict(p)), flush=True)
         else:
+            if not shown:
+                print(HEADER)
             print(_table_line(p), flush=True)
         shown += 1
 
@@ -313,7 +316,8 @@ async def verify_command(cfg: Config | None, args: argparse.Namespace) -> int:
     try:
         await audit.open()
         await repo.open()
-        print('{"problems": [' if as_json else HEADER)
+        if as_json:
+            print('{"problems": [')
         report = await verify(
             repo, audit, node_id=cfg.node.id, since=since, until=until, on_problem=show
         )

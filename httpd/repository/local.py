@@ -33,7 +33,12 @@ from httpd.repository.base import (
 
 log = logging.getLogger(__name__)
 
-WRITE_BLOCK = 1024 * 1024  # bytes gathered from the network per write(2)
+# Bytes gathered from the network per write(2): one thread hop per 256 KiB, however
+# small the pieces the body arrives in (a hop costs more CPU than the copy). A batch
+# being gathered is outside the memory budget, so it stays small: 100 uploads of 1 MiB
+# batches would hold 100 MiB the budget never saw.
+WRITE_BLOCK = 256 * 1024
+WRITE_PARTS = 64  # well below IOV_MAX (1024), for bodies that arrive in tiny pieces
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -169,41 +174,22 @@ class FileRepository:
             finally:
                 self._fresh.made(made)
             try:
-                written, pending_bytes, held = 0, 0, 0
-                pending: list[bytes] = []
+                written, batch, batched = 0, [], 0
                 async for chunk in chunks:
                     written += len(chunk)
                     if written > size:
                         raise SizeMismatch(size, written, larger=True)
-                    # Paid before it is kept: when the budget is spent, no more of the
-                    # body is read (TCP back-pressure) until written blocks are released.
-                    if self._budget.try_acquire(len(chunk)):
-                        held += min(len(chunk), self._budget.total)
-                    else:
-                        if pending:
-                            # Never wait for budget while holding some: 100 uploads each
-                            # holding part of a block and waiting for more deadlock.
-                            await asyncio.to_thread(_write_block, fd, pending)
-                            pending, pending_bytes = [], 0
-                            self._budget.release(held)
-                            held = 0
-                        held += await self._budget.acquire(len(chunk))
-                    pending.append(chunk)
-                    pending_bytes += len(chunk)
-                    if pending_bytes >= WRITE_BLOCK:
-                        # One thread hop per MiB, not per network chunk (which may be
-                        # a few KiB): the hop costs more CPU than the copy.
-                        await asyncio.to_thread(_write_block, fd, pending)
-                        pending, pending_bytes = [], 0
-                        self._budget.release(held)
-                        held = 0
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= WRITE_BLOCK or len(batch) >= WRITE_PARTS:
+                        await self._write(fd, batch, batched)
+                        batch, batched = [], 0
                 if written != size:
                     raise SizeMismatch(size, written)
                 # The rest, then fsync: the bytes are on disk before the link publishes
                 # the file (and before the 201).
-                await asyncio.to_thread(_write_all_and_sync, fd, pending)
+                await self._write(fd, batch, batched, sync=True)
             finally:
-                self._budget.release(held)
                 os.close(fd)
             try:
                 # link() refuses an existing target: a slot is never overwritten.
@@ -220,6 +206,18 @@ class FileRepository:
                 part.unlink()
             if not published:
                 self._prune_fresh(path)
+
+    async def _write(self, fd: int, parts: list[bytes], size: int, sync: bool = False) -> None:
+        """Write ``parts`` (``size`` bytes) in one worker-thread hop, paid for in the budget
+        (then fsync, if ``sync``).
+
+        The batch is paid for once complete, not chunk by chunk: a store waits for budget
+        holding only its own complete batch, never a half-filled one that only more of
+        its body could finish (which, across many uploads, could hold the whole budget
+        and wait forever). Meanwhile no more of the body is read: TCP back-pressure.
+        """
+        async with self._budget.hold(size):
+            await asyncio.to_thread(_write_all_and_sync if sync else _write_block, fd, parts)
 
     def _create_part(self, part: Path, path: str, made: list[str]) -> int:
         """Create ``part`` exclusively, making its directories on first use (into ``made``).

@@ -287,8 +287,9 @@ class SftpRepository(SftpSession):
         Every block is paid for in the budget from its read request until the consumer
         asks for the next one (it has written the block to the response by then). Only
         the first block waits for budget, when this read holds none; read-ahead beyond it
-        is taken only when the budget has room now, so no download waits while holding
-        blocks that only its own progress would give back.
+        is taken only when the budget has room now (and half of it stays free), so no
+        download waits while holding blocks that only its own progress would give back,
+        and slow readers cannot hoard the budget with read-ahead.
 
         :raises NotFound: no such file.
         :raises StorageUnavailable: the file server failed.
@@ -319,7 +320,9 @@ class SftpRepository(SftpSession):
                     launch(n)
                 while len(ahead) < IN_FLIGHT and next_offset < end:
                     n = min(block, end - next_offset)
-                    if not budget.try_acquire(n):
+                    # Read-ahead never takes the last half of the budget: a client
+                    # that reads slowly holds its blocks, and the others still start.
+                    if not budget.try_acquire(n, leave=budget.total // 2):
                         break
                     launch(n)
                 if not ahead:

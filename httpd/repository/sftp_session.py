@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar, cast
 
 import asyncssh
 
+from component.backoff import Backoff
 from component.config import RepositoryConfig
 from component.errors import (
     AuthRefused,
@@ -306,22 +306,18 @@ class SftpSession:
             if self._closing:
                 return
             log.warning("lost the connection to the file server %s; reconnecting", self._where)
-            delay = RECONNECT_FIRST_DELAY
+            # A request waiting for the connection (_client) cuts a wait short.
+            backoff = Backoff(
+                RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY, min_wait=RECONNECT_MIN_GAP
+            )
             while not self._closing:
-                attempted = time.monotonic()
                 try:
                     conn, sftp = await self._connect()
                 except StorageUnavailable as exc:
                     self._last_error = exc.text
                     log.error("file server %s: %s", self._where, exc.text)
+                    await backoff.wait(self._wake)
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
-                    gap = attempted + RECONNECT_MIN_GAP - time.monotonic()
-                    if gap > 0:
-                        await asyncio.sleep(gap)  # rate limit, not synchronisation
-                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
                     continue
                 log.info("reconnected to the file server %s", self._where)
                 try:

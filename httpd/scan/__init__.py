@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from component.config import ScanConfig
 from component.errors import Infected, ScanUnavailable, TooLargeToScan, UploadError
 from component.metrics import Metrics
-from httpd.scan.clamd import Instream, version
+from httpd.scan.clamd import Instream, ping, version
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,17 @@ class Scanner:
             return
         log.info("malware scanning with %s: %s", self._cfg.clamd, found.engine)
 
+    async def ready(self) -> None:
+        """For ``Expect: 100-continue``: check clamd answers before the body is sent.
+
+        :raises ScanUnavailable: it does not and ``on_error = "reject"``.
+        """
+        if self.enabled and not self.accept_on_error:
+            try:
+                await ping(self._cfg)
+            except ScanUnavailable as exc:
+                self.failed(exc)
+
     @contextlib.asynccontextmanager
     async def scan(self, size: int) -> AsyncIterator[UploadScan]:
         """Start the scan of an upload of ``size`` bytes; the connection is closed after.
@@ -148,7 +159,7 @@ class Scanner:
         finally:
             upload.close()
 
-    def failed(self, exc: ScanUnavailable | UploadError) -> str:
+    def failed(self, exc: UploadError) -> str:
         """The policy for a failed scan: raise (fail closed) or the result ``unscanned``.
 
         :raises ScanUnavailable: ``on_error = "reject"``.
@@ -163,19 +174,17 @@ class Scanner:
 
     def count(self, result: str) -> None:
         """Count one upload by scan result (``clean``, ``infected``, ``unscanned``)."""
-        self._metrics.inc("scans", "Uploads by malware scan result", {"result": result})
+        self._metrics.inc("scans", labels={"result": result})
 
     def count_infected(self, signature: str) -> None:
         """Count one infected upload, by signature."""
         self.count("infected")
-        self._metrics.inc(
-            "scan_infected", "Uploads refused as infected, by signature", {"signature": signature}
-        )
+        self._metrics.inc("scan_infected", labels={"signature": signature})
 
     def count_error(self, reason: str) -> None:
         """Count one failed scan (``unavailable``: clamd failed; ``too_large``)."""
-        self._metrics.inc("scan_errors", "Malware scans that failed", {"reason": reason})
+        self._metrics.inc("scan_errors", labels={"reason": reason})
 
     def observe(self, seconds: float) -> None:
         """Record how long clamd took to answer after the last byte."""
-        self._metrics.observe("scan_seconds", "Wait for clamd's verdict after the body", seconds)
+        self._metrics.observe("scan_seconds", value=seconds)

@@ -23,7 +23,8 @@ import asyncpg
 import pytest
 
 from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit.pgschema import schema_script
+from component.audit.base import Hold
+from component.audit.pgschema import MIGRATIONS, RECORD_VERSION_SQL, VERSION_TABLE, schema_script
 from component.audit.postgresql import PostgresAuditLog
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.audit.spooled import SpooledAuditLog
@@ -37,7 +38,7 @@ from tests.unit.test_audit_sql import (
     check_first_share,
     check_uploaded_among,
 )
-from tests.unit.test_audit_v2 import check_holds_and_marks
+from tests.unit.test_audit_v2 import SHA, check_holds_and_marks
 from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
@@ -121,8 +122,12 @@ async def test_schema_has_design_columns_and_types(pg_log: PostgresAuditLog, sql
     }
     assert {"aft_log_jid", "aft_log_to_jid", "aft_log_date", "aft_log_filename"} <= set(indexes)
     assert "split_part((jid)::text, '/'::text, 1)" in indexes["aft_log_jid"]
-    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    assert [r[0] for r in versions] == [1, 2]
+    assert await versions(sql) == [1, 2]
+
+
+async def versions(conn: Any) -> list[int]:
+    """The schema versions recorded as applied."""
+    return [r[0] for r in await conn.fetch("SELECT version FROM aft_schema_version ORDER BY 1")]
 
 
 async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
@@ -140,8 +145,7 @@ async def test_deploy_script_is_adopted_and_reopen_migrates_nothing(
         await log.open()
         await log.record(rec(1))
         await log.close()
-    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    assert [r[0] for r in versions] == [1, 2]
+    assert await versions(sql) == [1, 2]
     assert await stored_filenames(sql) == ["res1", "res1"]
     assert database in postgresql.psql("SELECT current_database()", database=database)
 
@@ -152,8 +156,7 @@ async def test_concurrent_opens_migrate_once(cfg: Config, sql: Any) -> None:
     await asyncio.gather(*(log.open() for log in logs))
     for log in logs:
         await log.close()
-    versions = await sql.fetch("SELECT version FROM aft_schema_version ORDER BY version")
-    assert [r[0] for r in versions] == [1, 2]
+    assert await versions(sql) == [1, 2]
 
 
 async def test_rows_round_trip_in_utc_on_a_non_utc_server(
@@ -242,11 +245,6 @@ async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
 async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:
     """PostgreSQL returns the oldest SHARE row of a resource."""
     await check_first_share(pg_log)
-
-
-async def test_holds_and_purge_marks(pg_log: PostgresAuditLog) -> None:
-    """PostgreSQL keeps holds (who, when, why, release) and purge marks."""
-    await check_holds_and_marks(pg_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:
@@ -466,7 +464,8 @@ CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON aft_log
 
 async def test_connection_lost_at_commit_is_spooled_with_its_index(cfg: Config, sql: Any) -> None:
     """The session dies inside COMMIT (a deferred trigger ends it): the row is spooled with
-    its own AFT_INDEX as the COMMIT in doubt, checked, and then stored exactly once."""
+    the lowest AFT_INDEX it can have as the COMMIT in doubt (one past the highest this
+    process was given), checked, and then stored exactly once."""
     log = open_audit_log(cfg, Metrics())
     assert isinstance(log, SpooledAuditLog)
     await log.open()
@@ -517,3 +516,80 @@ async def test_concurrent_records_are_group_committed_once_each(
     )
     assert (row[0], row[1]) == (200, 200)
     assert row[2] <= 8  # rows of one transaction share its xmin: batches, not 200 COMMITs
+
+
+async def test_v1_database_is_migrated_keeping_rows(
+    cfg: Config, sql: Any, postgresql: PostgreSQL
+) -> None:
+    """A version-1 aft_log gains file_sha256/scan_result (empty on its rows) and the v2
+    tables, in one locked transaction; rows are kept and a second open migrates nothing."""
+    await sql.execute(f"SET ROLE {postgresql.user}")
+    await sql.execute(VERSION_TABLE)
+    for statement in MIGRATIONS[1]:
+        await sql.execute(statement)
+    await sql.execute(RECORD_VERSION_SQL, 1)
+    await sql.execute(
+        "INSERT INTO aft_log (jid, method, filename, file_size, date_time)"
+        " VALUES ('old@example.test', 'POST', 'oldres', 7, '2024-05-01 12:00:00')"
+    )
+    await sql.execute("RESET ROLE")
+    for _ in range(2):
+        log = PostgresAuditLog(cfg)
+        await log.open()
+        try:
+            rows = await log.query(AuditQuery())
+        finally:
+            await log.close()
+        assert (rows[0].filename, rows[0].file_sha256, rows[0].scan_result) == ("oldres", "", "")
+        assert rows[0].jid == "old@example.test" and rows[0].file_size == 7
+    assert await versions(sql) == [1, 2]
+
+
+async def test_rows_carry_hash_and_scan_result(pg_log: PostgresAuditLog) -> None:
+    """FILE_SHA256 and SCAN_RESULT round-trip; SHARE and POST_INFECTED rows; keyset paging."""
+    await pg_log.record(replace(rec(1), file_sha256=SHA, scan_result="clean"))
+    await pg_log.record(replace(rec(2), method="SHARE"))
+    await pg_log.record(replace(rec(3), method="POST_INFECTED", scan_result="Eicar-Signature"))
+    rows = await pg_log.query(AuditQuery())
+    assert [(r.method, r.file_sha256, r.scan_result) for r in rows] == [
+        ("POST", SHA, "clean"),
+        ("SHARE", "", ""),
+        ("POST_INFECTED", "", "Eicar-Signature"),
+    ]
+    after = await pg_log.query(AuditQuery(after_index=rows[0].index, limit=1))
+    assert [r.index for r in after] == [rows[1].index]
+
+
+async def test_holds_and_purge_marks(pg_log: PostgresAuditLog, sql: Any) -> None:
+    """PostgreSQL keeps holds (who, when, why, release; times UTC) and purge marks."""
+    await check_holds_and_marks(pg_log)
+    created = await sql.fetchval("SELECT created_at FROM aft_hold ORDER BY hold_id LIMIT 1")
+    assert abs(created - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=5)
+
+
+async def test_holds_bypass_the_spool(cfg: Config) -> None:
+    """Through the spooled log, holds and marks go straight to the database."""
+    audit = open_audit_log(cfg, Metrics())
+    assert isinstance(audit, SpooledAuditLog)
+    await audit.open()
+    try:
+        hold_id = await audit.add_hold(Hold(column="TO_JID", jid="bob@example.test"))
+        await audit.mark_purged(["resX"], node_id="node_1", by="ann")
+        assert audit.spooled == 0
+    finally:
+        await audit.close()
+    bare = PostgresAuditLog(cfg)
+    await bare.open()
+    try:
+        assert [h.hold_id for h in await bare.list_holds()] == [hold_id]
+        assert await bare.purged(["resX"]) == {"resX"}
+    finally:
+        await bare.close()
+
+
+async def test_hold_jid_with_nul_is_stored_replaced(pg_log: PostgresAuditLog) -> None:
+    """A NUL in a hold's JID (PostgreSQL text cannot hold it) is stored replaced."""
+    hold_id = await pg_log.add_hold(Hold(column="JID", jid="nul\x00@example.test"))
+    assert [h.jid for h in await pg_log.list_holds() if h.hold_id == hold_id] == [
+        "nul\ufffd@example.test"
+    ]

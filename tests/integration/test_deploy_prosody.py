@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from component.config import parse_config
-from component.servers.deploykit import prosody_snippet
+from component.servers.deploykit import DEBIAN_PLUGIN_DIR, prosody_share_snippet, prosody_snippet
 from httpd.ops.check import check_xmpp, component_handshake
 from tests.fixtures.common import ServerProcess, free_port, require_binary, running
 
@@ -34,6 +34,7 @@ class DebianProsody:
     component_jid: str
     secret: str
     component_port: int
+    log_path: Path
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,21 @@ def debian_prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DebianP
         component_jid="upload.example.test",
         secret=secrets.token_urlsafe(12) + '"\\',  # quotes and backslashes survive
         component_port=free_port(),
+        log_path=base / "prosody.log",
     )
     (base / "data").mkdir()
     (base / "conf.d").mkdir()
     (base / "conf.d" / "mft.cfg.lua").write_text(
         prosody_snippet(srv.component_jid, srv.secret, srv.component_port)
+    )
+    # The share module's snippet as shipped, but with this checkout's deploy/prosody.
+    (base / "conf.d" / "mft_share.cfg.lua").write_text(
+        prosody_share_snippet(
+            srv.domain,
+            [srv.component_jid],
+            ["https://upload.example.test/"],
+            [DEBIAN_PLUGIN_DIR, str(DEPLOY / "prosody")],
+        )
     )
     (base / "prosody.cfg.lua").write_text(
         f"""
@@ -103,6 +114,13 @@ async def test_component_handshake_and_disco_items(debian_prosody: DebianProsody
     assert (second.accepted, second.condition) == (False, "conflict")
     # ... which mft check reports as the service running.
     assert line.status == "OK" and "component already connected (service running)" in line.detail
+
+
+async def test_share_snippet_loads_the_module(debian_prosody: DebianProsody) -> None:
+    """deploy/prosody/mft_share.cfg.lua in conf.d/ (after the VirtualHost) loads mod_mft_share."""
+    log = debian_prosody.log_path.read_text(errors="replace")
+    assert "reporting URLs under https://upload.example.test/ to upload.example.test" in log
+    assert "mod_mft_share is inactive" not in log
 
 
 async def test_wrong_secret_and_unknown_jid_are_refused(debian_prosody: DebianProsody) -> None:

@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from httpd.budget import MemoryBudget
+from httpd.repository import open_repository
+from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer
 from tests.unit.httpd_harness import make_slot
 
@@ -63,8 +68,24 @@ async def test_memory_bounded_under_100_concurrent_transfers(
     async with service(cfg) as svc:
         res = await measure(svc, 100, 10 * MIB, settle_s=30, margin_kib=SETTLE_MARGIN_KIB)
         log = (tmp_path / "mft.log").read_text()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{svc.port}/metrics") as resp,
+        ):
+            gauges = {
+                name: float(value)
+                for name, _, value in (
+                    line.partition(" ") for line in (await resp.text()).splitlines()
+                )
+                if name.startswith("mft_memory_budget")
+            }
     assert res.peak < PEAK_LIMIT_KIB, (res, log[-3000:])
     assert res.after <= res.idle + SETTLE_MARGIN_KIB, res
+    # The budget did the bounding: it was filled to the brim, and is all given back.
+    assert gauges["mft_memory_budget_bytes"] == 64 * MIB
+    assert 0.5 * 64 * MIB < gauges["mft_memory_budget_peak_bytes"] <= 64 * MIB, gauges
+    assert gauges["mft_memory_budget_used_bytes"] == 0
+    assert gauges["mft_memory_budget_waiting"] == 0
 
 
 async def test_stale_parts_removed_at_start(tmp_path: Path, repository: dict[str, Any]) -> None:
@@ -118,3 +139,67 @@ async def test_ambiguous_put_refused_by_the_running_service(tmp_path: Path) -> N
         log = log_path.read_text()
     assert "unknown query key 'x-debug'" in log and slot.query["sig"] not in log
     assert not list((tmp_path / "repo").rglob("*.part"))
+
+
+async def test_tiny_budget_bounds_and_never_deadlocks(
+    kind: str, tmp_path: Path, config_factory: ConfigFactory, request: pytest.FixtureRequest
+) -> None:
+    """A 1 MiB budget under 30 concurrent 1 MiB stores and reads: all complete, correct,
+    and the bytes held at once never pass the budget."""
+    sshd = request.getfixturevalue("sshd") if kind == "sftp" else None
+    cfg = config_factory(repository=_repository(kind, tmp_path, sshd))
+    budget = MemoryBudget(MIB, on_idle=None)
+    repo = open_repository(cfg, budget)
+    await repo.open()
+    try:
+        bodies = {f"files/im/20240101/10/{'R' * 21}{i:x}": os.urandom(MIB) for i in range(30)}
+
+        async def chunks(data: bytes) -> AsyncIterator[bytes]:
+            for at in range(0, len(data), 64 * 1024):
+                yield data[at : at + 64 * 1024]
+
+        async def read(path: str) -> bytes:
+            return b"".join([block async for block in repo.read(path)])
+
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(repo.store(p, chunks(b), len(b)) for p, b in bodies.items()))
+            assert budget.in_use == 0 and 0 < budget.peak <= MIB
+            budget.peak = 0
+            got = await asyncio.gather(*(read(p) for p in bodies))
+        assert got == list(bodies.values())
+        assert budget.in_use == 0 and 0 < budget.peak <= MIB
+    finally:
+        await repo.close()
+
+
+async def test_stalled_readers_cannot_hoard_the_budget(
+    kind: str, tmp_path: Path, config_factory: ConfigFactory, request: pytest.FixtureRequest
+) -> None:
+    """Downloads whose clients stopped reading hold their blocks, yet a new download of
+    the same budget still runs to its end (read-ahead leaves half the budget free)."""
+    sshd = request.getfixturevalue("sshd") if kind == "sftp" else None
+    cfg = config_factory(repository=_repository(kind, tmp_path, sshd))
+    budget = MemoryBudget(4 * MIB, on_idle=None)
+    repo = open_repository(cfg, budget)
+    await repo.open()
+    path, data = f"files/im/20240101/10/{'S' * 22}", os.urandom(8 * MIB)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(data), 256 * 1024):
+            yield data[at : at + 256 * 1024]
+
+    stalled = [repo.read(path) for _ in range(6)]
+    try:
+        await repo.store(path, chunks(), len(data))
+        for reader in stalled:  # one block each, then the "client" stops reading
+            async with asyncio.timeout(30):
+                await anext(reader)
+        assert budget.in_use > 0
+        async with asyncio.timeout(60):
+            got = b"".join([block async for block in repo.read(path)])
+        assert got == data
+    finally:
+        for reader in stalled:
+            await reader.aclose()
+        await repo.close()
+    assert budget.in_use == 0

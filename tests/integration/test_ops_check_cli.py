@@ -134,6 +134,7 @@ async def test_mariadb_ok_without_password(
     code, out = await mft("check", "-c", str(cfg))
     [db] = [line for line in out.splitlines() if line.split()[1:2] == ["database"]]
     assert db.startswith("OK") and "AFT_LOG present" in db and ":***@" in db
+    assert "MariaDB 10." in db  # the server version it reached
     assert password not in out
     assert code == 0, out
 

@@ -1,13 +1,17 @@
 """PostgreSQL through the whole stack: the HTTP app's POST/GET/GET_GONE rows, a cluster
-of two nodes, and ``mft run`` / ``mft check`` as an operator runs them."""
+of two nodes, ``mft run`` / ``mft check`` as an operator runs them, share reports, and
+the compliance commands (verify, export, hold, a held purge) on AFT_LOG in PostgreSQL."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,8 +25,10 @@ from tests.fixtures.postgresql import PostgreSQL
 from tests.fixtures.prosody import ClientFactory
 from tests.fixtures.stack import StackFactory
 from tests.integration import test_cluster
+from tests.integration import test_shares_prosody as shares
 from tests.integration.test_audit_http import check_rows, get, opened, put, serving
-from tests.unit.httpd_harness import make_slot
+from tests.unit import test_ops_compliance as compliance
+from tests.unit.httpd_harness import HttpdEnv, httpd_env, make_slot
 
 from .ops_helpers import mft, write_node_config
 
@@ -136,7 +142,7 @@ async def test_bad_password_is_named_by_run_and_check(tmp_path: Path, postgresql
     code, out = await mft("check", "-c", config)
     line = database_line(out)
     assert code == 1 and line.startswith("FAIL") and "password authentication failed" in line
-    assert "hint: check host, port, user and password" in line
+    assert "hint: check host, port, user and password" in line and "database's owner" in line
     assert "wrong-pw" not in out
 
 
@@ -172,3 +178,55 @@ async def test_cluster_on_postgresql(
         )
     finally:
         postgresql.drop_database(second)
+
+
+@pytest.fixture
+async def pg_env(config_factory: ConfigFactory, postgresql_url: str) -> AsyncIterator[HttpdEnv]:
+    """The HTTP app over a file:// repository and AFT_LOG on PostgreSQL."""
+    async with httpd_env(config_factory(database={"url": postgresql_url})) as env:
+        assert env.cfg.database.scheme == "postgresql"
+        yield env
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        compliance.test_verify_finds_tampered_deleted_and_stray_files,
+        compliance.test_export_bundle_verifies_with_sha256sum,
+        compliance.test_hold_add_list_release,
+        compliance.test_purge_keeps_held_files_and_verify_accepts_purged,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+async def test_compliance_commands_on_postgresql(
+    pg_env: HttpdEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: Any
+) -> None:
+    """mft verify, export (zip), hold and a held purge read and write AFT_LOG on PostgreSQL:
+    the SQLite tests of those commands, run against this back-end."""
+    given = {"env": pg_env, "tmp_path": tmp_path, "capsys": capsys, "kind": "zip"}
+    await case(**{name: given[name] for name in inspect.signature(case).parameters})
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        shares.test_chat_with_body_and_oob_gives_one_share_row,
+        shares.test_upload_with_recipient_keeps_it_on_get_rows,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+async def test_share_reports_on_postgresql(
+    mft_stack: StackFactory, xmpp_client: ClientFactory, postgresql_url: str, case: Any
+) -> None:
+    """SHARE rows from Prosody's reports, and GET rows that follow them, on PostgreSQL:
+    the SQLite tests of the share reports, run with this back-end."""
+
+    started = []
+
+    async def on_postgresql(**sections: Any) -> Any:
+        stack = await mft_stack(database={"url": postgresql_url}, **sections)
+        started.append(stack.cfg.database.scheme)
+        return stack
+
+    await case(on_postgresql, xmpp_client)
+    assert started == ["postgresql"]

@@ -152,6 +152,16 @@ async def audit_rows(directory: Path) -> list[tuple[str, str, str]]:
     return [(r.method, r.jid, r.real_filename) for r in rows]
 
 
+async def wait_for_share(directory: Path) -> None:
+    """Until AFT_LOG has a SHARE row: the sandbox Prosody loads mod_mft_share, so
+    go-sendxmpp's message to bob is reported."""
+    async with asyncio.timeout(20):
+        while True:
+            if any(m == "SHARE" for m, _, _ in await audit_rows(directory)):
+                return
+            await asyncio.sleep(0.05)  # polling the AFT_LOG file another process writes
+
+
 async def test_sandbox_serves_a_real_client_and_every_printed_command_works(
     tmp_path: Path,
 ) -> None:
@@ -189,12 +199,14 @@ async def test_sandbox_serves_a_real_client_and_every_printed_command_works(
         assert "hello world.bin" in log_output and SAMPLE_NAME in log_output
         stored = sorted(p.stat().st_size for p in (directory / "repository").rglob("*/im/*/*/*"))
         assert stored == sorted([len(payload), (directory / SAMPLE_NAME).stat().st_size])
+        await wait_for_share(directory)
 
         assert await sbx.interrupt() == 0
     assert await audit_rows(directory) == [
         ("POST", "alice@localhost", "hello world.bin"),
         ("GET", "", "hello world.bin"),
         ("POST", "alice@localhost", SAMPLE_NAME),
+        ("SHARE", "alice@localhost", SAMPLE_NAME),
     ]
     pid_file = directory / "prosody" / "prosody.pid"
     if pid_file.exists() and pid_file.read_text().strip():
@@ -315,6 +327,7 @@ async def test_sandbox_https_upload_with_a_client_that_trusts_its_ca(tmp_path: P
         # curl: 0 while the CA is trusted, 60 (certificate problem) once it is removed.
         assert codes == [0, 0, 0, 0, 0, 60], results
         assert SAMPLE_NAME in results[3][1]
+        await wait_for_share(directory)
         assert await sbx.interrupt() == 0
         first_ca = ca_file.read_bytes()
         trust_command = commands[0]
@@ -327,6 +340,7 @@ async def test_sandbox_https_upload_with_a_client_that_trusts_its_ca(tmp_path: P
         ("POST", "alice@localhost", "over https.bin"),
         ("GET", "", "over https.bin"),
         ("POST", "alice@localhost", SAMPLE_NAME),
+        ("SHARE", "alice@localhost", SAMPLE_NAME),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from component.audit import AuditQuery
 from component.errors import Infected, ScanUnavailable, TooLargeToScan
 from tests.fixtures.clamd import FOUND, ClamdServer, eicar
 from tests.fixtures.config import ConfigFactory
@@ -58,7 +60,18 @@ async def test_clean_upload_is_published(env: HttpdEnv) -> None:
     assert status == 201
     assert (env.repo.root / slot.path.repo_path).read_bytes() == body
     assert env.metrics.value("scans", {"result": "clean"}) == 1
-    assert (await env.audit.next_row()).method == "POST"
+    row = await env.audit.next_row()
+    assert (row.method, row.scan_result) == ("POST", "clean")
+
+
+async def test_scanning_off_leaves_scan_result_empty(config_factory: ConfigFactory) -> None:
+    """Without [scan] clamd nothing is scanned and SCAN_RESULT stays empty."""
+    async with httpd_env(config_factory()) as env:
+        status, _text, _slot = await put(env, eicar())
+        assert status == 201
+        row = await env.audit.next_row()
+        assert (row.method, row.scan_result) == ("POST", "")
+        assert env.metrics.value("scans", {"result": "clean"}) == 0
 
 
 @pytest.mark.parametrize("expect", [True, False], ids=["expect-100", "no-expect"])
@@ -67,7 +80,8 @@ async def test_infected_upload_is_refused(
     env: HttpdEnv, caplog: pytest.LogCaptureFixture, expect: bool, where: str
 ) -> None:
     """EICAR (alone or inside 1 MB of random bytes): 422 naming the signature, with or
-    without Expect, nothing published, the part file gone, a WARNING naming who and what."""
+    without Expect, nothing published, the part file gone, a POST_INFECTED row, and a
+    WARNING naming who and what."""
     caplog.set_level(logging.WARNING, logger="httpd.upload")
     body = eicar() if where == "alone" else os.urandom(600_000) + eicar() + os.urandom(450_000)
     status, text, slot = await put(env, body, expect=expect)
@@ -75,6 +89,10 @@ async def test_infected_upload_is_refused(
     assert FOUND in text
     assert isinstance(await env.repo.stores.get(), Infected)
     assert env.repo.files() == []  # neither the file nor its .part
+    (row,) = await env.rows()
+    assert (row.method, row.scan_result, row.jid) == ("POST_INFECTED", FOUND, UPLOADER)
+    assert (row.filename, row.real_filename) == (slot.path.resource, "report.pdf")
+    assert (row.file_size, row.file_sha256) == (len(body), hashlib.sha256(body).hexdigest())
     assert env.metrics.value("scan_infected", {"signature": FOUND}) == 1
     assert env.metrics.value("scans", {"result": "infected"}) == 1
     (line,) = [r.getMessage() for r in caplog.records if "infected" in r.getMessage()]
@@ -100,6 +118,7 @@ async def test_clamd_stopped_then_started(
         status, _text, slot = await put(env, b"after clamd is back")
         assert status == 201
         assert (env.repo.root / slot.path.repo_path).read_bytes() == b"after clamd is back"
+        assert [(r.method, r.scan_result) for r in await env.rows()] == [("POST", "clean")]
 
 
 async def test_clamd_dies_mid_upload(
@@ -134,6 +153,25 @@ async def test_clamd_dies_mid_upload(
         assert await env.rows() == []
 
 
+async def test_clamd_down_refused_before_100_continue(
+    clamd_factory: Callable[..., ClamdServer], config_factory: ConfigFactory
+) -> None:
+    """With Expect: 100-continue and clamd down, 503 comes instead of 100 Continue."""
+    server = clamd_factory()
+    async with httpd_env(scanning(config_factory, server.url)) as env:
+        server.stop()
+        slot = env.slot(1000)
+        reader, writer = await env.raw(
+            f"PUT {slot.put_url} HTTP/1.1\nHost: t\nContent-Length: 1000\nExpect: 100-continue\n"
+        )
+        try:
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+        finally:
+            writer.close()
+        assert status_line.startswith(b"HTTP/1.1 503")
+        assert env.repo.started.empty() and env.repo.files() == []
+
+
 async def test_hung_clamd_times_out_with_503(
     clamd_factory: Callable[..., ClamdServer], config_factory: ConfigFactory
 ) -> None:
@@ -161,6 +199,7 @@ async def test_on_error_accept_publishes_unscanned(
         assert status == 201
         assert (env.repo.root / slot.path.repo_path).exists()
         assert env.metrics.value("scans", {"result": "unscanned"}) == 1
+        assert [(r.method, r.scan_result) for r in await env.rows()] == [("POST", "unscanned")]
 
 
 async def test_past_stream_max_length_is_refused_413(env: HttpdEnv, clamd: ClamdServer) -> None:
@@ -172,6 +211,7 @@ async def test_past_stream_max_length_is_refused_413(env: HttpdEnv, clamd: Clamd
     assert isinstance(await env.repo.stores.get(), TooLargeToScan)
     assert env.repo.files() == []
     assert env.metrics.value("scan_errors", {"reason": "too_large"}) == 1
+    assert await env.rows() == []
 
 
 async def test_max_size_lets_larger_files_through_unscanned(
@@ -186,6 +226,8 @@ async def test_max_size_lets_larger_files_through_unscanned(
         assert env.metrics.value("scans", {"result": "unscanned"}) == 1
         status, _text, _slot = await put(env, eicar())
         assert status == 422
+        rows = [(r.method, r.scan_result) for r in await env.rows()]
+        assert rows == [("POST", "unscanned"), ("POST_INFECTED", FOUND)]
 
 
 async def test_sftp_repository_infected_and_clean(
@@ -214,3 +256,5 @@ async def test_sftp_repository_infected_and_clean(
             assert resp.status == 201
         assert svc.files() == [path.repo_path]
         assert (node_dir / path.repo_path).read_bytes() == good
+        rows = [(r.method, r.scan_result) for r in await svc.audit.query(AuditQuery())]
+        assert rows == [("POST_INFECTED", FOUND), ("POST", "clean")]

@@ -139,7 +139,8 @@ async def test_one_sftp_request_before_the_body(
                 assert (await reader.readline()).split()[1] == b"201"
         finally:
             writer.close()
-        # Is the slot free (one stat), then the file: open the part, write, fsync, close, rename.
+        # Is the slot free (one stat), then the file: open the part, write, fsync (the
+        # bytes are durable before the 201), close, rename.
         assert svc.repo.requests[before:] == ["stat", "open", "write", "fsync", "close", "rename"]
         assert (node_dir / path.repo_path).read_bytes() == data
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from component.audit import AuditLog, AuditQuery, AuditRecord, Method
+from component.audit import AuditLog, AuditQuery, AuditRecord, Method, open_audit_log
 from component.audit.sqlite import SqliteAuditLog
 from component.config import Config
 from component.errors import StorageUnavailable
@@ -107,6 +107,35 @@ class RecordingAudit(SqliteAuditLog):
             return await self.recorded.get()
 
 
+class RecordingLog:
+    """The service's own audit log for a database URL (spooled), announcing every row
+    it stored, as :class:`RecordingAudit` does for SQLite."""
+
+    def __init__(self, inner: AuditLog) -> None:
+        self._inner = inner
+        self.recorded: asyncio.Queue[AuditRecord] = asyncio.Queue()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Store the row, then announce it."""
+        await self._inner.record(rec)
+        self.recorded.put_nowait(rec)
+
+    async def next_row(self) -> AuditRecord:
+        """The next row recorded (waits for it)."""
+        async with asyncio.timeout(10):
+            return await self.recorded.get()
+
+
+def recording_audit(cfg: Config, metrics: Metrics) -> RecordingAudit | RecordingLog:
+    """The audit log the service would use for ``cfg``, announcing its rows."""
+    if cfg.database.scheme == "sqlite":
+        return RecordingAudit(cfg, metrics)
+    return RecordingLog(open_audit_log(cfg, metrics))
+
+
 @dataclass
 class Slot:
     """A slot as the component would hand it out."""
@@ -157,7 +186,7 @@ class HttpdEnv:
 
     cfg: Config
     repo: ObservedRepository
-    audit: RecordingAudit
+    audit: RecordingAudit | RecordingLog
     metrics: Metrics
     port: int
     client: aiohttp.ClientSession
@@ -215,7 +244,7 @@ async def httpd_env(
     repo = ObservedRepository(Path(cfg.repository.path), fail_at, read_fail_at)
     await repo.open()
     metrics = Metrics()
-    audit = RecordingAudit(cfg, metrics)
+    audit = recording_audit(cfg, metrics)
     await audit.open()
     try:
         async with serve_app(cfg, repo, audit, metrics) as (port, client):

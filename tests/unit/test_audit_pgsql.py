@@ -137,6 +137,7 @@ def test_where_clause_numbers_parameters() -> None:
     assert "left(lower(split_part(jid, '/', 1)), 255) = $1" in where
     assert params[3] == datetime(2024, 5, 1)  # naive UTC, for a timestamp column
     assert S.where_clause(AuditQuery()) == ("", [])
+    assert S.where_clause(AuditQuery(after_index=41)) == (" WHERE aft_index > $1", [41])
     long_where, long_params = S.where_clause(AuditQuery(to_jid="u" * 400 + "@x"))
     assert len(str(long_params[0])) == S.JID_PREFIX and "to_jid" in long_where
 

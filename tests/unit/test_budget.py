@@ -104,3 +104,11 @@ def test_config_memory_budget_default_and_bounds(config_factory: ConfigFactory) 
     for bad in (0, 1024 * 1024 - 1, -5):
         with pytest.raises(ConfigError, match="memory_budget"):
             config_factory(http={"memory_budget": bad})
+
+
+def test_try_acquire_can_leave_room() -> None:
+    """``leave`` keeps that many bytes free: read-ahead stops at half the budget."""
+    budget = MemoryBudget(100, on_idle=None)
+    assert budget.try_acquire(50, leave=50)
+    assert not budget.try_acquire(1, leave=50)
+    assert budget.try_acquire(50)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -17,12 +18,14 @@ import pytest
 
 from component.audit import AuditQuery
 from component.cli import build_parser
-from httpd.ops.export import export_command, safe_name
+from component.errors import StorageUnavailable
+from httpd.ops.export import Bundle, export, export_command, safe_name
 from httpd.ops.hold import hold_command
 from httpd.ops.purge import purge_command
-from httpd.ops.verify import verify_command
+from httpd.ops.verify import Progress, verify, verify_command
 from tests.fixtures.config import ConfigFactory
-from tests.unit.httpd_harness import HttpdEnv, Slot, httpd_env
+from tests.unit.httpd_harness import HttpdEnv, ObservedRepository, Slot, httpd_env
+from tests.unit.ops_helpers import unusable_repository
 
 ALICE, BOB, CAROL = "alice@example.test", "bob@example.test", "carol@example.test"
 
@@ -50,7 +53,8 @@ async def three_uploads(env: HttpdEnv) -> list[Slot]:
 
 async def run(fn, env: HttpdEnv, argv: list[str], capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Parse ``argv`` as the CLI does, run the command; (exit status, stdout + stderr)."""
-    args = build_parser().parse_args([*argv[:1], "-c", "unused.toml", *argv[1:]])
+    at = 2 if argv[0] == "hold" else 1  # -c follows the command (the hold action)
+    args = build_parser().parse_args([*argv[:at], "-c", "unused.toml", *argv[at:]])
     status = await fn(env.cfg, args)
     captured = capsys.readouterr()
     return status, captured.out + captured.err
@@ -63,9 +67,9 @@ async def test_verify_clean_repository(env: HttpdEnv, capsys: pytest.CaptureFixt
     part.write_bytes(b"upload in progress")  # never an ORPHAN
     status, out = await run(verify_command, env, ["verify"], capsys)
     assert status == 0, out
-    lines = out.splitlines()
-    assert lines[0].split() == ["STATUS", "AFT_INDEX", "RESOURCE", "PATH", "DETAIL"]
-    assert lines[1:] == ["verified 3 files (8.7 kB): 3 match, 0 problems; 0 purged by retention"]
+    assert out.splitlines() == [
+        "verified 3 files (8.7 kB): 3 match, 0 problems; 0 purged by retention"
+    ]
 
 
 async def test_verify_finds_tampered_deleted_and_stray_files(
@@ -83,6 +87,7 @@ async def test_verify_finds_tampered_deleted_and_stray_files(
     stray.write_bytes(b"MZ")
     status, out = await run(verify_command, env, ["verify"], capsys)
     assert status == 1
+    assert out.splitlines()[0].split() == ["STATUS", "AFT_INDEX", "RESOURCE", "PATH", "DETAIL"]
     found = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
     assert set(found) == {"ALTERED", "MISSING", "ORPHAN"}
     assert found["ALTERED"][1:4] == [
@@ -214,7 +219,7 @@ async def test_hold_add_list_release(env: HttpdEnv, capsys: pytest.CaptureFixtur
     status, out = await run(hold_command, env, ["hold", "release", "99"], capsys)
     assert status == 1 and "no hold 99" in out
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["hold", "-c", "x", "add", "--jid", ALICE, "--to", BOB])
+        build_parser().parse_args(["hold", "add", "-c", "x", "--jid", ALICE, "--to", BOB])
 
 
 async def test_purge_keeps_held_files_and_verify_accepts_purged(
@@ -235,3 +240,55 @@ async def test_purge_keeps_held_files_and_verify_accepts_purged(
     assert len(await env.audit.query(AuditQuery(method="POST"))) == 3  # AFT_LOG rows stay
     status, out = await run(verify_command, env, ["verify"], capsys)
     assert status == 0 and "2 match, 0 problems; 1 purged by retention" in out
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        """Always a TTY."""
+        return True
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    """A TTY gets files, bytes and ETA, redrawn at most 5 times a second; a pipe gets nothing."""
+    ticks = iter([0.0, 0.1, 0.5])
+    tty = Terminal()
+    bar = Progress(tty, files=4, nbytes=4_000_000, clock=lambda: next(ticks))
+    bar.advance(1_000_000, 1)  # t=0.1: too soon to draw
+    assert tty.getvalue() == ""
+    bar.advance(1_000_000, 1)  # t=0.5: half done after 0.5 s
+    assert "2/4 files" in tty.getvalue() and "2.0 MB/4.0 MB" in tty.getvalue()
+    assert "ETA 0:00" in tty.getvalue() and "[############            ]" in tty.getvalue()
+    bar.clear()
+    assert tty.getvalue().endswith("\r\033[K")
+    pipe = io.StringIO()
+    quiet = Progress(pipe, files=1, nbytes=1)
+    quiet.advance(1, 1)
+    quiet.clear()
+    assert pipe.getvalue() == ""
+
+
+async def test_repository_failure_stops_verify_and_export(
+    env: HttpdEnv,
+    tmp_path: Path,
+    config_factory: ConfigFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A read failing half-way raises out of verify (no hang) and export; the CLI says 1."""
+    await three_uploads(env)
+    broken = ObservedRepository(env.repo.root, read_fail_at=1000)
+    await broken.open()
+    with pytest.raises(StorageUnavailable):
+        await verify(broken, env.audit, node_id="node_1")
+    bundle = Bundle(tmp_path / "partial")
+    await asyncio.to_thread(bundle.create)
+    with pytest.raises(StorageUnavailable):
+        await export(broken, env.audit, bundle, await env.rows("POST"))
+    bundle.close()
+    cfg = unusable_repository(tmp_path, config_factory)
+    assert await verify_command(cfg, build_parser().parse_args(["verify", "-c", "x"])) == 1
+    args = build_parser().parse_args(["export", "-c", "x", str(tmp_path / "never")])
+    assert await export_command(cfg, args) == 1
+    assert "repository" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

@@ -11,8 +11,8 @@ import pytest
 
 from component.audit import AuditQuery, AuditRecord
 from component.audit.sqlite import SqliteAuditLog
-from component.layout import new_resource
-from httpd.ops.purge import PART_MIN_AGE, classify, purge, purge_command
+from component.layout import classify, new_resource
+from httpd.ops.purge import PART_MIN_AGE, purge, purge_command
 from httpd.repository import FileRepository
 from tests.fixtures.config import ConfigFactory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from component.config import safe_url
+from component.dburl import safe_url
 from httpd.ops.util import (
     config_secrets,
     human_bytes,

@@ -35,6 +35,7 @@ def post_row(resource: str) -> AuditRecord:
         file_server="files.example.com",
         file_size=1234,
         node_id="node_1",
+        file_sha256="ab" * 32,
     )
 
 
@@ -130,7 +131,7 @@ async def test_report_becomes_a_share_row_with_the_uploads_columns(env: Env) -> 
         "files.example.com",
         "node_1",
     )
-    assert stored.client_ip == ""
+    assert (stored.client_ip, stored.file_sha256) == ("", "ab" * 32)
     assert env.metrics.value("shares", {"chat_type": "persistent"}) == 1
 
 

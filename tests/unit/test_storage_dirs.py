@@ -53,6 +53,27 @@ async def test_failed_store_keeps_directories_it_did_not_make(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "files/im/20260101").iterdir()) == ["10"]
 
 
+async def test_tiny_chunks_are_gathered_and_all_written(tmp_path: Path) -> None:
+    """A body in 3000 one-byte and odd-sized pieces is stored whole (writev batches)."""
+    repo = FileRepository(tmp_path)
+    await repo.open()
+    data = bytes(range(256)) * 40 + os.urandom(300_001)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        at = 0
+        for _i in range(3000):
+            yield data[at : at + 1]
+            at += 1
+        while at < len(data):
+            n = 1 + (at * 7919) % 70_000
+            yield data[at : at + n]
+            at += n
+
+    await repo.store("files/im/20240101/10/TINYCHUNKS", pieces(), len(data))
+    assert (tmp_path / "files/im/20240101/10/TINYCHUNKS").read_bytes() == data
+    assert repo.budget.in_use == 0
+
+
 def test_write_all_finishes_after_short_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

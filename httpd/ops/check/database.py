@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 
 from component.audit import AuditQuery, open_audit_log
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from httpd.ops.check.result import CheckResult
 from httpd.ops.util import error_reason
 
@@ -17,11 +18,15 @@ async def check_database(cfg: Config) -> list[CheckResult]:
     :returns: one ``database`` line.
     """
     where = safe_url(cfg.database.url)
-    hint = (
-        "check host, port, user and password in [database] url; the user needs CREATE,"
-        " INSERT and SELECT on that database"
-        if cfg.database.scheme in ("mysql", "postgresql")
-        else "the file's directory must exist or be creatable and writable by the service user"
+    hint = {
+        "mysql": "check host, port, user and password in [database] url; the user needs"
+        " CREATE, INSERT and SELECT on that database",
+        # PostgreSQL 15: only the owner (not PUBLIC) may create tables in schema public.
+        "postgresql": "check host, port, user and password in [database] url; make that"
+        " role the database's owner (CREATE DATABASE ... OWNER ...)",
+    }.get(
+        cfg.database.scheme,
+        "the file's directory must exist or be creatable and writable by the service user",
     )
     # The bare back-end: the durable spool belongs to the running service, and a check
     # must test the database itself, not succeed by spooling.

@@ -8,7 +8,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from component.config import Config, safe_url
+from component.config import Config
+from component.dburl import safe_url
 from component.errors import FileServerUnreachable, NotFound, StorageUnavailable
 from httpd.ops.check.result import CheckResult
 from httpd.ops.util import error_reason, human_bytes, repository_hint
