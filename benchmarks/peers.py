@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -147,6 +148,7 @@ class Bench:
         self.rows: dict[str, Row] = {}
         self.rss: dict[str, float] = {}
         self.rss_pids: dict[str, int] = {}
+        self.errors: list[str] = []  # slot requests refused (counted out of the rates)
         self.loads: list[float] = []  # 1-minute load average at the start of each round
 
     def row(self, label: str, unit: str) -> Row:
@@ -175,14 +177,14 @@ class Bench:
                 f"slot requests/s, 1 in flight, {server}",
                 "slots/s",
                 t,
-                lambda t=t: _count(slots(t.client, t.jid, p.serial_slots, 1)),
+                lambda t=t: _count(slots(t.client, t.jid, p.serial_slots, 1, self.errors)),
             )
         for t in targets:
             await self.measure(
                 f"slot requests/s, 32 in flight, {server}",
                 "slots/s",
                 t,
-                lambda t=t: _count(slots(t.client, t.jid, p.window_slots, 32)),
+                lambda t=t: _count(slots(t.client, t.jid, p.window_slots, 32, self.errors)),
             )
         for t in targets:
             await self.upload_download(server, t, body)
@@ -509,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()
     print()
     print(table(bench))
+    if bench.errors:
+        counts = collections.Counter(bench.errors)
+        print("\nslot requests refused: " + ", ".join(f"{k} x{n}" for k, n in counts.items()))
     print(
         f"\n{params.rounds} interleaved round(s), started {started}; load average "
         f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} before, "

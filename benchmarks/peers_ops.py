@@ -55,17 +55,31 @@ async def request_slot(
     return Slot(put.get("url", ""), get.get("url", ""), headers)
 
 
-async def slots(client: slixmpp.ClientXMPP, service: str, n: int, window: int) -> tuple[int, float]:
-    """``n`` slot requests with at most ``window`` in flight."""
+async def slots(
+    client: slixmpp.ClientXMPP, service: str, n: int, window: int, errors: list[str] | None = None
+) -> tuple[int, float]:
+    """``n`` slot requests with at most ``window`` in flight.
+
+    :returns: the slots handed out and the seconds it took; error replies are appended
+        to ``errors`` (raised when it is ``None``).
+    """
     sem = asyncio.Semaphore(window)
+    got = 0
 
     async def one(i: int) -> None:
+        nonlocal got
         async with sem:
-            await request_slot(client, service, f"file-{i}.jpg", 1000 + i, "image/jpeg")
+            try:
+                await request_slot(client, service, f"file-{i}.jpg", 1000 + i, "image/jpeg")
+                got += 1
+            except slixmpp.exceptions.IqError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"{service}: {exc.iq['error']['condition']}")
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    return n, time.perf_counter() - t0
+    return got, time.perf_counter() - t0
 
 
 async def uploads(

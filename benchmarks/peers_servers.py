@@ -242,6 +242,9 @@ def prosody_instance(base: Path, more_components: tuple[str, ...] = ()) -> Bench
     ]
     prosody.global_config = (
         f'http_default_host = "{share}"',
+        # Each slot is an archive item; 0.12's internal storage refuses (undefined-
+        # condition) after 10,000 per store by default, which one run passes.
+        "storage_archive_item_limit = 10000000",
         # http_max_content_size stays at its default (10 MiB): mod_http_file_share
         # streams a body larger than that to disk instead of buffering it.
     )

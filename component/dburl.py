@@ -10,7 +10,7 @@ reported at start by name; the back-ends read the same :class:`PostgresTarget` /
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from component.errors import ConfigError
 
@@ -37,6 +37,21 @@ class PostgresTarget:
         return self.host.startswith("/")
 
 
+def _server_and_database(parts: SplitResult, default_port: int, scheme: str) -> tuple[int, str]:
+    """The port (``default_port`` if none) and the database name of a server URL.
+
+    :raises ConfigError: a port that is not a number up to 65535, or no database name.
+    """
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"[database] url: bad port ({exc})") from None
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(f"[database] url: give the database name, {scheme}://user:pw@host/db")
+    return port, database
+
+
 def parse_postgres_url(url: str) -> PostgresTarget:
     """``postgresql://user:pw@host:port/db[?host=/run/postgresql][&sslmode=..][&sslrootcert=..]``.
 
@@ -46,13 +61,7 @@ def parse_postgres_url(url: str) -> PostgresTarget:
     """
     parts = urlsplit(url)
     where = "[database] url"
-    try:
-        port = parts.port or 5432
-    except ValueError as exc:
-        raise ConfigError(f"{where}: bad port ({exc})") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError(f"{where}: give the database name, postgresql://user:pw@host/db")
+    port, database = _server_and_database(parts, 5432, "postgresql")
     options: dict[str, str] = {}
     for name, values in parse_qs(parts.query, keep_blank_values=True).items():
         if name not in _PG_OPTIONS:
@@ -95,13 +104,7 @@ def parse_mysql_url(url: str) -> MysqlTarget:
     :raises ConfigError: the URL has no database name, a bad port or unknown options.
     """
     parts = urlsplit(url)
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise ConfigError(f"[database] url: bad port ({exc})") from None
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError("[database] url: give the database name, mysql://user:pw@host/db")
+    port, database = _server_and_database(parts, 3306, "mysql")
     options = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(options) - {"unix_socket"})
     if unknown:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from component.audit.base import HOLD_COLUMNS, Hold, bare_jid, naive_utc
+from component.audit.sql import batches
 
 REASON_LIMIT = 1024
 USER_LIMIT = 255
@@ -123,7 +124,6 @@ class SqlHolds:
 
     PLACEHOLDER: ClassVar[str] = "?"
     KEEP_FIRST: ClassVar[str] = "ON CONFLICT DO NOTHING"  # SQLite and PostgreSQL
-    IN_BATCH: ClassVar[int] = 500  # names per IN (...) query
 
     def _sql(self, text: str) -> str:
         """``text`` in the back-end's parameter style (PostgreSQL numbers them)."""
@@ -193,8 +193,7 @@ class SqlHolds:
         :raises AuditUnavailable: the database did not answer.
         """
         found: set[str] = set()
-        for i in range(0, len(resources), self.IN_BATCH):
-            chunk = list(resources[i : i + self.IN_BATCH])
+        for chunk in batches(resources):  # names per IN (...) query: sql.IN_BATCH
             sql = self._sql(purged_select_sql(self.PLACEHOLDER, len(chunk)))
             found.update(str(r[0]) for r in await self._fetch(sql, chunk))
         return found

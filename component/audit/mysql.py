@@ -13,7 +13,6 @@ values are UTC whatever the server's zone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from component.audit.mysql_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TAB
 from component.audit.spool import SpoolEntry
 from component.audit.sql import (
     SELECT_SQL,
+    GroupCommit,
     batches,
     count_by_chat_type_sql,
     first_share_sql,
@@ -51,8 +51,6 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "MysqlAuditLog", "parse_mysql_url", "
 DB_ERRORS: tuple[type[BaseException], ...] = (pymysql.err.Error, OSError, EOFError, TimeoutError)
 
 SCHEMA_LOCK = "mft AFT_LOG schema"
-# Rows per multi-row INSERT of the group-committing writer and of spool delivery.
-BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
 
@@ -67,7 +65,6 @@ class MysqlAuditLog(SqlHolds):
 
     PLACEHOLDER = "%s"
     KEEP_FIRST = "ON DUPLICATE KEY UPDATE FILENAME = FILENAME"  # INSERT IGNORE would warn
-    IN_BATCH = BATCH_ROWS
 
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._target = parse_mysql_url(cfg.database.url)
@@ -77,11 +74,12 @@ class MysqlAuditLog(SqlHolds):
         self._query_timeout = cfg.database.query_timeout
         self._metrics = metrics
         self._pool: aiomysql.Pool | None = None
-        self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
         # A few batches in flight at once (on separate connections): a row arriving while
         # one COMMIT is being flushed need not wait for it; InnoDB groups the flushes.
-        self._max_writers = max(1, min(MAX_WRITERS, self._pool_size - 1))
+        # Batches in flight at once, each on its own pooled connection (one left over).
+        self._commits = GroupCommit(
+            self._write_batch, writers=min(MAX_WRITERS, self._pool_size - 1)
+        )
 
     async def open(self) -> None:
         """Create the pool, then create or migrate the tables.
@@ -118,14 +116,7 @@ class MysqlAuditLog(SqlHolds):
 
     async def close(self) -> None:
         """Finish the rows being written (bounded by the query timeout), close the pool."""
-        writers = set(self._writers)
-        if writers:
-            _done, late = await asyncio.wait(writers, timeout=self._query_timeout)
-            for task in late:
-                task.cancel()
-            for task in late:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._commits.finish(self._query_timeout)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -224,40 +215,24 @@ class MysqlAuditLog(SqlHolds):
         """
         if self._pool is None:
             raise AuditUnavailable("the AFT_LOG database is not open")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((rec, done))
-        if len(self._writers) < self._max_writers:
-            task = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)
-        await done
+        await self._commits.record(rec)
 
-    async def _write_queue(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            first: int | None = None
-            try:
-                async with self._connection() as conn:
-                    async with conn.cursor() as cur:
-                        await cur.executemany(_INSERT, [record_values(r) for r, _ in batch])
-                        first = cur.lastrowid
-                    await conn.commit()
-            except DB_ERRORS as exc:
-                self._failed("insert", exc)
-                text = f"{self._safe_url}: {_describe(exc)}"
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(AuditWriteFailed(text, maybe_index=first))
-                continue
-            except BaseException:
-                for _, fut in batch + self._queue:
-                    if not fut.done():
-                        fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
-                self._queue = []
-                raise
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+    async def _write_batch(self, batch: list[AuditRecord]) -> None:
+        """One multi-row INSERT and one COMMIT for ``batch``.
+
+        :raises AuditWriteFailed: with ``maybe_index`` once the INSERT had its first index.
+        """
+        first: int | None = None
+        try:
+            async with self._connection() as conn:
+                async with conn.cursor() as cur:
+                    await cur.executemany(_INSERT, [record_values(r) for r in batch])
+                    first = cur.lastrowid
+                await conn.commit()
+        except DB_ERRORS as exc:
+            self._failed("insert", exc)
+            text = f"{self._safe_url}: {_describe(exc)}"
+            raise AuditWriteFailed(text, maybe_index=first) from exc
 
     async def deliver(self, entries: Sequence[SpoolEntry]) -> None:
         """Insert spooled rows in order, in one transaction, skipping any already stored.

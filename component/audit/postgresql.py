@@ -13,7 +13,6 @@ error is translated to :class:`~component.errors.AuditUnavailable` here, at the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -35,15 +34,13 @@ from component.audit.holds import (
 )
 from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
-from component.audit.sql import row_to_record
+from component.audit.sql import GroupCommit, row_to_record
 from component.config import Config
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Rows per INSERT of the group-committing writer and of spool delivery.
-BATCH_ROWS = 200
 # Batches of direct inserts in flight at once (each on its own pooled connection).
 MAX_WRITERS = 4
 
@@ -62,11 +59,12 @@ class PostgresAuditLog:
         self._pool: asyncpg.Pool | None = None
         self._version = ""
         self._high_index = 0  # the highest AFT_INDEX this process has been handed
-        self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
         # A few batches in flight at once (on separate connections): a row arriving while
         # one COMMIT is being flushed need not wait for it.
-        self._max_writers = max(1, min(MAX_WRITERS, self._pool_size - 1))
+        # Batches in flight at once, each on its own pooled connection (one left over).
+        self._commits = GroupCommit(
+            self._write_batch, writers=min(MAX_WRITERS, self._pool_size - 1)
+        )
 
     async def open(self) -> None:
         """Create the pool, then create or migrate the tables.
@@ -104,14 +102,7 @@ class PostgresAuditLog:
 
     async def close(self) -> None:
         """Finish the rows being written (bounded by the query timeout), close the pool."""
-        writers = set(self._writers)
-        if writers:
-            _done, late = await asyncio.wait(writers, timeout=self._query_timeout)
-            for task in late:
-                task.cancel()
-            for task in late:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._commits.finish(self._query_timeout)
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -200,44 +191,25 @@ class PostgresAuditLog:
         """
         if self._pool is None:
             raise AuditUnavailable("the AFT_LOG database is not open")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((rec, done))
-        if len(self._writers) < self._max_writers:
-            task = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
-            self._writers.add(task)
-            task.add_done_callback(self._writers.discard)
-        await done
+        await self._commits.record(rec)
 
-    async def _write_queue(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            # Every index handed out before this INSERT is sent is lower than the batch's:
-            # the bound a COMMIT in doubt is checked from.
-            floor = self._high_index + 1
-            try:
-                async with self._connection() as conn:
-                    # One statement, committed on its own: one round trip and one flush
-                    # for the whole batch.
-                    rows = await conn.fetch(S.INSERT_SQL, *S.columns_of([r for r, _ in batch]))
-            except DB_ERRORS as exc:
-                self._failed("insert", exc)
-                text = f"{self._safe_url}: {describe(exc, self._target)}"
-                # Whether it committed is unknown unless the server said it failed.
-                maybe = None if refused(exc) else floor
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(AuditWriteFailed(text, maybe_index=maybe))
-                continue
-            except BaseException:
-                for _, fut in batch + self._queue:
-                    if not fut.done():
-                        fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
-                self._queue = []
-                raise
-            self._high_index = max([self._high_index, *(int(r[0]) for r in rows)])
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+    async def _write_batch(self, batch: list[AuditRecord]) -> None:
+        """One INSERT, committed on its own, for ``batch``: one round trip, one flush.
+
+        :raises AuditWriteFailed: with ``maybe_index`` unless the server refused it.
+        """
+        # Every index handed out before this INSERT is sent is lower than the batch's:
+        # the bound a COMMIT in doubt is checked from.
+        floor = self._high_index + 1
+        try:
+            async with self._connection() as conn:
+                rows = await conn.fetch(S.INSERT_SQL, *S.columns_of(batch))
+        except DB_ERRORS as exc:
+            self._failed("insert", exc)
+            text = f"{self._safe_url}: {describe(exc, self._target)}"
+            # Whether it committed is unknown unless the server said it failed.
+            raise AuditWriteFailed(text, maybe_index=None if refused(exc) else floor) from exc
+        self._high_index = max([self._high_index, *(int(r[0]) for r in rows)])
 
     async def deliver(self, entries: Sequence[SpoolEntry]) -> None:
         """Insert spooled rows in order, in one transaction, skipping any already stored.

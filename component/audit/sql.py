@@ -1,12 +1,95 @@
-"""SQL shared by the SQL back-ends: the WHERE clause of a query, INSERT and SELECT texts."""
+"""What the SQL back-ends share: the WHERE clause of a query, INSERT and SELECT texts, and
+the group-commit writer (:class:`GroupCommit`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import copy
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from component.audit.base import COLUMNS, AuditQuery, AuditRecord, bare_jid, field_of, naive_utc
+from component.audit.base import (
+    COLUMNS,
+    AuditQuery,
+    AuditRecord,
+    AuditWriteFailed,
+    bare_jid,
+    field_of,
+    naive_utc,
+)
+from component.errors import AuditUnavailable
+
+# Rows per multi-row INSERT of the group-committing writer.
+BATCH_ROWS = 200
+
+
+class GroupCommit:
+    """Rows recorded concurrently are written together, in call order, by up to
+    ``writers`` tasks: one batch of at most :data:`BATCH_ROWS` per INSERT and COMMIT, so
+    many small transfers do not each wait for a COMMIT (and its fsync) of their own.
+
+    :param write: stores one batch, or raises :class:`AuditUnavailable` (an
+        :class:`AuditWriteFailed` with ``maybe_index`` when the COMMIT's answer was lost),
+        which every row of that batch then gets.
+    """
+
+    def __init__(
+        self, write: Callable[[list[AuditRecord]], Awaitable[None]], *, writers: int = 1
+    ) -> None:
+        self._write = write
+        self._max_writers = max(1, writers)
+        self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
+        self._writers: set[asyncio.Task[None]] = set()
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Queue ``rec``; return once its batch is committed.
+
+        :raises AuditUnavailable: the batch was not (or may not have been) committed.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((rec, done))
+        # Only running writers count: a finished one may not have left the set yet (its
+        # done-callback runs later) and would leave this row waiting for nobody.
+        if sum(not t.done() for t in self._writers) < self._max_writers:
+            task = asyncio.create_task(self._drain(), name="AFT_LOG writer")
+            self._writers.add(task)
+            task.add_done_callback(self._writers.discard)
+        await done
+
+    async def finish(self, grace: float | None = None) -> None:
+        """Let the writers finish what was recorded; cancel those still busy after
+        ``grace`` seconds (their rows fail)."""
+        writers = set(self._writers)
+        if not writers:
+            return
+        _done, late = await asyncio.wait(writers, timeout=grace)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
+            try:
+                await self._write([rec for rec, _ in batch])
+            except AuditUnavailable as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(copy.copy(exc))  # one each: tracebacks stay apart
+                continue
+            except BaseException:
+                for _, fut in batch + self._queue:
+                    if not fut.done():
+                        fut.set_exception(AuditWriteFailed("the AFT_LOG writer stopped"))
+                self._queue = []
+                raise
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 def _like_escape(text: str) -> str:

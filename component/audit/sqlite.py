@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -17,6 +16,7 @@ from component.audit.base import AuditQuery, AuditRecord, naive_utc
 from component.audit.holds import SqlHolds
 from component.audit.sql import (
     SELECT_SQL,
+    GroupCommit,
     batches,
     count_by_chat_type_sql,
     first_share_sql,
@@ -88,8 +88,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _INSERT = insert_sql("?")
-# Rows per INSERT batch and COMMIT of the group-committing writer (as on MariaDB).
-BATCH_ROWS = 200
 
 
 def sqlite_path(url: str) -> Path:
@@ -168,8 +166,8 @@ class SqliteAuditLog(SqlHolds):
         self._path = sqlite_path(cfg.database.url)
         self._db: aiosqlite.Connection | None = None
         self._metrics = metrics
-        self._queue: list[tuple[AuditRecord, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        # One writer: SQLite has one connection, and one COMMIT at a time.
+        self._commits = GroupCommit(self._write_batch)
 
     def _failed(self, text: str | None = None) -> AuditUnavailable:
         """Count one failed operation; the error to raise for it."""
@@ -192,8 +190,7 @@ class SqliteAuditLog(SqlHolds):
 
     async def close(self) -> None:
         """Let the writer finish what was recorded, then close the database file."""
-        if self._writer is not None and not self._writer.done():
-            await asyncio.wait([self._writer])
+        await self._commits.finish()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -226,37 +223,22 @@ class SqliteAuditLog(SqlHolds):
         :raises AuditUnavailable: the row's batch was not committed.
         """
         self._conn()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((rec, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queue(), name="AFT_LOG writer")
-        await done
+        await self._commits.record(rec)
 
-    async def _write_queue(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:BATCH_ROWS], self._queue[BATCH_ROWS:]
-            try:
-                db = self._conn()
-                await db.executemany(_INSERT, [record_params(r) for r, _ in batch])
-                await db.commit()
-            except (sqlite3.Error, AuditUnavailable) as exc:
-                log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
-                with contextlib.suppress(sqlite3.Error, AuditUnavailable):
-                    await self._conn().rollback()
-                self._failed()  # one failed batch, counted once
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(AuditUnavailable())
-                continue
-            except BaseException:
-                for _, fut in batch + self._queue:
-                    if not fut.done():
-                        fut.set_exception(AuditUnavailable("the AFT_LOG writer stopped"))
-                self._queue = []
-                raise
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+    async def _write_batch(self, batch: list[AuditRecord]) -> None:
+        """One ``executemany`` and one COMMIT (one WAL fsync) for ``batch``.
+
+        :raises AuditUnavailable: nothing of it was stored (rolled back).
+        """
+        db = self._conn()  # closed: that failure counts itself
+        try:
+            await db.executemany(_INSERT, [record_params(r) for r in batch])
+            await db.commit()
+        except sqlite3.Error as exc:
+            log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
+            with contextlib.suppress(sqlite3.Error):
+                await db.rollback()
+            raise self._failed() from exc  # one failed batch, counted once
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""

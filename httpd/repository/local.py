@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 from component.errors import (
     AlreadyUploaded,
@@ -48,6 +50,35 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             chunks = chunks[1:]
         if n:
             chunks = [chunks[0][n:], *chunks[1:]]
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2) from libc (the os module lacks it), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
+
+
+def _write_block(fd: int, chunks: list[bytes]) -> None:
+    """:func:`_write_all`, then start the disk write of those bytes at once.
+
+    Without it the kernel keeps a whole upload dirty in the page cache (far below its
+    background threshold) and the closing fsync writes it all while the client waits;
+    started early, the disk works while the body still arrives and the fsync finds
+    little left to do. Durability still comes from that fsync.
+    """
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    _write_all(fd, chunks)
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
 
 
 def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
@@ -186,7 +217,7 @@ class FileRepository:
         and wait forever). Meanwhile no more of the body is read: TCP back-pressure.
         """
         async with self._budget.hold(size):
-            await asyncio.to_thread(_write_all_and_sync if sync else _write_all, fd, parts)
+            await asyncio.to_thread(_write_all_and_sync if sync else _write_block, fd, parts)
 
     def _create_part(self, part: Path, path: str, made: list[str]) -> int:
         """Create ``part`` exclusively, making its directories on first use (into ``made``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from component.audit import AuditLog, AuditQuery, AuditRecord, bare_jid
+from component.audit import AuditLog, AuditQuery, AuditRecord, AuditWriteFailed, bare_jid
 from component.audit.base import COLUMNS
 from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, schema_script
-from component.audit.sql import IN_BATCH, where_clause
+from component.audit.sql import IN_BATCH, GroupCommit, where_clause
 from component.audit.sqlite import SqliteAuditLog
 from component.audit.sqlite import schema_script as sqlite_schema_script
 from component.dburl import parse_mysql_url
@@ -202,3 +203,31 @@ async def test_sqlite_group_commit_keeps_every_row_in_call_order(
         await audit.close()
     with pytest.raises(AuditUnavailable):
         await audit.record(rec(41))
+
+
+async def test_group_commit_batches_in_order_and_fails_a_batch_whole() -> None:
+    """Concurrent rows share batches in call order; a failed batch fails each of its rows."""
+    written: list[list[str]] = []
+    fail = {"bad"}
+
+    async def write(batch: list[AuditRecord]) -> None:
+        names = [r.filename for r in batch]
+        await asyncio.sleep(0)  # a round trip: others queue meanwhile
+        if fail & set(names):
+            raise AuditWriteFailed("down", maybe_index=7)
+        written.append(names)
+
+    commits = GroupCommit(write, writers=1)
+    base = rollover_rows()[0]
+    await commits.record(replace(base, filename="first"))
+    # The writer just finished its loop: the next row must still get one (no hang).
+    async with asyncio.timeout(5):
+        await commits.record(replace(base, filename="second"))
+        results = await asyncio.gather(
+            *(commits.record(replace(base, filename=n)) for n in ("a", "b", "bad")),
+            return_exceptions=True,
+        )
+    assert written[:2] == [["first"], ["second"]]
+    assert all(isinstance(r, AuditWriteFailed) and r.maybe_index == 7 for r in results)
+    assert len({id(r) for r in results}) == 3  # one exception object per row
+    await commits.finish(1.0)

@@ -89,3 +89,16 @@ def test_write_all_finishes_after_short_writes(
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"".join(chunks)
+
+
+def test_write_block_appends_and_starts_writeback(tmp_path: Path) -> None:
+    """Blocks land one after the other; starting their writeback early changes no byte."""
+    from httpd.repository import local
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        local._write_block(fd, [b"a" * 1000, b"b" * 5000])
+        local._write_block(fd, [b"c"])
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"a" * 1000 + b"b" * 5000 + b"c"
