@@ -81,9 +81,10 @@ async def test_memory_bounded_under_100_concurrent_transfers(
             }
     assert res.peak < PEAK_LIMIT_KIB, (res, log[-3000:])
     assert res.after <= res.idle + SETTLE_MARGIN_KIB, res
-    # The budget did the bounding: it was filled to the brim, and is all given back.
+    # The budget was used and never exceeded, and is all given back. (Since FILE_SHA256
+    # is hashed inline it holds no batches, so 100 uploads no longer fill the budget.)
     assert gauges["mft_memory_budget_bytes"] == 64 * MIB
-    assert 0.5 * 64 * MIB < gauges["mft_memory_budget_peak_bytes"] <= 64 * MIB, gauges
+    assert 0 < gauges["mft_memory_budget_peak_bytes"] <= 64 * MIB, gauges
     assert gauges["mft_memory_budget_used_bytes"] == 0
     assert gauges["mft_memory_budget_waiting"] == 0
 
