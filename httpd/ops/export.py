@@ -36,14 +36,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from component.audit import COLUMNS, AuditLog, AuditQuery, AuditRecord, open_audit_log
+from component.audit import COLUMNS, AuditLog, AuditQuery, AuditRecord
 from component.audit.query import UsageError, as_dict, parse_when
 from component.config import Config
-from component.errors import AuditUnavailable, NotFound, UploadError
+from component.errors import NotFound
 from component.layout import classify
 from httpd.ops.hold import os_user
-from httpd.ops.util import human_bytes, plural, repository_failure
-from httpd.repository import Repository, StoredFile, open_repository
+from httpd.ops.util import command_stores, human_bytes, plural
+from httpd.repository import Repository, StoredFile
 
 MANIFEST_COLUMNS = (*COLUMNS, "BUNDLE_FILE")
 
@@ -271,32 +271,23 @@ async def export_command(cfg: Config | None, args: argparse.Namespace) -> int:
     if await asyncio.to_thread(os.path.lexists, bundle.out):
         print(f"mft export: {bundle.out} exists; give a new name", file=sys.stderr)
         return 2
-    repo, audit = open_repository(cfg), open_audit_log(cfg, spool=False)
-    try:
-        await audit.open()
-        await repo.open()
-        uploads = await matching_uploads(audit, args.jid, args.to, since, until)
+    async with command_stores(cfg, "export") as stores:
+        await stores.open()
+        uploads = await matching_uploads(stores.audit, args.jid, args.to, since, until)
         try:
             await asyncio.to_thread(bundle.create)
         except FileExistsError:
             print(f"mft export: {bundle.out} exists; give a new name", file=sys.stderr)
             return 2
         try:
-            report, rows, sums = await export(repo, audit, bundle, uploads)
+            report, rows, sums = await export(stores.repo, stores.audit, bundle, uploads)
             bundle.add_text("manifest.csv", manifest_csv(rows))
             bundle.add_text("SHA256SUMS", "".join(s + "\n" for s in sums))
             bundle.add_text("README.txt", readme_text(cfg, args, report))
         finally:
             bundle.close()
-    except AuditUnavailable as exc:
-        print(f"mft export: the audit database is unavailable: {exc.text}", file=sys.stderr)
+    if stores.failed:
         return 1
-    except (UploadError, OSError) as exc:
-        print(repository_failure(cfg, exc), file=sys.stderr)
-        return 1
-    finally:
-        await repo.close()
-        await audit.close()
     for line in report.gone:
         print(f"gone: {line}")
     for line in report.altered:

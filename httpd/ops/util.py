@@ -1,19 +1,25 @@
-"""Small helpers shared by the operations commands (check, speedtest, purge, alarm).
+"""Small helpers shared by the operations commands (check, speedtest, purge, alarm, ...).
 
 Sizes given on the command line, ages, human-readable byte counts, URLs with the
-password removed, and scrubbing secrets out of text printed for an admin.
+password removed, scrubbing secrets out of text printed for an admin, and opening the
+repository and audit log for a command (export, verify) with its error handling.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from component.audit import AuditLog, open_audit_log
 from component.config import Config
 from component.dburl import safe_url
 from component.errors import (
+    AuditUnavailable,
     AuthRefused,
     FileServerUnreachable,
     HostKeyMismatch,
@@ -23,6 +29,7 @@ from component.errors import (
     PathNotWritable,
     UploadError,
 )
+from httpd.repository import Repository, open_repository
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 # K/M/G/T and KiB/MiB/... are binary (like dd and truncate); KB/MB/GB/TB are decimal.
@@ -158,3 +165,39 @@ def repository_failure(cfg: Config, exc: BaseException) -> str:
     reason = redact(error_reason(exc), config_secrets(cfg))
     where = safe_url(cfg.repository.url)
     return f"FAIL  repository {where}: {reason}  hint: {repository_hint(cfg, exc)}"
+
+
+@dataclass
+class Stores:
+    """The repository and audit log a command works on; ``failed`` once it has given up."""
+
+    repo: Repository
+    audit: AuditLog
+    failed: bool = False
+
+    async def open(self) -> None:
+        """Open the audit log, then the repository."""
+        await self.audit.open()
+        await self.repo.open()
+
+
+@asynccontextmanager
+async def command_stores(cfg: Config, command: str) -> AsyncIterator[Stores]:
+    """The repository and audit log of ``cfg``, closed however the body ends.
+
+    The body opens them (``await stores.open()``), so that failing to open ends the body
+    too: AuditUnavailable, UploadError and OSError raised in it are printed for the admin
+    (``mft <command>: ...``) and swallowed, and ``failed`` is set: the command returns 1.
+    """
+    stores = Stores(open_repository(cfg), open_audit_log(cfg, spool=False))
+    try:
+        yield stores
+    except AuditUnavailable as exc:
+        print(f"mft {command}: the audit database is unavailable: {exc.text}", file=sys.stderr)
+        stores.failed = True
+    except (UploadError, OSError) as exc:
+        print(repository_failure(cfg, exc), file=sys.stderr)
+        stores.failed = True
+    finally:
+        await stores.repo.close()
+        await stores.audit.close()

@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
-from component.audit import AuditLog, AuditQuery, AuditRecord, open_audit_log
+from component.audit import AuditLog, AuditQuery, AuditRecord
 from component.audit.query import UsageError, parse_when
 from component.config import Config
-from component.errors import AuditUnavailable, NotFound, UploadError
+from component.errors import NotFound
 from component.layout import classify
-from httpd.ops.util import human_bytes, plural, repository_failure
-from httpd.repository import Repository, StoredFile, open_repository
+from httpd.ops.util import command_stores, human_bytes, plural
+from httpd.repository import Repository, StoredFile
 
 READERS = 4  # files read at once
 PAGE = 500  # AFT_LOG rows per query
@@ -312,24 +312,20 @@ async def verify_command(cfg: Config | None, args: argparse.Namespace) -> int:
             print(_table_line(p), flush=True)
         shown += 1
 
-    repo, audit = open_repository(cfg), open_audit_log(cfg, spool=False)
-    try:
-        await audit.open()
-        await repo.open()
+    async with command_stores(cfg, "verify") as stores:
+        await stores.open()
         if as_json:
             print('{"problems": [')
         report = await verify(
-            repo, audit, node_id=cfg.node.id, since=since, until=until, on_problem=show
+            stores.repo,
+            stores.audit,
+            node_id=cfg.node.id,
+            since=since,
+            until=until,
+            on_problem=show,
         )
-    except AuditUnavailable as exc:
-        print(f"mft verify: the audit database is unavailable: {exc.text}", file=sys.stderr)
+    if stores.failed:
         return 1
-    except (UploadError, OSError) as exc:
-        print(repository_failure(cfg, exc), file=sys.stderr)
-        return 1
-    finally:
-        await repo.close()
-        await audit.close()
     if as_json:
         tail = {"summary": asdict(report), "text": report.summary()}
         print("], " + json.dumps(tail)[1:])

@@ -12,7 +12,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from component.errors import (
     AlreadyUploaded,
@@ -258,16 +258,20 @@ class FileRepository:
             raise StorageUnavailable() from exc
         return st.st_size
 
-    async def read(
-        self, path: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
-        """Stream a byte range of ``path`` in 256 KiB blocks."""
+    async def _open_read(self, path: str) -> BinaryIO:
+        """Open ``path`` for reading. :raises NotFound: / :raises StorageUnavailable:."""
         try:
-            f = await asyncio.to_thread(open, self._abs(path), "rb")
+            return await asyncio.to_thread(open, self._abs(path), "rb")
         except FileNotFoundError as exc:
             raise NotFound() from exc
         except OSError as exc:
             raise StorageUnavailable() from exc
+
+    async def read(
+        self, path: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream a byte range of ``path`` in 256 KiB blocks."""
+        f = await self._open_read(path)
         try:
             await asyncio.to_thread(f.seek, offset)
             remaining = length
@@ -295,12 +299,7 @@ class FileRepository:
         :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
         :raises ConnectionError: the client went away.
         """
-        try:
-            f = await asyncio.to_thread(open, self._abs(path), "rb")
-        except FileNotFoundError as exc:
-            raise NotFound() from exc
-        except OSError as exc:
-            raise StorageUnavailable() from exc
+        f = await self._open_read(path)
         try:
             return await asyncio.get_running_loop().sendfile(transport, f, offset, length)
         finally:

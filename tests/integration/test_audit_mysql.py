@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,11 +13,9 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from component.audit import AuditQuery, AuditRecord, open_audit_log
-from component.audit.base import Hold
+from component.audit import AuditQuery, open_audit_log
 from component.audit.mysql import MysqlAuditLog, schema_script
 from component.audit.mysql_schema import MIGRATIONS, VERSION_TABLE
-from component.audit.spool import SpoolEntry, SpoolFile
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config
 from component.dburl import parse_mysql_url
@@ -29,6 +23,17 @@ from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.mariadb import MariaDB
+from tests.integration.audit_helpers import (
+    check_commit_in_doubt,
+    check_concurrent_records,
+    check_crash_after_commit,
+    check_find_upload,
+    check_holds_bypass_the_spool,
+    check_killed_process_delivers_once,
+    check_outage_during_20_records,
+    check_round_trip,
+    check_unwritable_spool_fails_the_record,
+)
 from tests.unit.test_audit_sql import (
     check_count_by_chat_type,
     check_first_share,
@@ -39,7 +44,6 @@ from tests.unit.test_spool import rec
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SINCE_EVER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -150,26 +154,14 @@ async def test_rows_round_trip_in_utc(
         real_filename="Zürich 🎉 report.pdf",
         date_time=datetime(2024, 5, 1, 14, 30, 0, 250000, tzinfo=cest),
     )
-    await mysql_log.record(original)
-    await mysql_log.record(rec(2, method="GET_INCOMPLETE"))
-    rows = await mysql_log.query(AuditQuery())
-    assert [r.index for r in rows] == [1, 2]
-    assert replace(rows[0], index=None) == original.clipped()
-    assert len(rows[0].jid) == 3071
-    assert rows[0].date_time == datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=UTC)
-    assert rows[1].method == "GET_INCOMPLETE"
+    await check_round_trip(mysql_log, original)
     sql.execute("SELECT DATE_TIME FROM AFT_LOG WHERE AFT_INDEX = 1")
     assert sql.fetchone()[0] == datetime(2024, 5, 1, 12, 30, 0, 250000)
 
 
 async def test_find_upload_returns_the_post_row(mysql_log: MysqlAuditLog) -> None:
     """The newest POST row of a resource; GET rows and case-variants of the name do not count."""
-    await mysql_log.record(rec(1))
-    await mysql_log.record(replace(rec(1), method="GET", jid="bob@example.test"))
-    found = await mysql_log.find_upload("res1")
-    assert found is not None and found.method == "POST" and found.to_jid == "bob@example.test"
-    assert await mysql_log.find_upload("RES1") is None
-    assert await mysql_log.find_upload("nope") is None
+    await check_find_upload(mysql_log)
 
 
 async def test_query_filters_and_counts(mysql_log: MysqlAuditLog) -> None:
@@ -253,22 +245,13 @@ async def test_outage_during_20_records(
     """Database stopped during 20 record() calls, then restarted: 20 rows, once, in order."""
     caplog.set_level(logging.INFO)
     metrics = Metrics()
-    log = open_audit_log(cfg, metrics)
-    assert isinstance(log, SpooledAuditLog)
-    await log.open()
-    try:
-        for i in range(20):
-            if i == 6:
-                mariadb.stop()
-            if i == 13:
-                assert metrics.value("spool_rows") == 7
-                await asyncio.to_thread(mariadb.start)
-            await log.record(rec(i))
-        async with asyncio.timeout(30):
-            await log.flush()
-        assert metrics.value("spool_rows") == 0
-    finally:
-        await log.close()
+
+    async def stop() -> None:
+        mariadb.stop()  # on the event loop's thread
+
+    await check_outage_during_20_records(
+        open_audit_log(cfg, metrics), metrics, stop, lambda: asyncio.to_thread(mariadb.start), 30
+    )
     sql.close()
     conn = mariadb.root()  # the server restarted: a fresh connection
     with contextlib.closing(conn), conn.cursor() as cur:
@@ -283,56 +266,20 @@ async def test_killed_process_rows_delivered_once_after_restart(
     cfg: Config, mariadb: MariaDB
 ) -> None:
     """Service SIGKILLed with rows spooled; a fresh instance delivers each row exactly once."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.spool_child", cfg.database.url,
-        str(cfg.spool_path), "12",
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        async with asyncio.timeout(60):
-            assert await child.stdout.readline() == b"open\n"
-            await asyncio.to_thread(mariadb.stop)
-            child.stdin.write(b"go\n")
-            await child.stdin.drain()
-            assert await child.stdout.readline() == b"spooled 12\n"
-            child.send_signal(signal.SIGKILL)
-            assert await child.wait() == -signal.SIGKILL
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    assert len(cfg.spool_path.read_bytes().splitlines()) == 12
-    await asyncio.to_thread(mariadb.start)
-    log = open_audit_log(cfg, Metrics())
-    await log.open()
-    try:
-        assert isinstance(log, SpooledAuditLog)
-        async with asyncio.timeout(30):
-            await log.flush()
-        rows = await log.query(AuditQuery())
-    finally:
-        await log.close()
-    assert [r.filename for r in rows] == [f"res{i}" for i in range(12)]
+    await check_killed_process_delivers_once(
+        cfg,
+        lambda: asyncio.to_thread(mariadb.stop),
+        lambda: asyncio.to_thread(mariadb.start),
+        starts=1,
+        flush_within=30,
+    )
 
 
 async def test_crash_after_commit_before_spool_update(
     cfg: Config, mysql_log: MysqlAuditLog, sql: pymysql.cursors.Cursor
 ) -> None:
     """Rows already committed from the spool (spool not updated) are not inserted again."""
-    spool = SpoolFile(cfg.spool_path)
-    await spool.open()
-    entries = [SpoolEntry(rec(i)) for i in range(6)]
-    for e in entries:
-        await spool.append(e)
-    await spool.close()
-    await mysql_log.deliver(entries[:4])  # committed; then the "process died"
-    log = SpooledAuditLog(MysqlAuditLog(cfg), cfg.spool_path, Metrics())
-    await log.open()
-    async with asyncio.timeout(30):
-        await log.flush()
-    await log.close()
+    await check_crash_after_commit(mysql_log, MysqlAuditLog(cfg), cfg.spool_path)
     assert stored_filenames(sql) == [f"res{i}" for i in range(6)]
 
 
@@ -340,15 +287,7 @@ async def test_commit_in_doubt_is_checked_by_index(
     mysql_log: MysqlAuditLog, sql: pymysql.cursors.Cursor
 ) -> None:
     """A spooled row whose direct COMMIT did land (same index and row) is skipped."""
-    landed: AuditRecord = rec(1)
-    await mysql_log.record(landed)
-    await mysql_log.deliver(
-        [
-            SpoolEntry(landed, maybe_index=1),  # it did land: skip
-            SpoolEntry(rec(2), maybe_index=1),  # index 1 is another row: insert
-            SpoolEntry(rec(3), maybe_index=99),  # never landed: insert
-        ]
-    )
+    await check_commit_in_doubt(mysql_log)
     assert stored_filenames(sql) == ["res1", "res2", "res3"]
 
 
@@ -356,29 +295,19 @@ async def test_unwritable_spool_during_outage_fails_the_record(
     cfg: Config, mariadb: MariaDB
 ) -> None:
     """With the database down and the spool unwritable, record() raises AuditUnavailable."""
-    log = open_audit_log(cfg, Metrics())
-    await log.open()
-    try:
-        await asyncio.to_thread(mariadb.stop)
-        cfg.spool_path.mkdir()  # the spool file cannot be opened for writing
-        with pytest.raises(AuditUnavailable):
-            await log.record(rec(1))
-        cfg.spool_path.rmdir()
-        await log.record(rec(2))  # spool writable again: accepted
-        assert isinstance(log, SpooledAuditLog) and log.spooled == 1
-    finally:
-        await asyncio.to_thread(mariadb.start)
-        await log.close()
+    await check_unwritable_spool_fails_the_record(
+        open_audit_log(cfg, Metrics()),
+        cfg,
+        lambda: asyncio.to_thread(mariadb.stop),
+        lambda: asyncio.to_thread(mariadb.start),
+    )
 
 
 async def test_concurrent_records_are_each_stored_once(
     mysql_log: MysqlAuditLog, sql: pymysql.cursors.Cursor
 ) -> None:
     """200 concurrent record() calls (group-committed in batches) store 200 distinct rows."""
-    async with asyncio.timeout(60):
-        await asyncio.gather(
-            *(mysql_log.record(replace(rec(1), filename=f"c{i}")) for i in range(200))
-        )
+    await check_concurrent_records(mysql_log)
     sql.execute("SELECT COUNT(*), COUNT(DISTINCT FILENAME) FROM AFT_LOG")
     assert sql.fetchone() == (200, 200)
 
@@ -419,18 +348,7 @@ async def test_holds_and_purge_marks(mysql_log: MysqlAuditLog) -> None:
 
 async def test_holds_bypass_the_spool(cfg: Config, tmp_path: Path) -> None:
     """Through the spooled log, holds and marks go straight to the database."""
-    audit = SpooledAuditLog(MysqlAuditLog(cfg), tmp_path / "spool.jsonl", Metrics())
-    await audit.open()
-    try:
-        hold_id = await audit.add_hold(Hold(column="TO_JID", jid="bob@example.test"))
-        await audit.mark_purged(["resX"], node_id="node_1", by="ann")
-        assert audit.spooled == 0
-    finally:
-        await audit.close()
-    bare = MysqlAuditLog(cfg)
-    await bare.open()
-    try:
-        assert [h.hold_id for h in await bare.list_holds()] == [hold_id]
-        assert await bare.purged(["resX"]) == {"resX"}
-    finally:
-        await bare.close()
+    await check_holds_bypass_the_spool(
+        SpooledAuditLog(MysqlAuditLog(cfg), tmp_path / "spool.jsonl", Metrics()),
+        MysqlAuditLog(cfg),
+    )

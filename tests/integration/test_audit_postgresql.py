@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,17 +19,28 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from component.audit import AuditQuery, AuditRecord, open_audit_log
+from component.audit import AuditQuery, open_audit_log
 from component.audit.base import Hold
 from component.audit.pgschema import MIGRATIONS, RECORD_VERSION_SQL, VERSION_TABLE, schema_script
 from component.audit.postgresql import PostgresAuditLog
-from component.audit.spool import SpoolEntry, SpoolFile
+from component.audit.spool import SpoolFile
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.postgresql import SERVER_TIMEZONE, PostgreSQL
+from tests.integration.audit_helpers import (
+    check_commit_in_doubt,
+    check_concurrent_records,
+    check_crash_after_commit,
+    check_find_upload,
+    check_holds_bypass_the_spool,
+    check_killed_process_delivers_once,
+    check_outage_during_20_records,
+    check_round_trip,
+    check_unwritable_spool_fails_the_record,
+)
 from tests.unit.test_audit_sql import (
     check_count_by_chat_type,
     check_first_share,
@@ -175,14 +183,7 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
         real_filename="Zürich 🎉 report.pdf",
         date_time=datetime(2024, 5, 1, 14, 30, 0, 250000, tzinfo=cest),
     )
-    await pg_log.record(original)
-    await pg_log.record(rec(2, method="GET_INCOMPLETE"))
-    rows = await pg_log.query(AuditQuery())
-    assert [r.index for r in rows] == [1, 2]
-    assert replace(rows[0], index=None) == original.clipped()
-    assert len(rows[0].jid) == 3071
-    assert rows[0].date_time == datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=UTC)
-    assert rows[1].method == "GET_INCOMPLETE"
+    await check_round_trip(pg_log, original)
     # What another tool reads, in the server's zone: the UTC wall clock, unshifted.
     stored = await sql.fetchval("SELECT date_time FROM aft_log WHERE aft_index = 1")
     assert stored == datetime(2024, 5, 1, 12, 30, 0, 250000)
@@ -195,12 +196,7 @@ async def test_rows_round_trip_in_utc_on_a_non_utc_server(
 
 async def test_find_upload_returns_the_post_row(pg_log: PostgresAuditLog) -> None:
     """The newest POST row of a resource; GET rows and case-variants of the name do not count."""
-    await pg_log.record(rec(1))
-    await pg_log.record(replace(rec(1), method="GET", jid="bob@example.test"))
-    found = await pg_log.find_upload("res1")
-    assert found is not None and found.method == "POST" and found.to_jid == "bob@example.test"
-    assert await pg_log.find_upload("RES1") is None
-    assert await pg_log.find_upload("nope") is None
+    await check_find_upload(pg_log)
 
 
 async def test_query_filters_and_counts(pg_log: PostgresAuditLog) -> None:
@@ -352,22 +348,13 @@ async def test_outage_during_20_records(
     """Database stopped during 20 record() calls, then restarted: 20 rows, once, in order."""
     caplog.set_level(logging.INFO)
     metrics = Metrics()
-    log = open_audit_log(cfg, metrics)
-    assert isinstance(log, SpooledAuditLog)
-    await log.open()
-    try:
-        for i in range(20):
-            if i == 6:
-                await asyncio.to_thread(postgresql.stop)
-            if i == 13:
-                assert metrics.value("spool_rows") == 7
-                await asyncio.to_thread(postgresql.start)
-            await log.record(rec(i))
-        async with asyncio.timeout(60):
-            await log.flush()
-        assert metrics.value("spool_rows") == 0
-    finally:
-        await log.close()
+    await check_outage_during_20_records(
+        open_audit_log(cfg, metrics),
+        metrics,
+        lambda: asyncio.to_thread(postgresql.stop),
+        lambda: asyncio.to_thread(postgresql.start),
+        flush_within=60,
+    )
     conn = await superuser(postgresql, cfg)  # the server restarted: a fresh connection
     try:
         assert await stored_filenames(conn) == [f"res{i}" for i in range(20)]
@@ -383,71 +370,26 @@ async def test_killed_process_rows_delivered_once_after_restart(
     cfg: Config, postgresql: PostgreSQL
 ) -> None:
     """Service SIGKILLed with rows spooled; a fresh instance delivers each row exactly once."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.spool_child", cfg.database.url,
-        str(cfg.spool_path), "12",
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        async with asyncio.timeout(60):
-            assert await child.stdout.readline() == b"open\n"
-            await asyncio.to_thread(postgresql.stop)
-            child.stdin.write(b"go\n")
-            await child.stdin.drain()
-            assert await child.stdout.readline() == b"spooled 12\n"
-            child.send_signal(signal.SIGKILL)
-            assert await child.wait() == -signal.SIGKILL
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    assert len(cfg.spool_path.read_bytes().splitlines()) == 12
-    await asyncio.to_thread(postgresql.start)
-    for _ in range(2):  # a second start finds nothing left to deliver
-        log = open_audit_log(cfg, Metrics())
-        await log.open()
-        try:
-            assert isinstance(log, SpooledAuditLog)
-            async with asyncio.timeout(60):
-                await log.flush()
-            rows = await log.query(AuditQuery())
-        finally:
-            await log.close()
-        assert [r.filename for r in rows] == [f"res{i}" for i in range(12)]
+    await check_killed_process_delivers_once(
+        cfg,
+        lambda: asyncio.to_thread(postgresql.stop),
+        lambda: asyncio.to_thread(postgresql.start),
+        starts=2,  # a second start finds nothing left to deliver
+        flush_within=60,
+    )
 
 
 async def test_crash_after_commit_before_spool_update(
     cfg: Config, pg_log: PostgresAuditLog, sql: Any
 ) -> None:
     """Rows already committed from the spool (spool not updated) are not inserted again."""
-    spool = SpoolFile(cfg.spool_path)
-    await spool.open()
-    entries = [SpoolEntry(rec(i)) for i in range(6)]
-    for e in entries:
-        await spool.append(e)
-    await spool.close()
-    await pg_log.deliver(entries[:4])  # committed; then the "process died"
-    log = SpooledAuditLog(PostgresAuditLog(cfg), cfg.spool_path, Metrics())
-    await log.open()
-    async with asyncio.timeout(30):
-        await log.flush()
-    await log.close()
+    await check_crash_after_commit(pg_log, PostgresAuditLog(cfg), cfg.spool_path)
     assert await stored_filenames(sql) == [f"res{i}" for i in range(6)]
 
 
 async def test_commit_in_doubt_is_checked_by_index(pg_log: PostgresAuditLog, sql: Any) -> None:
     """A spooled row whose direct COMMIT did land (same index and row) is skipped."""
-    landed: AuditRecord = rec(1)
-    await pg_log.record(landed)
-    await pg_log.deliver(
-        [
-            SpoolEntry(landed, maybe_index=1),  # it did land: skip
-            SpoolEntry(rec(2), maybe_index=1),  # index 1 is another row: insert
-            SpoolEntry(rec(3), maybe_index=99),  # never landed: insert
-        ]
-    )
+    await check_commit_in_doubt(pg_log)
     assert await stored_filenames(sql) == ["res1", "res2", "res3"]
 
 
@@ -488,29 +430,19 @@ async def test_unwritable_spool_during_outage_fails_the_record(
     cfg: Config, postgresql: PostgreSQL
 ) -> None:
     """With the database down and the spool unwritable, record() raises AuditUnavailable."""
-    log = open_audit_log(cfg, Metrics())
-    await log.open()
-    try:
-        await asyncio.to_thread(postgresql.stop)
-        cfg.spool_path.mkdir()  # the spool file cannot be opened for writing
-        with pytest.raises(AuditUnavailable):
-            await log.record(rec(1))
-        cfg.spool_path.rmdir()
-        await log.record(rec(2))  # spool writable again: accepted
-        assert isinstance(log, SpooledAuditLog) and log.spooled == 1
-    finally:
-        await asyncio.to_thread(postgresql.start)
-        await log.close()
+    await check_unwritable_spool_fails_the_record(
+        open_audit_log(cfg, Metrics()),
+        cfg,
+        lambda: asyncio.to_thread(postgresql.stop),
+        lambda: asyncio.to_thread(postgresql.start),
+    )
 
 
 async def test_concurrent_records_are_group_committed_once_each(
     pg_log: PostgresAuditLog, sql: Any
 ) -> None:
     """200 concurrent record() calls store 200 distinct rows in a few transactions."""
-    async with asyncio.timeout(60):
-        await asyncio.gather(
-            *(pg_log.record(replace(rec(1), filename=f"c{i}")) for i in range(200))
-        )
+    await check_concurrent_records(pg_log)
     row = await sql.fetchrow(
         "SELECT count(*), count(DISTINCT filename), count(DISTINCT xmin::text) FROM aft_log"
     )
@@ -569,22 +501,7 @@ async def test_holds_and_purge_marks(pg_log: PostgresAuditLog, sql: Any) -> None
 
 async def test_holds_bypass_the_spool(cfg: Config) -> None:
     """Through the spooled log, holds and marks go straight to the database."""
-    audit = open_audit_log(cfg, Metrics())
-    assert isinstance(audit, SpooledAuditLog)
-    await audit.open()
-    try:
-        hold_id = await audit.add_hold(Hold(column="TO_JID", jid="bob@example.test"))
-        await audit.mark_purged(["resX"], node_id="node_1", by="ann")
-        assert audit.spooled == 0
-    finally:
-        await audit.close()
-    bare = PostgresAuditLog(cfg)
-    await bare.open()
-    try:
-        assert [h.hold_id for h in await bare.list_holds()] == [hold_id]
-        assert await bare.purged(["resX"]) == {"resX"}
-    finally:
-        await bare.close()
+    await check_holds_bypass_the_spool(open_audit_log(cfg, Metrics()), PostgresAuditLog(cfg))
 
 
 async def test_hold_jid_with_nul_is_stored_replaced(pg_log: PostgresAuditLog) -> None:
