@@ -86,15 +86,18 @@ def check_rows(rows: list[AuditRecord], slot: Slot, size: int) -> None:
     assert post.date_time <= got.date_time
 
 
-async def test_upload_then_download_after_restart(cfg: Config) -> None:
-    """PUT, restart the app and its log, GET: one POST and one GET row, columns repeated."""
+async def check_upload_then_download_after_restart(cfg: Config) -> None:
+    """PUT, restart the app and its log, GET: one POST and one GET row, columns repeated.
+
+    Shared by every database back-end's stack tests (``cfg`` names the database).
+    """
     body = os.urandom(20_000)
     slot = make_slot(cfg, len(body), "Quartalsbericht Q3.pdf", chat_type="groupchat")
     audit = await opened(cfg)
     async with serving(cfg, audit) as client:
         await put(client, slot, body)
     await audit.close()
-    audit = await opened(cfg)  # a new process: nothing cached, the POST row from MariaDB
+    audit = await opened(cfg)  # a new process: nothing cached, the POST row from the database
     try:
         async with serving(cfg, audit) as client:
             await get(client, slot, body)
@@ -102,6 +105,11 @@ async def test_upload_then_download_after_restart(cfg: Config) -> None:
     finally:
         await audit.close()
     check_rows(rows, slot, len(body))
+
+
+async def test_upload_then_download_after_restart(cfg: Config) -> None:
+    """PUT, restart the app and its log, GET on MariaDB: one POST and one GET row."""
+    await check_upload_then_download_after_restart(cfg)
 
 
 async def test_transfers_during_outage_are_logged_once(cfg: Config, mariadb: MariaDB) -> None:

@@ -26,7 +26,14 @@ from tests.fixtures.prosody import ClientFactory
 from tests.fixtures.stack import StackFactory
 from tests.integration import test_cluster
 from tests.integration import test_shares_prosody as shares
-from tests.integration.test_audit_http import check_rows, get, opened, put, serving
+from tests.integration.test_audit_http import (
+    check_rows,
+    check_upload_then_download_after_restart,
+    get,
+    opened,
+    put,
+    serving,
+)
 from tests.unit import test_ops_compliance as compliance
 from tests.unit.httpd_harness import HttpdEnv, httpd_env, make_slot
 
@@ -42,21 +49,8 @@ def cfg(config_factory: ConfigFactory, postgresql_url: str) -> Config:
 
 
 async def test_upload_then_download_after_restart(cfg: Config) -> None:
-    """PUT, restart the app and its log, GET: one POST and one GET row, columns repeated."""
-    body = os.urandom(20_000)
-    slot = make_slot(cfg, len(body), "Quartalsbericht Q3.pdf", chat_type="groupchat")
-    audit = await opened(cfg)
-    async with serving(cfg, audit) as client:
-        await put(client, slot, body)
-    await audit.close()
-    audit = await opened(cfg)  # a new process: nothing cached, the POST row from PostgreSQL
-    try:
-        async with serving(cfg, audit) as client:
-            await get(client, slot, body)
-        rows = list(await audit.query(AuditQuery(filename=slot.path.resource)))
-    finally:
-        await audit.close()
-    check_rows(rows, slot, len(body))
+    """PUT, restart the app and its log, GET on PostgreSQL: one POST and one GET row."""
+    await check_upload_then_download_after_restart(cfg)
 
 
 async def test_transfers_during_outage_are_logged_once(cfg: Config, postgresql: PostgreSQL) -> None:
