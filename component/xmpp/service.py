@@ -14,13 +14,14 @@ import contextlib
 import logging
 import re
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, cast
 
 from slixmpp import JID, Iq
 from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.jid import InvalidJID
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 
@@ -46,9 +47,15 @@ from component.xmpp.policy import (
 )
 from component.xmpp.quota import QuotaGate
 from component.xmpp.shares import ShareRecorder
-from component.xmpp.slotreply import ReplyWriter, slot_reply
-from component.xmpp.stanza import NS_LEGACY, parse_slot_request, register_stanzas
-from component.xmpp.urls import personal_url
+from component.xmpp.slotreply import ReplyWriter, SlotTally, slot_reply
+from component.xmpp.stanza import (
+    NS_LEGACY,
+    SlotRequest,
+    parse_slot_request,
+    read_slot_element,
+    register_stanzas,
+)
+from component.xmpp.urls import personal_url, query_string
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,9 @@ class UploadComponent(ComponentXMPP):
             self.register_plugin(plugin)
         self._allocator = DirectoryAllocator(cfg.repository.files_per_directory)
         self._replies = ReplyWriter(lambda: self.transport)
+        self._tally = SlotTally()
+        self._slot_tasks: set[asyncio.Task[None]] = set()
+        self._iq_tag = f"{{{self.default_ns}}}iq"
         self.quota = QuotaGate(cfg, audit)
         self.chat_types = ChatTypeResolver(
             SlixDisco(self, cfg.xmpp.disco_timeout),
@@ -144,10 +154,52 @@ class UploadComponent(ComponentXMPP):
 
     # -- slots -----------------------------------------------------------------------
 
+    def _spawn_event(self, xml: ET.Element) -> None:
+        """Every stanza from the server: slot requests straight to the slot path.
+
+        A slot request (an IQ get whose only child is a ``<request>``) is recognised on
+        the raw element and answered without slixmpp's stanza objects and handler
+        matching, which cost more than the rest of the request. Only our slot handlers
+        would match such an IQ (tests check that), and slixmpp registers no inbound
+        stanza filters; what :func:`read_slot_element` declines, and a ``from`` that is
+        no JID, go through slixmpp as before, to :meth:`on_slot_request`.
+        """
+        xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
+        if xml.tag == self._iq_tag and len(xml) == 1 and xml.get("type") == "get":
+            req = read_slot_element(xml[0])
+            if req is not None:
+                try:
+                    requester = JID(xml.get("from", "")).bare
+                except InvalidJID:
+                    pass
+                else:
+                    task = asyncio.ensure_future(self._answer_slot(xml, req, requester))
+                    self._slot_tasks.add(task)  # a reference until done (asyncio keeps none)
+                    task.add_done_callback(self._slot_tasks.discard)
+                    return
+        super()._spawn_event(xml)
+
+    async def _answer_slot(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
+        """The fast path's :meth:`on_slot_request`: refusals are built by slixmpp."""
+        try:
+            try:
+                await self._issue_slot(xml.attrib, req, requester)
+            except UploadError as exc:
+                self._refused(self._iq_of(xml), exc)
+            except Exception:
+                log.exception("slot request from %s failed", requester)
+                self._refused(self._iq_of(xml), UploadError())
+        except Exception as exc:  # as slixmpp's CoroutineCallback does
+            self._iq_of(xml).exception(exc)  # type: ignore[no-untyped-call]
+
+    def _iq_of(self, xml: ET.Element) -> Iq:
+        """The stanza object slixmpp's path would have built from ``xml`` (an IQ)."""
+        return cast(Iq, self._build_stanza(xml))
+
     async def on_slot_request(self, iq: Iq) -> None:
         """Answer a slot request (either namespace) with a slot or an error."""
         try:
-            await self._issue_slot(iq)
+            await self._issue_slot(iq.xml.attrib, parse_slot_request(iq), iq["from"].bare)
         except UploadError as exc:
             self._refused(iq, exc)
         except Exception:
@@ -162,9 +214,12 @@ class UploadComponent(ComponentXMPP):
             log.info("slot refused for %s: %s", iq["from"].bare, exc.text)
         self._reply_error(iq, exc)
 
-    async def _issue_slot(self, iq: Iq) -> None:
-        req = parse_slot_request(iq)
-        requester = iq["from"].bare
+    async def _issue_slot(self, attrs: dict[str, str], req: SlotRequest, requester: str) -> None:
+        """Check ``req`` of bare JID ``requester`` and send the slot (or raise).
+
+        :param attrs: the request IQ's attributes (the reply swaps ``from`` and ``to``).
+        :raises UploadError: refused (the caller sends the error).
+        """
         now = datetime.now(UTC)
         size = check_slot_request(self.cfg, requester, req.filename, req.size, now=now)
         target = await self.chat_types.classify(req.recipient)
@@ -184,16 +239,18 @@ class UploadComponent(ComponentXMPP):
             recipient=target.to_jid,
             content_type=req.content_type[:CONTENT_TYPE_MAX],
         )
-        base = self.cfg.http.public_url
-        get_url = f"{base}/{path.url_path}"
-        put_url = f"{get_url}?{urlencode(grant.query(self.cfg.http.secret))}"
+        get_url = f"{self.cfg.http.public_url}/{path.url_path}"
+        put_url = f"{get_url}?{query_string(grant.query(self.cfg.http.secret))}"
         # Prebuilt text (see slotreply): slixmpp's stanza objects and per-character
         # escaping cost more than the rest of the request.
-        if not self._replies.write(slot_reply(iq.xml.attrib, req.namespace, put_url, get_url)):
+        if not self._replies.write(slot_reply(attrs, req.namespace, put_url, get_url)):
             log.info("slot for %s not sent: disconnected from the XMPP server", requester)
             return
         self.metrics.inc("slots", labels={"chat_type": target.chat_type})
-        log.info(
+        # One INFO line a minute sums the slots up (SlotTally); each upload made with a
+        # slot is logged at INFO and recorded in AFT_LOG by the HTTP side.
+        self._tally.add(target.chat_type)
+        log.debug(
             "slot for %s: %d bytes, %s to %s, resource %s",
             requester,
             size,
@@ -329,7 +386,11 @@ class UploadComponent(ComponentXMPP):
         return session.is_set()
 
     async def close(self) -> None:
-        """Stop slixmpp's outgoing-stanza task (slixmpp leaves it pending otherwise)."""
+        """Stop slixmpp's outgoing-stanza task (slixmpp leaves it pending otherwise).
+
+        The slots counted since the last summary line are logged now.
+        """
+        self._tally.flush()
         task = self._run_out_filters
         if task is not None and not task.done():
             task.cancel()
