@@ -210,11 +210,12 @@ def read_slot_element(request: ET.Element) -> SlotRequest | None:
         content_type = fields.get("content-type") or fields.get("mime-type") or ""
     else:
         return None
-    rcpt = request.find(_RECIPIENT)
+    # slixmpp's stanza object keeps the last of repeated plugin elements.
+    rcpts = request.findall(_RECIPIENT)
     return SlotRequest(
         namespace=NS if tag == _REQUEST else NS_LEGACY,
         filename=fields.get("filename", ""),
         size=fields.get("size", "").strip(),
         content_type=content_type.strip(),
-        recipient=None if rcpt is None else rcpt.get("jid", ""),
+        recipient=rcpts[-1].get("jid", "") if rcpts else None,
     )
