@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,20 +33,17 @@ from component.errors import (
     QuotaExceeded,
     UploadError,
 )
-from component.layout import DirectoryAllocator, SlotPath, new_resource
+from component.layout import DirectoryAllocator
 from component.metrics import Metrics
-from component.tokens import UploadGrant
 from component.xmpp.chattype import ChatTypeResolver
 from component.xmpp.disco import SlixDisco, publish_disco
 from component.xmpp.policy import (
-    check_quota,
-    check_slot_request,
     hour_start,
-    quotas_enabled,
 )
 from component.xmpp.quota import QuotaGate
 from component.xmpp.shares import ShareRecorder
-from component.xmpp.slotreply import ReplyWriter, SlotTally, slot_reply
+from component.xmpp.slotreply import ReplyWriter
+from component.xmpp.slots import SlotIssuer
 from component.xmpp.stanza import (
     NS_LEGACY,
     SlotRequest,
@@ -55,11 +51,10 @@ from component.xmpp.stanza import (
     read_slot_element,
     register_stanzas,
 )
-from component.xmpp.urls import personal_url, query_string
+from component.xmpp.urls import personal_url
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE_MAX = 255  # recorded in the PUT URL, never trusted
 INITIAL_RECONNECT_DELAY = 0.5
 HANDSHAKE_TIMEOUT = 30  # a server that accepts TCP but never answers is a failed attempt
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
@@ -106,8 +101,7 @@ class UploadComponent(ComponentXMPP):
         for plugin in ("xep_0030", "xep_0004", "xep_0128"):
             self.register_plugin(plugin)
         self._allocator = DirectoryAllocator(cfg.repository.files_per_directory)
-        self._replies = ReplyWriter(lambda: self.transport)
-        self._tally = SlotTally()
+        self._replies = ReplyWriter(lambda: self.transport, lambda: self.loop)
         self._slot_tasks: set[asyncio.Task[None]] = set()
         self._iq_tag = f"{{{self.default_ns}}}iq"
         self.quota = QuotaGate(cfg, audit)
@@ -118,6 +112,9 @@ class UploadComponent(ComponentXMPP):
             timeout=cfg.xmpp.disco_timeout,
             ttl=cfg.xmpp.disco_cache_ttl,
             ignore=[cfg.xmpp.component_jid],
+        )
+        self.slots = SlotIssuer(
+            cfg, self.quota, self.chat_types, self._allocator, self._replies, metrics
         )
         for name, path in (
             ("HTTP Upload slot request", "iq@type=get/http_upload_request"),
@@ -173,24 +170,43 @@ class UploadComponent(ComponentXMPP):
                 except InvalidJID:
                     pass
                 else:
+                    if self.slots.can_answer_now(req):
+                        self._answer_slot_now(xml, req, requester)
+                        return
                     task = asyncio.ensure_future(self._answer_slot(xml, req, requester))
                     self._slot_tasks.add(task)  # a reference until done (asyncio keeps none)
                     task.add_done_callback(self._slot_tasks.discard)
                     return
         super()._spawn_event(xml)
 
-    async def _answer_slot(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
-        """The fast path's :meth:`on_slot_request`: refusals are built by slixmpp."""
+    def data_received(self, data: bytes | str) -> None:
+        """Parse what the server sent; the slots answered meanwhile leave in one write."""
+        with self._replies.batch():
+            super().data_received(data)
+
+    def _answer_slot_now(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
+        """The fast path's :meth:`on_slot_request` for requests that need no wait."""
         try:
-            try:
-                await self._issue_slot(xml.attrib, req, requester)
-            except UploadError as exc:
-                self._refused(self._iq_of(xml), exc)
-            except Exception:
-                log.exception("slot request from %s failed", requester)
-                self._refused(self._iq_of(xml), UploadError())
-        except Exception as exc:  # as slixmpp's CoroutineCallback does
-            self._iq_of(xml).exception(exc)  # type: ignore[no-untyped-call]
+            self.slots.issue_now(xml.attrib, req, requester)
+        except Exception as exc:
+            self._slot_failed(xml, requester, exc)
+
+    async def _answer_slot(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
+        """The fast path's :meth:`on_slot_request` for requests that wait (quota, disco)."""
+        try:
+            await self.slots.issue(xml.attrib, req, requester)
+        except Exception as exc:
+            self._slot_failed(xml, requester, exc)
+
+    def _slot_failed(self, xml: ET.Element, requester: str, exc: Exception) -> None:
+        """Refuse as :meth:`on_slot_request` does, with the stanza object built now."""
+        try:
+            if not isinstance(exc, UploadError):
+                log.error("slot request from %s failed", requester, exc_info=exc)
+                exc = UploadError()
+            self._refused(self._iq_of(xml), exc)
+        except Exception as again:  # as slixmpp's CoroutineCallback does
+            self._iq_of(xml).exception(again)  # type: ignore[no-untyped-call]
 
     def _iq_of(self, xml: ET.Element) -> Iq:
         """The stanza object slixmpp's path would have built from ``xml`` (an IQ)."""
@@ -199,7 +215,7 @@ class UploadComponent(ComponentXMPP):
     async def on_slot_request(self, iq: Iq) -> None:
         """Answer a slot request (either namespace) with a slot or an error."""
         try:
-            await self._issue_slot(iq.xml.attrib, parse_slot_request(iq), iq["from"].bare)
+            await self.slots.issue(iq.xml.attrib, parse_slot_request(iq), iq["from"].bare)
         except UploadError as exc:
             self._refused(iq, exc)
         except Exception:
@@ -213,51 +229,6 @@ class UploadComponent(ComponentXMPP):
         else:
             log.info("slot refused for %s: %s", iq["from"].bare, exc.text)
         self._reply_error(iq, exc)
-
-    async def _issue_slot(self, attrs: dict[str, str], req: SlotRequest, requester: str) -> None:
-        """Check ``req`` of bare JID ``requester`` and send the slot (or raise).
-
-        :param attrs: the request IQ's attributes (the reply swaps ``from`` and ``to``).
-        :raises UploadError: refused (the caller sends the error).
-        """
-        now = datetime.now(UTC)
-        size = check_slot_request(self.cfg, requester, req.filename, req.size, now=now)
-        target = await self.chat_types.classify(req.recipient)
-        resource = new_resource()
-        expires = int(time.time()) + self.cfg.upload.slot_lifetime
-        if quotas_enabled(self.cfg):
-            async with self.quota.lock(requester):
-                check_quota(self.cfg, size, await self.quota.usage(requester, now), now)
-                self.quota.ledger.add(requester, resource, size, expires)
-        date, hour = self._allocator.allocate(target.chat_type, now)
-        path = SlotPath(self.cfg.node.id, target.chat_type, date, hour, resource, req.filename)
-        grant = UploadGrant(
-            path=path,
-            size=size,
-            expires=expires,
-            uploader=requester,
-            recipient=target.to_jid,
-            content_type=req.content_type[:CONTENT_TYPE_MAX],
-        )
-        get_url = f"{self.cfg.http.public_url}/{path.url_path}"
-        put_url = f"{get_url}?{query_string(grant.query(self.cfg.http.secret))}"
-        # Prebuilt text (see slotreply): slixmpp's stanza objects and per-character
-        # escaping cost more than the rest of the request.
-        if not self._replies.write(slot_reply(attrs, req.namespace, put_url, get_url)):
-            log.info("slot for %s not sent: disconnected from the XMPP server", requester)
-            return
-        self.metrics.inc("slots", labels={"chat_type": target.chat_type})
-        # One INFO line a minute sums the slots up (SlotTally); each upload made with a
-        # slot is logged at INFO and recorded in AFT_LOG by the HTTP side.
-        self._tally.add(target.chat_type)
-        log.debug(
-            "slot for %s: %d bytes, %s to %s, resource %s",
-            requester,
-            size,
-            target.chat_type,
-            target.to_jid or "-",
-            resource,
-        )
 
     async def resume_directories(self, now: datetime | None = None) -> None:
         """Seed the ``HH.n`` roll-over from AFT_LOG, so a restart keeps counting.
@@ -390,7 +361,7 @@ class UploadComponent(ComponentXMPP):
 
         The slots counted since the last summary line are logged now.
         """
-        self._tally.flush()
+        self.slots.tally.flush()
         task = self._run_out_filters
         if task is not None and not task.done():
             task.cancel()

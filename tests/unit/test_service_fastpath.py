@@ -100,6 +100,14 @@ class TestFastPath(ComponentTest):
             assert fast == slow, case
         assert self.xmpp.socket.next_sent() is None  # one answer per request, no more
 
+    def test_a_slot_is_one_stanza(self) -> None:
+        """A granted slot is answered with one result and nothing else, in either syntax."""
+        self.start()
+        for n, payload in enumerate((V0, LEGACY)):
+            sent = self.answer(UploadComponent._spawn_event, _stanza({"payload": payload}, n))
+            assert isinstance(sent, list) and len(sent) == 1
+            assert ("type", "result") in sent[0][1]
+
     def test_refusals_counted_alike(self) -> None:
         """slots and slots_refused count the same on either path."""
         self.start(upload={"max_file_size": 20000}, xmpp={"muc_domains": ["rooms.montague.tld"]})
