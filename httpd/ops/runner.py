@@ -109,11 +109,10 @@ async def _run(
     if isinstance(opened, int):
         return opened
     audit, repo = opened
-    if metrics_dir is not None:
-        try:
-            await deliver_orphan_spools(cfg, metrics)
-        except (UploadError, OSError) as exc:
-            log.warning("former HTTP workers' spools kept for the next start: %s", exc)
+    try:
+        await deliver_orphan_spools(cfg, metrics, cfg.http.workers if metrics_dir else 0)
+    except (UploadError, OSError) as exc:
+        log.warning("former HTTP workers' spools kept for the next start: %s", exc)
     stop = asyncio.Event()
     servers: list[Coroutine[Any, Any, None]] = []
     started: list[asyncio.Event] = []

@@ -12,8 +12,8 @@ What stays consistent across processes, and how:
   supervisor opens the audit log first, so the schema exists before a worker starts.
 - The durable spool: one file per worker (:func:`worker_spool_path`), because a spool
   is locked by the process that uses it. Worker ``i`` delivers what its predecessor
-  left; spools of workers beyond today's count are delivered by the supervisor at
-  start (:func:`deliver_orphan_spools`).
+  left; spools no worker of this run takes (a run with more workers left them) are
+  delivered by ``mft run`` at start (:func:`deliver_orphan_spools`).
 - ``/metrics``: prometheus_client's multiprocess mode (:mod:`component.metrics`), in a
   directory made for this run and removed after it.
 - Quotas: decided by the component from AFT_LOG, as before.
@@ -84,15 +84,18 @@ def worker_config(cfg: Config, index: int, port: int) -> Config:
     return dataclasses.replace(cfg, http=http, database=database)
 
 
-async def deliver_orphan_spools(cfg: Config, metrics: Metrics) -> None:
-    """Deliver the spools that workers beyond ``[http] workers`` left, then remove them.
+async def deliver_orphan_spools(cfg: Config, metrics: Metrics, in_use: int) -> None:
+    """Deliver the worker spools no worker of this run will take, then remove them.
 
+    :param in_use: workers of this run (0 when HTTP runs in this process or not at
+        all): worker ``i`` takes spool ``i`` itself; any other is an orphan, left by a
+        run with more workers.
     :raises AuditUnavailable: the database cannot take them now (the rows stay).
     """
     if cfg.database.scheme == "sqlite":
         return  # no spool
     for index, path in sorted(_worker_spools(cfg.spool_path)):
-        if index <= cfg.http.workers:
+        if index <= in_use:
             continue  # that worker takes its own
         if path.stat().st_size == 0:
             path.unlink(missing_ok=True)

@@ -173,7 +173,8 @@ async def test_spool_of_a_former_worker_is_delivered(
     config_factory: ConfigFactory, mariadb: MariaDB, mariadb_url: str
 ) -> None:
     """A spool left by worker 3 of an earlier 3-worker run reaches MariaDB exactly once
-    and its file is removed; worker 1's own spool is left for worker 1."""
+    and its file is removed; worker 1's own spool is left for worker 1 until a run with
+    no workers delivers it too."""
     cfg = config_factory(database={"url": mariadb_url, "connect_timeout": 3.0}, http={"workers": 2})
     row = AuditRecord(
         jid="alice@example.org",
@@ -193,15 +194,18 @@ async def test_spool_of_a_former_worker_is_delivered(
         await spool.open()
         await spool.append(SpoolEntry(row))
         await spool.close()
-    await deliver_orphan_spools(cfg, Metrics())
+    await deliver_orphan_spools(cfg, Metrics(), in_use=2)
     assert not worker_spool_path(cfg.spool_path, 3).exists()
     assert worker_spool_path(cfg.spool_path, 1).stat().st_size > 0
     assert worker_config(cfg, 1, 1234).spool_path == worker_spool_path(cfg.spool_path, 1)
+    # With HTTP back in one process, worker 1's spool is an orphan too.
+    await deliver_orphan_spools(cfg, Metrics(), in_use=0)
+    assert not worker_spool_path(cfg.spool_path, 1).exists()
     database = parse_mysql_url(cfg.database.url).database
     conn = mariadb.root()
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT REAL_FILENAME FROM `{database}`.AFT_LOG")
-            assert [r[0] for r in cur.fetchall()] == ["left.txt"]
+            assert [r[0] for r in cur.fetchall()] == ["left.txt", "left.txt"]
     finally:
         conn.close()
