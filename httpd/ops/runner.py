@@ -27,7 +27,7 @@ from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
 from httpd.ops.purge import remove_stale_parts
-from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, stop_on_signals
+from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
 from httpd.ops.workers import HttpWorkers, deliver_orphan_spools, metrics_directory
 from httpd.repository import Repository
 
@@ -149,18 +149,7 @@ async def _run(
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.
     servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))
-    failures: list[Exception] = []
-    try:
-        with stop_on_signals(stop):
-            async with asyncio.TaskGroup() as tg:
-                for coro in servers:
-                    tg.create_task(coro)
-    except* Exception as group:
-        failures.extend(group.exceptions)
-    finally:
-        budget.close()
-        await repo.close()
-        await audit.close()
+    failures = await run_until_stopped(servers, stop, audit, repo, budget)
     for failure in failures:
         log.error("server failed: %s", failure, exc_info=failure)
         print(f"mft: stopped: {failure}", file=sys.stderr)

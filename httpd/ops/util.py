@@ -13,9 +13,10 @@ import ipaddress
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from component.audit import AuditLog, open_audit_log
@@ -254,3 +255,27 @@ async def open_stores(
             f"repository {safe_url(cfg.repository.url)}", exc, repository_hint(cfg, exc)
         )
     return audit, repo
+
+
+async def run_until_stopped(
+    servers: Sequence[Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+    audit: AuditLog,
+    repo: Repository,
+    budget: MemoryBudget,
+) -> list[Exception]:
+    """Run ``servers`` together, SIGTERM/SIGINT setting ``stop``, until all return or one
+    fails (the others are then cancelled); close the stores; the failures."""
+    failures: list[Exception] = []
+    try:
+        with stop_on_signals(stop):
+            async with asyncio.TaskGroup() as tg:
+                for coro in servers:
+                    tg.create_task(coro)
+    except* Exception as group:
+        failures.extend(group.exceptions)
+    finally:
+        budget.close()
+        await repo.close()
+        await audit.close()
+    return failures

@@ -24,7 +24,7 @@ from component.config import Config
 from component.metrics import Metrics, enable_multiprocess
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
-from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, stop_on_signals
+from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +103,13 @@ async def serve_worker(spec: WorkerSpec) -> int:
     audit, repo = opened
     stop = asyncio.Event()
     started = asyncio.Event()
-    failures: list[Exception] = []
-    try:
-        with stop_on_signals(stop):
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(
-                    serve_http(cfg, repo, audit, metrics, stop, started, budget, reuse_port=True)
-                )
-                tg.create_task(_report_ready(started))
-                tg.create_task(_stop_at_eof(stop))
-                tg.create_task(_publish_budget(budget, metrics, stop))
-    except* Exception as group:
-        failures.extend(group.exceptions)
-    finally:
-        budget.close()
-        await repo.close()
-        await audit.close()
+    servers = [
+        serve_http(cfg, repo, audit, metrics, stop, started, budget, reuse_port=True),
+        _report_ready(started),
+        _stop_at_eof(stop),
+        _publish_budget(budget, metrics, stop),
+    ]
+    failures = await run_until_stopped(servers, stop, audit, repo, budget)
     for exc in failures:
         log.error("HTTP worker failed: %s", exc, exc_info=exc)
     return EXIT_UNAVAILABLE if failures else EXIT_OK
