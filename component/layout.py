@@ -185,7 +185,7 @@ class DirectoryAllocator:
     def allocate(self, chat_type: ChatType, now: datetime | None = None) -> tuple[str, str]:
         """Return ``(YYYYMMDD, HH or HH.n)`` for one more file of ``chat_type``."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
-        date, hour = now.strftime("%Y%m%d"), now.strftime("%H")
+        date, hour = f"{now.year:04d}{now.month:02d}{now.day:02d}", f"{now.hour:02d}"
         key = (chat_type, date, hour)
         n = self._counts.get(key)
         if n is None:  # a new hour (or chat type): forget the hours before
