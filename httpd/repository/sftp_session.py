@@ -107,20 +107,22 @@ class WriteBehind:
         self._flusher, self._part, self._timeout = flusher, part, timeout
         self._file: asyncssh.SFTPClientFile | None = None
         self._task: asyncio.Task[None] | None = None
-        self._flushed = 0
+        self._started = 0
         self._failed = False
+        self.flushed = 0
+        """Bytes the last completed early fsync covered."""
 
     def written(self, acknowledged: int) -> None:
         """``acknowledged`` bytes are on the server: flush them if a step has passed and
         no flush is under way."""
-        if self._failed or acknowledged - self._flushed < FLUSH_STEP:
+        if self._failed or acknowledged - self._started < FLUSH_STEP:
             return
         if self._task is not None and not self._task.done():
             return
-        self._flushed = acknowledged
-        self._task = asyncio.ensure_future(self._flush())
+        self._started = acknowledged
+        self._task = asyncio.ensure_future(self._flush(acknowledged))
 
-    async def _flush(self) -> None:
+    async def _flush(self, upto: int) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 if self._file is None:
@@ -130,6 +132,8 @@ class WriteBehind:
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             self._failed = True
             log.debug("write-behind fsync of %s skipped: %s", self._part, exc)
+        else:
+            self.flushed = upto
 
     async def close(self) -> None:
         """Let a flush under way end and close the second handle (errors ignored)."""
