@@ -219,7 +219,10 @@ class SftpRepository(SftpSession):
                 finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 reap(finished)
             reap([t for t in pending if t.done()])
-            cost = await budget.acquire(WRITE_COPIES * n)
+            # A view keeps its whole chunk alive until the write is acknowledged.
+            first = pieces[0]
+            whole = len(first.obj) if len(first) >= n and isinstance(first.obj, bytes) else n
+            cost = await budget.acquire((WRITE_COPIES - 1) * n + max(n, whole))
             task = asyncio.ensure_future(self._write_block(f, take(n), offset))
             task.add_done_callback(lambda t: done(t, cost, n))
             pending.add(task)
