@@ -260,37 +260,39 @@ class FileRepository:
 
     async def _receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
         block = min(RECV_BLOCK, size) or 1
-        count = 2 if size > block and block >= DOUBLE_BUFFER_MIN else 1
+        count, granted = await self._take_buffers(size, block)
         state = _PartFile(self._root, path, self._abs(part_name(path)), self._abs(path))
         loop = asyncio.get_running_loop()
         job: asyncio.Future[None] | None = None
         try:
-            async with self._budget.hold(count * block) as granted:
-                block = max(1, granted // count)
-                bufs = [memoryview(bytearray(block)) for _ in range(count)]
-                received, turn = 0, 0
-                while True:
-                    view = bufs[turn % count]
-                    want, filled = min(block, size - received), 0
-                    while filled < want:
-                        filled += await body.readinto(view[filled:want])
-                    received += filled
-                    last = received == size
-                    if last:
-                        await body.end()
-                    if job is not None:
-                        await asyncio.shield(job)  # its buffer is free again
-                    job = loop.run_in_executor(None, state.write, view[:filled], sha, last)
-                    if last:
-                        await asyncio.shield(job)
-                        break
-                    turn += 1
+            block = max(1, granted // count)
+            bufs = [memoryview(bytearray(block)) for _ in range(count)]
+            received, turn = 0, 0
+            while True:
+                view = bufs[turn % count]
+                if count == 1 and job is not None:
+                    await asyncio.shield(job)  # it still reads the only buffer
+                want, filled = min(block, size - received), 0
+                while filled < want:
+                    filled += await body.readinto(view[filled:want])
+                received += filled
+                last = received == size
+                if last:
+                    await body.end()
+                if job is not None:
+                    await asyncio.shield(job)  # its buffer is free again
+                job = loop.run_in_executor(None, state.write, view[:filled], sha, last)
+                if last:
+                    await asyncio.shield(job)
+                    break
+                turn += 1
         except FileExistsError as exc:
             raise AlreadyUploaded() from exc
         except OSError as exc:
             raise StorageUnavailable() from exc
         finally:
             await _finish(job)
+            self._budget.release(granted)
             self._fresh.made(state.made)
             if state.published:
                 self._fresh.published(path)
@@ -299,6 +301,19 @@ class FileRepository:
                 with contextlib.suppress(OSError):
                     state.part.unlink()
                 self._prune_fresh(path)
+
+    async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:
+        """Pay for a store's buffers: ``(count, bytes granted)``.
+
+        Two blocks only while that leaves a quarter of the budget free; else one, waited
+        for in line. Buffers are held while their upload waits for its client, so a
+        crowd of stalled uploads (each with a valid slot, and only until
+        ``body_timeout``) cannot hold more than one block each once the budget is busy.
+        """
+        if size > block and block >= DOUBLE_BUFFER_MIN:
+            if self._budget.try_acquire(2 * block, leave=self._budget.total // 4):
+                return 2, min(2 * block, self._budget.total)
+        return 1, await self._budget.acquire(block)
 
     def _prune_fresh(self, path: str) -> None:
         """Remove what a failed store of ``path`` may remove (see :class:`FreshDirs`)."""
