@@ -52,6 +52,8 @@ CHUNK = 256 * 1024
 # response). Smaller ones are read through aiohttp, so their connection stays open for
 # the next request (a chat client's many small uploads).
 SOCKET_BODY_MIN = 1024 * 1024
+# The most a socket-read body waits to have queued before the loop is woken for it.
+RCVLOWAT = 256 * 1024
 # Where the expect handler leaves its checked (path, grant) for the PUT handler: aiohttp
 # passes both the same request.
 CHECKED = web.RequestKey("checked_upload", tuple[SlotPath, UploadGrant])
@@ -201,6 +203,15 @@ class SocketBody:
         self._prefix = memoryview(prefix)
         self._idle = idle_timeout
         self._loop = asyncio.get_running_loop()
+        self._lowat = 1
+
+    def _wake_at(self, n: int) -> None:
+        """Be woken only once ``n`` bytes are in (SO_RCVLOWAT; the end of the stream
+        wakes too): a few large receives per buffer instead of one per TCP segment."""
+        n = max(1, min(n, RCVLOWAT))
+        if n != self._lowat:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+            self._lowat = n
 
     async def readinto(self, buf: memoryview) -> int:
         """Receive the next bytes into ``buf``.
@@ -217,10 +228,15 @@ class SocketBody:
             try:
                 n = self._sock.recv_into(buf)
             except BlockingIOError:
-                async with asyncio.timeout(self._idle):
-                    n = await self._loop.sock_recv_into(self._sock, buf)
-        except TimeoutError as exc:
-            raise BodyStalled() from exc
+                self._wake_at(len(buf))
+                try:
+                    async with asyncio.timeout(self._idle):
+                        n = await self._loop.sock_recv_into(self._sock, buf)
+                except TimeoutError as exc:
+                    try:  # fewer than the wake-up mark may have come: progress all the same
+                        n = self._sock.recv_into(buf)
+                    except BlockingIOError:
+                        raise BodyStalled() from exc
         except OSError as exc:
             raise _interrupted() from exc
         if not n:

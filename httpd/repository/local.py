@@ -12,7 +12,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from component.errors import (
     AlreadyUploaded,
@@ -162,7 +162,7 @@ class _PartFile:
             os.close(fd)
 
 
-async def _finish(job: asyncio.Future[None] | None) -> None:
+async def _finish(job: asyncio.Future[Any] | None) -> None:
     """Wait for a worker-thread job to end, even through cancellation: it owns the part
     file's descriptor, which must not be closed under it (a block's write, milliseconds).
     """
@@ -263,7 +263,7 @@ class FileRepository:
         count, granted = await self._take_buffers(size, block)
         state = _PartFile(self._root, path, self._abs(part_name(path)), self._abs(path))
         loop = asyncio.get_running_loop()
-        job: asyncio.Future[None] | None = None
+        job: asyncio.Future[Any] | None = None
         try:
             block = max(1, granted // count)
             bufs = [memoryview(bytearray(block)) for _ in range(count)]
@@ -281,7 +281,17 @@ class FileRepository:
                     await body.end()
                 if job is not None:
                     await asyncio.shield(job)  # its buffer is free again
-                job = loop.run_in_executor(None, state.write, view[:filled], sha, last)
+                data = view[:filled]
+                if sha is None or last:
+                    # A small body's only block: one hop does it all.
+                    job = loop.run_in_executor(None, state.write, data, sha, last)
+                else:
+                    # Hash and write the block in two threads at once: the longer of
+                    # the two, not their sum, is what the next block waits for.
+                    job = asyncio.gather(
+                        loop.run_in_executor(None, sha.update, data),
+                        loop.run_in_executor(None, state.write, data, None, last),
+                    )
                 if last:
                     await asyncio.shield(job)
                     break
