@@ -3,7 +3,9 @@
 The checks run once per request, before the body: in :func:`expect_upload` for a client
 that sends ``Expect: 100-continue`` (so a bad token or size is refused before any body
 byte is sent, and :func:`put_upload` reuses the result), else in :func:`put_upload`.
-One repository request (is the slot free?) is all a PUT costs before its first byte.
+One repository request (is the slot free?) is all a PUT costs before its first byte;
+none for a small body on ``file://`` sent without ``Expect`` (publishing refuses a
+taken slot with the same 409).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     :raises InvalidToken: token missing (401), forged, for another path or expired (403).
     :raises FileTooLarge: Content-Length or the slot over ``[upload] max_file_size`` (413).
     :raises SizeMismatch: Content-Length not the slot's size (413 larger, 400 shorter).
-    :raises AlreadyUploaded: the slot already holds a file (409).
+    :raises AlreadyUploaded: the slot already holds a file (409); see the module doc.
     :raises aiohttp.web.HTTPLengthRequired: no Content-Length (a chunked body) (411).
     :raises aiohttp.web.HTTPTemporaryRedirect: the slot belongs to another node (307).
     """
@@ -95,8 +97,18 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     if length != grant.size:
         # XEP-0363 §Upload: MUST reject a PUT whose Content-Length differs from the slot.
         raise SizeMismatch(grant.size, length)
+    repo = request.app[REPOSITORY]
+    if (
+        length < SOCKET_BODY_MIN
+        and hdrs.EXPECT not in request.headers
+        and isinstance(repo, ReceivesBodies)
+    ):
+        # The body is on its way anyway, and publishing refuses an existing name with
+        # the same 409: a small upload saves the worker-thread hop of asking first.
+        request[CHECKED] = (path, grant)
+        return path, grant
     try:
-        await request.app[REPOSITORY].size(path.repo_path)
+        await repo.size(path.repo_path)
     except NotFound:
         request[CHECKED] = (path, grant)
         return path, grant
