@@ -4,7 +4,10 @@ MB/s each way and the service's peak RSS (VmHWM) during the PUT and during the G
 The body is a sparse file (``truncate``: no disk blocks, reads as zeros), so the only
 copy of it on disk is the one the service stores, and that is deleted after its GET.
 With ``--baseline DIR`` the same rounds run, interleaved, against the service from
-another checkout (a fresh service per code tree, the same disk). Usage::
+another checkout (a fresh service per code tree, the same disk). Each round also GETs
+the stored file from a plain blocking ``sendfile(2)`` loop in a thread of this script
+(the "sendfile ceiling" column: what the kernel and curl do without any server code).
+Usage::
 
     .venv/bin/python benchmarks/big_file.py [--size 4G] [--runs 1] [--baseline DIR]
 
@@ -16,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +52,26 @@ class Column:
     put_rss: list[float] = field(default_factory=list)
     get_rss: list[float] = field(default_factory=list)
     idle_rss: list[float] = field(default_factory=list)
+    ceiling: list[float] = field(default_factory=list)
+
+
+def sendfile_once(path: Path) -> int:
+    """A port that answers one GET with ``path`` by blocking sendfile(2), then closes."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    size = path.stat().st_size
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with srv, conn, path.open("rb") as f:
+            conn.recv(65536)  # the request (small; its content does not matter)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+            conn.sendall(head.encode())
+            sent = 0
+            while sent < size:
+                sent += os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(srv.getsockname()[1])
 
 
 def _cpu(stat: Path) -> float:
@@ -105,6 +130,8 @@ async def one_round(code: Path, base: Path, src: Path, size: int, col: Column) -
         col.put.append(size / MB / put_s)
         col.get.append(size / MB / get_s)
         stored = base / "repo" / slot.path.repo_path
+        ceiling_s = await curl(f"http://127.0.0.1:{sendfile_once(stored)}/")
+        col.ceiling.append(size / MB / ceiling_s)
         stored.unlink()
 
 
@@ -129,21 +156,23 @@ async def main(args: argparse.Namespace) -> None:
                     f"round {r + 1} {label:<10} PUT {c.put[-1]:6.0f} MB/s (peak {c.put_rss[-1]:.0f}"
                     f" MiB, CPU loop/threads {c.put_cpu[-1][0]:.2f}/{c.put_cpu[-1][1]:.2f} s)"
                     f"  GET {c.get[-1]:6.0f} MB/s (peak {c.get_rss[-1]:.0f} MiB, CPU "
-                    f"{c.get_cpu[-1][0]:.2f}/{c.get_cpu[-1][1]:.2f} s)",
+                    f"{c.get_cpu[-1][0]:.2f}/{c.get_cpu[-1][1]:.2f} s); sendfile ceiling "
+                    f"{c.ceiling[-1]:.0f} MB/s",
                     flush=True,
                 )
     med = statistics.median
     print(f"\n{args.size} file, {args.runs} round(s), medians; RSS = VmHWM of mft run")
     print(
-        "| code | PUT MB/s | GET MB/s | PUT CPU s (loop+threads) | GET CPU s "
-        "| idle RSS MiB | peak RSS PUT MiB | peak RSS GET MiB |"
+        "| code | PUT MB/s | GET MB/s | GET sendfile ceiling MB/s | PUT CPU s (loop+threads) "
+        "| GET CPU s | idle RSS MiB | peak RSS PUT MiB | peak RSS GET MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, c in cols.items():
         put_cpu = med(sum(x) for x in c.put_cpu)
         get_cpu = med(sum(x) for x in c.get_cpu)
         print(
-            f"| {label} | {med(c.put):,.0f} | {med(c.get):,.0f} | {put_cpu:.2f} | "
+            f"| {label} | {med(c.put):,.0f} | {med(c.get):,.0f} | {med(c.ceiling):,.0f} | "
+            f"{put_cpu:.2f} | "
             f"{get_cpu:.2f} | {med(c.idle_rss):.0f} | {max(c.put_rss):.0f} | "
             f"{max(c.get_rss):.0f} |"
         )
