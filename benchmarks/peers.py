@@ -19,7 +19,7 @@ services rotates each round), medians of:
 Durability is as deployed: xmpp-mft answers 201 after fsync (see README, Performance).
 
     python benchmarks/peers.py [--quick] [--rounds 3] [--groups xmpp,crowd,curl,sftp]
-                               [--baseline OTHER_CHECKOUT]
+                               [--workers N] [--baseline OTHER_CHECKOUT]
 
 ``MFT_BENCH_PROFILE="-m cProfile -o /tmp/mft.prof"`` runs every ``mft run`` under it.
 """
@@ -105,6 +105,7 @@ class Params:
     sizes: tuple[int, ...]
     sftp_size: int
     groups: tuple[str, ...] = GROUPS
+    workers: int | None = None  # [http] workers of this checkout (None: its default)
 
 
 FULL = Params(3, 500, 4000, 1000, (256 * 1024**2, 1024**3), 256 * 1024**2)
@@ -392,7 +393,9 @@ async def run(bench: Bench, baseline: Path | None) -> None:
                     root=f.root,
                 )
                 for mft, only in ((mft_e, None), (mft_p, None), (mft_s, "httpd")):
-                    await stack.enter_async_context(running_mft(mft, only, None, PROFILE))
+                    # A baseline checkout may predate the key: it keeps its own default.
+                    workers = params.workers if f.column == MFT else None
+                    await stack.enter_async_context(running_mft(mft, only, workers, PROFILE))
                 await wait_for_service(ce, e_jid, mft_e)
                 await wait_for_service(cp, p_jid, mft_p)
                 on_e.append(Target(f.column, ce, e_jid, [mft_e.pid, ejabberd.pid]))
@@ -478,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds (median); default 3, quick 1")
     parser.add_argument("--sizes", help="big-file sizes, comma-separated (K/M/G)")
     parser.add_argument("--groups", help=f"row groups to run, of {','.join(GROUPS)}")
+    parser.add_argument(
+        "--workers", type=int, help="[http] workers of this checkout (default: one per CPU)"
+    )
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument("--baseline", type=Path, help="also run xmpp-mft from this checkout")
     args = parser.parse_args(argv)
@@ -489,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         params = dataclasses.replace(params, sizes=sizes)
     if args.groups:
         params = dataclasses.replace(params, groups=tuple(args.groups.split(",")))
+    if args.workers is not None:
+        params = dataclasses.replace(params, workers=args.workers)
     logging.basicConfig(level=logging.WARNING)
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

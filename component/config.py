@@ -84,8 +84,17 @@ class XmppConfig:
 
 
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+MAX_WORKERS = 64
 MIN_MEMORY_BUDGET = 1024 * 1024  # one SFTP block each way, with room
 MAX_MEMORY_BUDGET = 64 * 1024 * 1024 * 1024
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a systemd ``CPUAffinity=``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +116,9 @@ class HttpConfig:
     # Bytes all transfers of the process together may hold in buffers (httpd.budget);
     # past it transfers wait and their clients are slowed by TCP back-pressure.
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    # HTTP server processes sharing the port (SO_REUSEPORT); 0: one per CPU this process
+    # may run on. 1 serves HTTP in the component's own process.
+    workers: int = 0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url)
@@ -122,6 +134,10 @@ class HttpConfig:
             raise ConfigError(
                 f"[http] memory_budget: {MIN_MEMORY_BUDGET} (1 MiB) up to {MAX_MEMORY_BUDGET} bytes"
             )
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"[http] workers: 0 (one per CPU) up to {MAX_WORKERS}")
+        if self.workers == 0:
+            object.__setattr__(self, "workers", min(MAX_WORKERS, usable_cpus()))
         object.__setattr__(self, "trusted_proxies", tuple(map(str, self.trusted_networks)))
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 

@@ -5,21 +5,39 @@ buckets): what ``GET /metrics`` says about a metric never depends on which call 
 ran first. One :class:`Metrics` is made per process by the runner and handed to the
 component, the audit log and the HTTP server; it owns its
 :class:`~prometheus_client.CollectorRegistry` (never the library's global default), or
-uses one given to it (for prometheus_client's multiprocess mode, say).
+uses one given to it.
+
+With ``[http] workers`` above 1 the HTTP side runs in several processes; then every
+process keeps its values in prometheus_client's multiprocess files (one directory per
+service run, :func:`enable_multiprocess`) and ``/metrics``, whichever worker answers,
+renders the sum over all of them (gauges as :attr:`MetricDef.multiprocess_mode` says).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["counter", "gauge", "histogram"]
+# How prometheus_client combines one gauge over processes (its multiprocess_mode).
+GaugeMode = Literal["livesum", "livemax", "max", "mostrecent", "livemostrecent"]
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 PREFIX = "mft_"
 
@@ -32,6 +50,8 @@ class MetricDef:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = DURATION_BUCKETS
+    # Gauges with several processes: "livesum" adds what live processes hold.
+    multiprocess_mode: GaugeMode = "livesum"
 
 
 # The one table of metrics (README "Monitoring" lists them; a test keeps both in step).
@@ -53,17 +73,26 @@ DEFINITIONS: dict[str, MetricDef] = {
     "repository_errors": MetricDef("counter", "Repository (file server) operations that failed"),
     "database_errors": MetricDef("counter", "AFT_LOG database operations that failed"),
     "spool_rows": MetricDef("gauge", "AFT_LOG rows waiting in the local spool for the database"),
-    "disk_free_bytes": MetricDef("gauge", "Free bytes on the repository"),
-    "disk_free_percent": MetricDef("gauge", "Free space on the repository, percent"),
-    "disk_alarm": MetricDef(
-        "gauge", "1 while the repository's free space is below the alarm threshold"
+    # Set by the one process that watches the disk.
+    "disk_free_bytes": MetricDef("gauge", "Free bytes on the repository", (), (), "livemax"),
+    "disk_free_percent": MetricDef(
+        "gauge", "Free space on the repository, percent", (), (), "livemax"
     ),
-    "memory_budget_bytes": MetricDef("gauge", "[http] memory_budget of this process"),
+    "disk_alarm": MetricDef(
+        "gauge",
+        "1 while the repository's free space is below the alarm threshold",
+        (),
+        (),
+        "livemax",
+    ),
+    "memory_budget_bytes": MetricDef(
+        "gauge", "[http] memory_budget, summed over the HTTP worker processes"
+    ),
     "memory_budget_used_bytes": MetricDef(
-        "gauge", "Bytes of the memory budget held by transfers in flight"
+        "gauge", "Bytes of the memory budgets held by transfers in flight"
     ),
     "memory_budget_peak_bytes": MetricDef(
-        "gauge", "Most bytes of the memory budget ever held at once"
+        "gauge", "Most bytes of one process's memory budget ever held at once", (), (), "max"
     ),
     "memory_budget_waiting": MetricDef("gauge", "Transfers waiting for memory budget"),
     "upload_seconds": MetricDef("histogram", "Time to receive and store an upload", ("chat_type",)),
@@ -86,10 +115,14 @@ class Metrics:
         self,
         registry: CollectorRegistry | None = None,
         definitions: Mapping[str, MetricDef] = DEFINITIONS,
+        *,
+        multiprocess_dir: Path | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._definitions = dict(definitions)
         self._metrics: dict[str, _Metric] = {}
+        # Set: values live in prometheus_client's files there (enable_multiprocess() first).
+        self.multiprocess_dir = multiprocess_dir
 
     def _get(self, name: str, kind: Kind, help: str, labels: Mapping[str, str] | None) -> _Metric:
         metric = self._metrics.get(name)
@@ -109,7 +142,13 @@ class Metrics:
         if spec.kind == "counter":
             metric = Counter(full, spec.help, spec.labels, registry=self.registry)
         elif spec.kind == "gauge":
-            metric = Gauge(full, spec.help, spec.labels, registry=self.registry)
+            metric = Gauge(
+                full,
+                spec.help,
+                spec.labels,
+                registry=self.registry,
+                multiprocess_mode=spec.multiprocess_mode,
+            )
         else:
             metric = Histogram(
                 full, spec.help, spec.labels, registry=self.registry, buckets=spec.buckets
@@ -163,5 +202,28 @@ class Metrics:
         return found or 0.0
 
     def render(self) -> str:
-        """The registry in the Prometheus text exposition format 0.0.4."""
-        return generate_latest(self.registry).decode()
+        """The registry in the Prometheus text exposition format 0.0.4: with several
+        processes, the values of all of them (of those that are gone: counters and
+        histograms; their live gauges are dropped, :func:`forget_process`)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry).decode()
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(combined).decode()
+
+
+def enable_multiprocess(directory: Path) -> None:
+    """Keep this process's metric values in ``directory``, shared with its HTTP workers.
+
+    prometheus_client's multiprocess mode is process-wide by the library's design: it
+    reads the environment variable :data:`MULTIPROC_ENV` (which child processes inherit)
+    and picks its value class once. Call this before the first :class:`Metrics` of the
+    process makes a metric.
+    """
+    os.environ[MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def forget_process(directory: Path, pid: int) -> None:
+    """Drop the live gauges of process ``pid``, which has exited (its counters stay)."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]

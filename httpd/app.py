@@ -141,6 +141,8 @@ async def serve_http(
     stop: asyncio.Event,
     started: asyncio.Event | None = None,
     budget: MemoryBudget | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
     """Serve on ``[http] bind``:``port`` until ``stop`` is set, then shut down gracefully.
 
@@ -148,13 +150,21 @@ async def serve_http(
     in flight get ``[http] shutdown_grace`` seconds to finish, and are then cancelled (a
     cancelled upload leaves no file: the repository removes its ``.part``).
 
+    :param reuse_port: bind with ``SO_REUSEPORT``, beside the other HTTP workers: the
+        kernel spreads new connections over every process listening on the port.
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
     app = make_app(cfg, repo, audit, metrics, budget)
     runner = make_runner(app)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, cfg.http.bind, cfg.http.port, ssl_context=_ssl_context(cfg))
+        site = web.TCPSite(
+            runner,
+            cfg.http.bind,
+            cfg.http.port,
+            ssl_context=_ssl_context(cfg),
+            reuse_port=reuse_port or None,
+        )
         await site.start()
         log.info(
             "HTTP server on %s:%d (%s), public URL %s",

@@ -1,4 +1,8 @@
-"""``mft run``: the component and the HTTP server in one asyncio loop.
+"""``mft run``: the component and the HTTP server.
+
+With ``[http] workers`` = 1 both run in this process's one asyncio loop; above 1 this
+process runs the component and supervises that many HTTP worker processes
+(:mod:`httpd.ops.workers`).
 
 Seed ("service activation"): the service starts only when it can reach the database and
 the file server. So the audit log and the repository are opened first; if either fails
@@ -9,70 +13,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
+import shutil
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from component.audit import AuditLog, open_audit_log
 from component.config import Config
-from component.dburl import safe_url
 from component.errors import UploadError
-from component.metrics import Metrics
+from component.metrics import Metrics, enable_multiprocess
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
 from httpd.ops.purge import remove_stale_parts
-from httpd.ops.util import repository_hint
-from httpd.repository import Repository, open_repository
+from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
+from httpd.ops.workers import HttpWorkers, deliver_orphan_spools, metrics_directory
+from httpd.repository import Repository
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_UNAVAILABLE = 1  # database or repository unreachable at start, or a server failed
-
-
-def _fail(what: str, exc: BaseException, hint: str = "") -> int:
-    """Tell the operator which dependency failed, why, and what to do; the exit code."""
-    reason = exc.text if isinstance(exc, UploadError) else (str(exc) or type(exc).__name__)
-    print(f"mft: cannot start: {what}: {reason}", file=sys.stderr)
-    if hint:
-        print(f"mft: hint: {hint}", file=sys.stderr)
-    return EXIT_UNAVAILABLE
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (graceful shutdown) for the duration."""
-    loop = asyncio.get_running_loop()
-    sigs = (signal.SIGTERM, signal.SIGINT)
-    for sig in sigs:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield
-    finally:
-        for sig in sigs:
-            loop.remove_signal_handler(sig)
-
-
-async def _open(
-    cfg: Config, metrics: Metrics, budget: MemoryBudget
-) -> tuple[AuditLog, Repository] | int:
-    """Open the audit log, then the repository; an exit code if either fails."""
-    audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
-    try:
-        await audit.open()
-    except Exception as exc:  # any failure to open is reported, by name, once
-        return _fail(f"database {cfg.database.safe_url}", exc)
-    try:
-        repo = open_repository(cfg, budget)
-        await repo.open()
-    except Exception as exc:
-        await audit.close()
-        return _fail(f"repository {safe_url(cfg.repository.url)}", exc, repository_hint(cfg, exc))
-    return audit, repo
 
 
 async def _remove_stale_parts(cfg: Config, repo: Repository) -> None:
@@ -122,16 +81,39 @@ async def run_command(
         or a server failed.
     """
     assert cfg is not None  # cli.py loads the configuration for this command
-    metrics = Metrics()
+    only = getattr(args, "only", None)
+    workers = cfg.http.workers if only in (None, "httpd") else 1
+    metrics_dir = metrics_directory() if workers > 1 else None
+    try:
+        return await _run(cfg, args, only, metrics_dir, on_ready)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+async def _run(
+    cfg: Config,
+    args: argparse.Namespace,
+    only: str | None,
+    metrics_dir: Path | None,
+    on_ready: Callable[[], None] | None,
+) -> int:
+    """:func:`run_command` with HTTP workers in their own processes if ``metrics_dir``."""
+    if metrics_dir is not None:
+        enable_multiprocess(metrics_dir)
+    metrics = Metrics(multiprocess_dir=metrics_dir)
     # One budget for every transfer of this process: the repository's buffers and the
     # HTTP side that waits for it.
     budget = MemoryBudget(cfg.http.memory_budget)
-    opened = await _open(cfg, metrics, budget)
+    opened = await open_stores(cfg, metrics, budget)
     if isinstance(opened, int):
         return opened
     audit, repo = opened
+    try:
+        await deliver_orphan_spools(cfg, metrics, cfg.http.workers if metrics_dir else 0)
+    except (UploadError, OSError) as exc:
+        log.warning("former HTTP workers' spools kept for the next start: %s", exc)
     stop = asyncio.Event()
-    only = getattr(args, "only", None)
     servers: list[Coroutine[Any, Any, None]] = []
     started: list[asyncio.Event] = []
     notify: Notify | None = None
@@ -153,26 +135,24 @@ async def run_command(
         servers.append(serve_component(cfg, audit, metrics, stop, connected, on_ready=ready.append))
     if only in (None, "httpd"):
         started.append(asyncio.Event())
-        servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
+        if metrics_dir is not None:
+            http = HttpWorkers(
+                cfg,
+                metrics_dir,
+                log_level=logging.getLogger().getEffectiveLevel(),
+                verbose=getattr(args, "verbose", 0),
+            )
+            servers.append(http.run(stop, started[-1]))
+        else:
+            servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
         servers.append(_remove_stale_parts(cfg, repo))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.
     servers.append(DiskAlarm(cfg, repo, metrics, notify).run(stop))
     servers.append(_announce_when_ready(stop, started, on_ready))
-    failures: list[Exception] = []
-    try:
-        with _stop_on_signals(stop):
-            async with asyncio.TaskGroup() as tg:
-                for coro in servers:
-                    tg.create_task(coro)
-    except* Exception as group:
-        failures.extend(group.exceptions)
-    finally:
-        budget.close()
-        await repo.close()
-        await audit.close()
-    for exc in failures:
-        log.error("server failed: %s", exc, exc_info=exc)
-        print(f"mft: stopped: {exc}", file=sys.stderr)
+    failures = await run_until_stopped(servers, stop, audit, repo, budget)
+    for failure in failures:
+        log.error("server failed: %s", failure, exc_info=failure)
+        print(f"mft: stopped: {failure}", file=sys.stderr)
     if failures:
         return EXIT_UNAVAILABLE
     log.info("stopped cleanly")

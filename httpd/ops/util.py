@@ -7,12 +7,16 @@ repository and audit log for a command (export, verify) with its error handling.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from component.audit import AuditLog, open_audit_log
@@ -29,6 +33,8 @@ from component.errors import (
     PathNotWritable,
     UploadError,
 )
+from component.metrics import Metrics
+from httpd.budget import MemoryBudget
 from httpd.repository import Repository, open_repository
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -201,3 +207,75 @@ async def command_stores(cfg: Config, command: str) -> AsyncIterator[Stores]:
     finally:
         await stores.repo.close()
         await stores.audit.close()
+
+
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1  # database or repository unreachable at start, or a server failed
+
+
+def fail_to_start(what: str, exc: BaseException, hint: str = "") -> int:
+    """Tell the operator which dependency failed, why, and what to do; the exit code."""
+    reason = exc.text if isinstance(exc, UploadError) else (str(exc) or type(exc).__name__)
+    print(f"mft: cannot start: {what}: {reason}", file=sys.stderr)
+    if hint:
+        print(f"mft: hint: {hint}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (graceful shutdown) for the duration."""
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+async def open_stores(
+    cfg: Config, metrics: Metrics, budget: MemoryBudget
+) -> tuple[AuditLog, Repository] | int:
+    """Open the audit log, then the repository; an exit code if either fails (and the
+    reason printed on stderr)."""
+    audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
+    try:
+        await audit.open()
+    except Exception as exc:  # any failure to open is reported, by name, once
+        return fail_to_start(f"database {cfg.database.safe_url}", exc)
+    try:
+        repo = open_repository(cfg, budget)
+        await repo.open()
+    except Exception as exc:
+        await audit.close()
+        return fail_to_start(
+            f"repository {safe_url(cfg.repository.url)}", exc, repository_hint(cfg, exc)
+        )
+    return audit, repo
+
+
+async def run_until_stopped(
+    servers: Sequence[Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+    audit: AuditLog,
+    repo: Repository,
+    budget: MemoryBudget,
+) -> list[Exception]:
+    """Run ``servers`` together, SIGTERM/SIGINT setting ``stop``, until all return or one
+    fails (the others are then cancelled); close the stores; the failures."""
+    failures: list[Exception] = []
+    try:
+        with stop_on_signals(stop):
+            async with asyncio.TaskGroup() as tg:
+                for coro in servers:
+                    tg.create_task(coro)
+    except* Exception as group:
+        failures.extend(group.exceptions)
+    finally:
+        budget.close()
+        await repo.close()
+        await audit.close()
+    return failures

@@ -77,11 +77,12 @@ class Service:
 
 
 def write_config(base: Path, repository: dict[str, Any], http: dict[str, Any]) -> Path:
-    """An mft.toml under ``base`` for an HTTP-only node on ``repository``."""
+    """An mft.toml under ``base`` for an HTTP-only node on ``repository``, one process
+    (its RSS is what is measured; the budget is per worker process)."""
     port = free_port()
     raw = make_raw_config(
         base,
-        http={"port": port, "public_url": f"http://127.0.0.1:{port}", **http},
+        http={"port": port, "public_url": f"http://127.0.0.1:{port}", "workers": 1, **http},
         repository=repository,
         upload={"max_file_size": 1024 * MIB},
     )

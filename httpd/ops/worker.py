@@ -1,0 +1,139 @@
+"""One HTTP worker process of ``mft run`` (``[http] workers`` above 1).
+
+The supervisor (:mod:`httpd.ops.workers`) starts ``python -m httpd.ops.worker`` and
+writes a pickled :class:`WorkerSpec` to its stdin, then keeps that pipe open: the
+worker stops gracefully when the pipe reaches end-of-file (the supervisor stopped it or
+died), on SIGTERM and on SIGINT. It opens its own audit log (its own spool file) and
+repository, listens on the shared port with ``SO_REUSEPORT``, and writes
+:data:`READY` to stdout once it listens. Its metrics go to the service's
+multiprocess directory, so ``/metrics`` from any worker shows the whole service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from component.cli import quiet_libraries
+from component.config import Config
+from component.metrics import Metrics, enable_multiprocess
+from httpd.app import serve_http
+from httpd.budget import MemoryBudget
+from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
+
+log = logging.getLogger(__name__)
+
+READY = b"ready\n"
+# How often the worker's memory-budget gauges are refreshed for the other workers'
+# /metrics (the worker answering a scrape refreshes its own at once).
+BUDGET_GAUGE_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What one worker needs: the configuration (its port and spool already its own)."""
+
+    cfg: Config
+    index: int
+    metrics_dir: Path
+    log_level: int
+    verbose: int
+
+
+async def _stop_at_eof(stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin (the supervisor's pipe) reaches end-of-file."""
+    loop = asyncio.get_running_loop()
+    eof = asyncio.Event()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            eof.set()
+
+    loop.add_reader(fd, readable)
+    try:
+        await eof.wait()
+        log.info("the supervisor closed its pipe; stopping")
+        stop.set()
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _report_ready(started: asyncio.Event) -> None:
+    """Tell the supervisor the worker listens."""
+    await started.wait()
+    os.write(sys.stdout.fileno(), READY)
+
+
+async def _publish_budget(budget: MemoryBudget, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Keep this worker's memory-budget gauges current until ``stop``."""
+    metrics.set("memory_budget_bytes", value=budget.total)
+    while not stop.is_set():
+        metrics.set("memory_budget_used_bytes", value=budget.in_use)
+        metrics.set("memory_budget_peak_bytes", value=budget.peak)
+        metrics.set("memory_budget_waiting", value=budget.waiting)
+        try:
+            async with asyncio.timeout(BUDGET_GAUGE_INTERVAL):
+                await stop.wait()
+        except TimeoutError:
+            pass
+
+
+async def serve_worker(spec: WorkerSpec) -> int:
+    """Serve HTTP until told to stop; the exit code (1: a store or the port failed)."""
+    enable_multiprocess(spec.metrics_dir)
+    metrics = Metrics(multiprocess_dir=spec.metrics_dir)
+    cfg = spec.cfg
+    budget = MemoryBudget(cfg.http.memory_budget)
+    opened = await open_stores(cfg, metrics, budget)
+    if isinstance(opened, int):
+        return opened
+    audit, repo = opened
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    servers = [
+        serve_http(cfg, repo, audit, metrics, stop, started, budget, reuse_port=True),
+        _report_ready(started),
+        _stop_at_eof(stop),
+        _publish_budget(budget, metrics, stop),
+    ]
+    failures = await run_until_stopped(servers, stop, audit, repo, budget)
+    for exc in failures:
+        log.error("HTTP worker failed: %s", exc, exc_info=exc)
+    return EXIT_UNAVAILABLE if failures else EXIT_OK
+
+
+def main() -> int:
+    """Read the spec from stdin, set up logging like ``mft run``, serve."""
+    spec = pickle.load(sys.stdin.buffer)
+    if not isinstance(spec, WorkerSpec):
+        print("mft worker: stdin did not carry a WorkerSpec", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=spec.log_level,
+        format=f"%(asctime)s %(levelname)s http-{spec.index} %(name)s: %(message)s",
+    )
+    quiet_libraries(spec.verbose)
+    try:
+        return asyncio.run(serve_worker(spec))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # Run as httpd.ops.worker, not __main__: the pickled spec names that module's class.
+    from httpd.ops.worker import main as worker_main
+
+    sys.exit(worker_main())
