@@ -38,9 +38,7 @@ from component.layout import DirectoryAllocator
 from component.metrics import Metrics
 from component.xmpp.chattype import ChatTypeResolver
 from component.xmpp.disco import SlixDisco, publish_disco
-from component.xmpp.policy import (
-    hour_start,
-)
+from component.xmpp.policy import hour_start
 from component.xmpp.quota import QuotaGate
 from component.xmpp.shares import ShareRecorder
 from component.xmpp.slotreply import ReplyWriter
@@ -410,10 +408,11 @@ async def serve_component(
             if started is not None:
                 started.set()
             if freeze_gc:
-                # What start-up built (config, slixmpp's plugins, the HTTP app, the
-                # audit log) lives as long as the process: the cyclic collector need
-                # not walk it again every few hundred stanzas (it took about a quarter
-                # of the CPU per slot). A collection first: no start-up garbage is kept.
+                # What start-up built (config, slixmpp's plugins, whatever else is up
+                # by the first session) lives as long as the process: the cyclic
+                # collector need not walk it again every few hundred stanzas (that took
+                # about a quarter of the CPU per slot). A collection first, so that no
+                # start-up garbage is kept for good.
                 gc.collect()
                 gc.freeze()
 

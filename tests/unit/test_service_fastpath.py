@@ -182,19 +182,35 @@ class TestFastPath(ComponentTest):
 
 
 def test_slot_summary_line(caplog: pytest.LogCaptureFixture) -> None:
-    """Slots are summed up in one INFO line per interval; nothing is logged without slots."""
-    import asyncio
-
+    """Slots are summed up in one INFO line when the interval's timer fires; none without slots."""
     from component.xmpp.slotreply import SlotTally
 
-    async def run() -> None:
-        tally = SlotTally(interval=0.01)
+    class Timer:
+        cancelled = False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    class Loop:
+        def __init__(self) -> None:
+            self.timers: list[tuple[float, Callable[[], None], Timer]] = []
+
+        def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+            self.timers.append((delay, callback, Timer()))
+            return self.timers[-1][2]
+
+    loop = Loop()
+    tally = SlotTally(interval=60.0, loop=lambda: loop)  # type: ignore[arg-type, return-value]
+    with caplog.at_level(logging.INFO, logger="component.xmpp.service"):
         for chat_type in ("im", "im", "groupchat"):
             tally.add(chat_type)
-        await asyncio.sleep(0.05)  # the interval's timer, not synchronisation with a peer
-        tally.flush()
-
-    with caplog.at_level(logging.INFO, logger="component.xmpp.service"):
-        asyncio.run(run())
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["slots handed out in the last 0.01 s: 3 (groupchat 1, im 2)"]
+        assert [t[0] for t in loop.timers] == [60.0]  # one timer for the interval
+        loop.timers[0][1]()  # the timer fires
+        tally.flush()  # nothing counted since: no line
+        tally.add("persistent")
+        tally.flush()  # at shutdown: the rest, and the interval's timer cancelled
+    assert [r.getMessage() for r in caplog.records] == [
+        "slots handed out in the last 60 s: 3 (groupchat 1, im 2)",
+        "slots handed out in the last 60 s: 1 (persistent 1)",
+    ]
+    assert len(loop.timers) == 2 and loop.timers[1][2].cancelled
