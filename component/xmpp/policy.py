@@ -15,6 +15,7 @@ around a quota by asking for many slots before uploading any.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -34,6 +35,12 @@ class Usage:
 
     files_this_hour: int = 0
     bytes_today: int = 0
+
+
+@functools.lru_cache(maxsize=16)
+def _lowered(domains: tuple[str, ...]) -> frozenset[str]:
+    """``domains`` lowercased, as a set (the configured tuple, so a handful of keys)."""
+    return frozenset(d.lower() for d in domains)
 
 
 def hour_start(now: datetime) -> datetime:
@@ -89,7 +96,7 @@ def check_slot_request(
         raise NotAllowed("File upload is disabled")
     _local, _at, domain = requester.rpartition("@")
     domain = domain.partition("/")[0].lower()
-    if domain not in {d.lower() for d in cfg.allowed_domains}:
+    if domain not in _lowered(cfg.allowed_domains):
         raise NotAllowed(f"Users of {domain} may not upload files here")
     check_filename(filename)
     n = parse_size(size)

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 INITIAL_RECONNECT_DELAY = 0.5
 HANDSHAKE_TIMEOUT = 30  # a server that accepts TCP but never answers is a failed attempt
+BARE_JID_MEMO = 4096  # senders whose bare JID is remembered
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -103,6 +104,7 @@ class UploadComponent(ComponentXMPP):
         self._replies = ReplyWriter(lambda: self.transport, lambda: self.loop)
         self._slot_tasks: set[asyncio.Task[None]] = set()
         self._iq_tag = f"{{{self.default_ns}}}iq"
+        self._bare_jids: dict[str, str] = {}
         self.quota = QuotaGate(cfg, audit)
         self.chat_types = ChatTypeResolver(
             SlixDisco(self, cfg.xmpp.disco_timeout),
@@ -163,20 +165,33 @@ class UploadComponent(ComponentXMPP):
         xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
         if xml.tag == self._iq_tag and len(xml) == 1 and xml.get("type") == "get":
             req = read_slot_element(xml[0])
-            if req is not None:
-                try:
-                    requester = JID(xml.get("from", "")).bare
-                except InvalidJID:
-                    pass
-                else:
-                    if self.slots.can_answer_now(req):
-                        self._answer_slot_now(xml, req, requester)
-                        return
-                    task = asyncio.ensure_future(self._answer_slot(xml, req, requester))
-                    self._slot_tasks.add(task)  # a reference until done (asyncio keeps none)
-                    task.add_done_callback(self._slot_tasks.discard)
+            requester = None if req is None else self._bare_jid(xml.get("from", ""))
+            if req is not None and requester is not None:
+                if self.slots.can_answer_now(req):
+                    self._answer_slot_now(xml, req, requester)
                     return
+                task = asyncio.ensure_future(self._answer_slot(xml, req, requester))
+                self._slot_tasks.add(task)  # a reference until done (asyncio keeps none)
+                task.add_done_callback(self._slot_tasks.discard)
+                return
         super()._spawn_event(xml)
+
+    def _bare_jid(self, sender: str) -> str | None:
+        """The bare JID of ``sender`` (None if it is no JID), remembered per sender.
+
+        A client's requests all come from one full JID; the memo is bounded (cleared
+        when full) and holds only JIDs that parsed.
+        """
+        bare = self._bare_jids.get(sender)
+        if bare is None:
+            try:
+                bare = JID(sender).bare
+            except InvalidJID:
+                return None
+            if len(self._bare_jids) >= BARE_JID_MEMO:
+                self._bare_jids.clear()
+            self._bare_jids[sender] = bare
+        return bare
 
     def data_received(self, data: bytes | str) -> None:
         """Parse what the server sent; the slots answered meanwhile leave in one write."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from component.tokens import DownloadTicket
 
 # The characters quote_plus never changes: such values are copied as they are.
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+# The others (JIDs, content types) repeat from slot to slot: quoted once each.
+_quoted = functools.lru_cache(maxsize=1024)(quote_plus)
 
 
 def query_string(query: Mapping[str, str]) -> str:
@@ -23,8 +26,8 @@ def query_string(query: Mapping[str, str]) -> str:
     urlencode would still run each through the quoting machinery.
     """
     return "&".join(
-        f"{quote_plus(k) if _UNRESERVED.fullmatch(k) is None else k}="
-        f"{quote_plus(v) if _UNRESERVED.fullmatch(v) is None else v}"
+        f"{_quoted(k) if _UNRESERVED.fullmatch(k) is None else k}="
+        f"{_quoted(v) if _UNRESERVED.fullmatch(v) is None else v}"
         for k, v in query.items()
     )
 
