@@ -167,6 +167,20 @@ class TestFastPath(ComponentTest):
             assert [h.name for h in handlers if h.match(iq)] == [name]
         assert self.xmpp._XMLStream__filters["in"] == []  # type: ignore[attr-defined]
 
+    def test_bare_jids_remembered_within_bounds(self) -> None:
+        """Senders' bare JIDs are remembered, never more than BARE_JID_MEMO; non-JIDs never."""
+        from unittest.mock import patch
+
+        from component.xmpp import service
+
+        self.start()
+        with patch.object(service, "BARE_JID_MEMO", 2):
+            for sender in ("a@x/1", "b@x/2", "@@bad@@", "c@x/3", "a@x/1"):
+                expected = None if sender == "@@bad@@" else sender.partition("/")[0]
+                assert self.xmpp._bare_jid(sender) == expected
+                assert len(self.xmpp._bare_jids) <= 2
+        assert "@@bad@@" not in self.xmpp._bare_jids
+
     def test_jabber_client_namespace_is_fast_too(self) -> None:
         """An IQ in jabber:client (as slixmpp's incoming filter rewrites it) gets its slot."""
         self.start()
