@@ -172,6 +172,13 @@ class StreamBody:
         self._prefix = memoryview(prefix)
         self._idle = idle_timeout
 
+    def _take_prefix(self, buf: memoryview) -> int:
+        n = min(len(buf), len(self._prefix))
+        buf[:n] = self._prefix[:n]
+        # An empty slice would still hold the whole prefix for the rest of the upload.
+        self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
+        return n
+
     async def readinto(self, buf: memoryview) -> int:
         """Copy the next bytes into ``buf``.
 
@@ -179,10 +186,7 @@ class StreamBody:
         :raises InvalidRequest: the connection ended before the declared length.
         """
         if self._prefix:
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
+            return self._take_prefix(buf)
         try:
             data = self._content.read_nowait(len(buf))
             if not data:
@@ -225,6 +229,13 @@ class SocketBody:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
             self._lowat = n
 
+    def _take_prefix(self, buf: memoryview) -> int:
+        n = min(len(buf), len(self._prefix))
+        buf[:n] = self._prefix[:n]
+        # An empty slice would still hold the whole prefix for the rest of the upload.
+        self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
+        return n
+
     async def readinto(self, buf: memoryview) -> int:
         """Receive the next bytes into ``buf``.
 
@@ -232,10 +243,7 @@ class SocketBody:
         :raises InvalidRequest: the connection ended before the declared length.
         """
         if self._prefix:
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
+            return self._take_prefix(buf)
         try:
             try:
                 n = self._sock.recv_into(buf)

@@ -315,13 +315,15 @@ class FileRepository:
     async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:
         """Pay for a store's buffers: ``(count, bytes granted)``.
 
-        Two blocks only while that leaves a quarter of the budget free; else one, waited
-        for in line. Buffers are held while their upload waits for its client, so a
-        crowd of stalled uploads (each with a valid slot, and only until
-        ``body_timeout``) cannot hold more than one block each once the budget is busy.
+        Two blocks only while that leaves half the budget free (the overlap matters to
+        a few large uploads, not to a crowd, which keeps the cores busy anyway); else
+        one, waited for in line. Buffers are held while their upload
+        waits for its client, so a crowd of stalled uploads (each with a valid slot,
+        and only until ``body_timeout``) holds one small block each once the budget is
+        half taken.
         """
         if size > block and block >= DOUBLE_BUFFER_MIN:
-            if self._budget.try_acquire(2 * block, leave=self._budget.total // 4):
+            if self._budget.try_acquire(2 * block, leave=self._budget.total // 2):
                 return 2, min(2 * block, self._budget.total)
         return 1, await self._budget.acquire(block)
 
