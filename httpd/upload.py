@@ -39,7 +39,7 @@ from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, SCANNER
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
 from httpd.repository import Repository
-from httpd.repository.base import ReceivesBodies
+from httpd.repository.base import receiver_of
 from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     if (
         length < SOCKET_BODY_MIN
         and hdrs.EXPECT not in request.headers
-        and isinstance(repo, ReceivesBodies)
+        and receiver_of(repo) is not None
     ):
         # The body is on its way anyway, and publishing refuses an existing name with
         # the same 409: a small upload saves the worker-thread hop of asking first.
@@ -416,11 +416,12 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     async with scanner.scan(grant.size) as scan:
         source: StreamBody | SocketBody | None = None
         try:
-            if isinstance(repo, ReceivesBodies) and not scanner.enabled:
+            receiver = receiver_of(repo)
+            if receiver is not None and not scanner.enabled:
                 # No scan to feed: the repository pulls the body into its own buffers
                 # and hashes it in the thread that writes it.
                 source = body_source(request, grant.size, cfg.http.body_timeout)
-                await repo.receive(path.repo_path, source, grant.size, digest.sha)
+                await receiver.receive(path.repo_path, source, grant.size, digest.sha)
             else:
                 body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
                 await repo.store(path.repo_path, body, grant.size)

@@ -16,7 +16,13 @@ import pytest
 from component.errors import InvalidRequest, SizeMismatch
 from httpd.budget import MemoryBudget
 from httpd.repository import FileRepository
-from httpd.repository.base import ChunkBody
+from httpd.repository.base import (
+    ChunkBody,
+    ReceivesBodies,
+    SendsFiles,
+    file_sender_of,
+    receiver_of,
+)
 from httpd.repository.local import RECV_BLOCK
 from httpd.upload import SOCKET_BODY_MIN
 from tests.fixtures.config import ConfigFactory
@@ -218,3 +224,11 @@ async def test_empty_body_is_published(tmp_path: Path) -> None:
     await repo.receive(f"{HOUR}/{'E' * 22}", _Gate(b""), 0, sha)
     assert (tmp_path / HOUR / ("E" * 22)).read_bytes() == b""
     assert sha.hexdigest() == hashlib.sha256(b"").hexdigest()
+
+
+def test_capability_checks_match_the_protocols(tmp_path: Path) -> None:
+    """receiver_of/file_sender_of find file://'s methods and nothing on other objects."""
+    repo = FileRepository(tmp_path)
+    assert receiver_of(repo) is repo and file_sender_of(repo) is repo
+    assert isinstance(repo, ReceivesBodies) and isinstance(repo, SendsFiles)
+    assert receiver_of(object()) is None and file_sender_of(object()) is None
