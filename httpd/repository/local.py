@@ -101,6 +101,32 @@ def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
             os.close(fd)
 
 
+def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, length: int) -> int:
+    """What one non-blocking sendfile(2) takes of the range at once: a small file
+    usually fits the socket buffer whole, and asyncio's sendfile machinery (pause
+    reading, wait for the buffer to drain, register a writer) then costs more than the
+    send. Nothing when the transport still holds bytes (they must go first) or is TLS.
+
+    :raises ConnectionError: the client went away.
+    """
+    sock = transport.get_extra_info("socket")
+    if (
+        sock is None
+        or transport.get_extra_info("sslcontext") is not None
+        or transport.get_write_buffer_size()
+        or transport.is_closing()
+    ):
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), f.fileno(), offset, length)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except ConnectionError:
+        raise
+    except OSError:
+        return 0  # let asyncio's sendfile decide (and fall back to reads)
+
+
 class _PartFile:
     """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
     time, in order): created by the first, closed and published by the last."""
@@ -391,7 +417,13 @@ class FileRepository:
         """
         f = await self._open_read(path)
         try:
-            return await asyncio.get_running_loop().sendfile(transport, f, offset, length)
+            sent = _sendfile_now(transport, f, offset, length)
+            if sent == length:
+                return sent
+            rest = await asyncio.get_running_loop().sendfile(
+                transport, f, offset + sent, length - sent
+            )
+            return sent + rest
         finally:
             f.close()
 
