@@ -25,7 +25,7 @@ from component.config import RepositoryConfig
 from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
 from httpd.budget import MemoryBudget
 from httpd.repository.base import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
-from httpd.repository.sftp_session import SftpSession
+from httpd.repository.sftp_session import SftpSession, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,12 @@ class SftpRepository(SftpSession):
         """
         final, part = self._abs(path), self._abs(part_name(path))
         sftp = await self._client()
+        behind = self._write_behind(part, size)
         try:
             with self._errors("store", path):
                 f = await self._open_part(sftp, part, path)
             try:
-                await self._write_blocks(f, chunks, size, path)
+                await self._write_blocks(f, chunks, size, path, behind)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._timed(f.close())
@@ -86,7 +87,8 @@ class SftpRepository(SftpSession):
             with self._errors("fsync", path):
                 try:
                     # The bytes on the file server's disk before the rename publishes
-                    # them and the 201 goes out (fsync@openssh.com).
+                    # them and the 201 goes out (fsync@openssh.com), whatever the
+                    # write-behind flushed already.
                     await self._timed(f.fsync())
                 except asyncssh.SFTPOpUnsupported:
                     if not self._warned_no_fsync:
@@ -108,13 +110,14 @@ class SftpRepository(SftpSession):
                         raise AlreadyUploaded() from None
                     raise
         except BaseException:
-            task = asyncio.ensure_future(self._discard(part, path))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = self._spawn(self._discard(part, path))
             # Shielded: a cancelled PUT still gets its part file removed.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(task)
             raise
+        finally:
+            if behind is not None:
+                self._spawn(behind.close())  # the second handle, off the PUT's path
         self._fresh.published(path)
 
     async def _open_part(
@@ -160,38 +163,73 @@ class SftpRepository(SftpSession):
         raise asyncssh.SFTPFailure(f"cannot create {dirs[-1]}")
 
     async def _write_blocks(
-        self, f: asyncssh.SFTPClientFile, chunks: AsyncIterator[bytes], size: int, path: str
+        self,
+        f: asyncssh.SFTPClientFile,
+        chunks: AsyncIterator[bytes],
+        size: int,
+        path: str,
+        behind: WriteBehind | None = None,
     ) -> None:
         """Re-block ``chunks`` and write them at explicit offsets, IN_FLIGHT at a time.
 
-        Each block is paid for in the budget before its write is sent and given back when
-        the server acknowledges it (the bytes sit in asyncssh's queue until then). While
-        the budget is short this waits, holding only writes in flight (which complete on
-        their own), and reads no more of ``chunks``: the client is slowed by TCP.
+        A block that lies inside one chunk is sent as a view of it (no copy); one that
+        spans chunks is joined once. Each block is paid for in the budget before its
+        write is sent and given back when the server acknowledges it (the bytes sit in
+        asyncssh's queue until then). While the budget is short this waits, holding only
+        writes in flight (which complete on their own), and reads no more of ``chunks``:
+        the client is slowed by TCP.
         """
         block, budget = self._write_len, self._budget
         pending: set[asyncio.Task[None]] = set()
-        buf = bytearray()
-        offset = received = 0
+        pieces: collections.deque[memoryview] = collections.deque()
+        held = offset = received = acknowledged = 0
+
+        def take(n: int) -> bytes | memoryview:
+            """The first ``n`` bytes held, as a view when one piece has them all."""
+            nonlocal held
+            held -= n
+            first = pieces[0]
+            if len(first) >= n:
+                if len(first) == n:
+                    pieces.popleft()
+                else:
+                    pieces[0] = first[n:]
+                return first[:n]
+            parts = []
+            while n:
+                piece = pieces.popleft()
+                if len(piece) > n:
+                    pieces.appendleft(piece[n:])
+                    piece = piece[:n]
+                parts.append(piece)
+                n -= len(piece)
+            return b"".join(parts)
+
+        def done(task: asyncio.Task[None], cost: int, n: int) -> None:
+            nonlocal acknowledged
+            budget.release(cost)
+            if behind is not None and not task.cancelled() and task.exception() is None:
+                acknowledged += n
+                behind.written(acknowledged)
 
         async def submit(n: int) -> None:
-            """Write the first ``n`` bytes of ``buf`` once the budget has room for them."""
+            """Write the first ``n`` bytes held once the budget has room for them."""
             nonlocal offset
             while len(pending) >= IN_FLIGHT:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                reap(done)
+                finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                reap(finished)
             reap([t for t in pending if t.done()])
-            cost = await budget.acquire(WRITE_COPIES * n)
-            with memoryview(buf) as view:
-                data = bytes(view[:n])
-            del buf[:n]
-            task = asyncio.ensure_future(self._write_block(f, data, offset))
-            task.add_done_callback(lambda _t: budget.release(cost))
+            # A view keeps its whole chunk alive until the write is acknowledged.
+            first = pieces[0]
+            whole = len(first.obj) if len(first) >= n and isinstance(first.obj, bytes) else n
+            cost = await budget.acquire((WRITE_COPIES - 1) * n + max(n, whole))
+            task = asyncio.ensure_future(self._write_block(f, take(n), offset))
+            task.add_done_callback(lambda t: done(t, cost, n))
             pending.add(task)
             offset += n
 
-        def reap(done: Any) -> None:
-            for task in done:
+        def reap(finished: Any) -> None:
+            for task in finished:
                 pending.discard(task)
                 with self._errors("write", path):
                     task.result()
@@ -201,16 +239,18 @@ class SftpRepository(SftpSession):
                 received += len(chunk)
                 if received > size:
                     raise SizeMismatch(size, received, larger=True)
-                buf += chunk
-                while len(buf) >= block:
+                if chunk:
+                    pieces.append(memoryview(chunk))
+                    held += len(chunk)
+                while held >= block:
                     await submit(block)
             if received != size:
                 raise SizeMismatch(size, received)
-            if buf:
-                await submit(len(buf))
+            if held:
+                await submit(held)
             while pending:
-                done, _ = await asyncio.wait(pending)
-                reap(done)
+                finished, _ = await asyncio.wait(pending)
+                reap(finished)
         finally:
             for task in pending:
                 task.cancel()
