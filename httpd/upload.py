@@ -3,7 +3,9 @@
 The checks run once per request, before the body: in :func:`expect_upload` for a client
 that sends ``Expect: 100-continue`` (so a bad token or size is refused before any body
 byte is sent, and :func:`put_upload` reuses the result), else in :func:`put_upload`.
-One repository request (is the slot free?) is all a PUT costs before its first byte.
+One repository request (is the slot free?) is all a PUT costs before its first byte;
+none for a small body on ``file://`` sent without ``Expect`` (publishing refuses a
+taken slot with the same 409).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -35,6 +39,7 @@ from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, SCANNER
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
 from httpd.repository import Repository
+from httpd.repository.base import ReceivesBodies
 from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,13 @@ log = logging.getLogger(__name__)
 # KiB saved ~15% peak RSS at 100 concurrent uploads but cost file:// PUTs a third of
 # their speed (benchmarks/load_memory.py).
 CHUNK = 256 * 1024
+# A body larger than this whose rest has not arrived with its headers is received from
+# the socket itself (:class:`SocketBody`; the connection then closes after the
+# response). Smaller ones are read through aiohttp, so their connection stays open for
+# the next request (a chat client's many small uploads).
+SOCKET_BODY_MIN = 1024 * 1024
+# The most a socket-read body waits to have queued before the loop is woken for it.
+RCVLOWAT = 256 * 1024
 # Where the expect handler leaves its checked (path, grant) for the PUT handler: aiohttp
 # passes both the same request.
 CHECKED = web.RequestKey("checked_upload", tuple[SlotPath, UploadGrant])
@@ -61,7 +73,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     :raises InvalidToken: token missing (401), forged, for another path or expired (403).
     :raises FileTooLarge: Content-Length or the slot over ``[upload] max_file_size`` (413).
     :raises SizeMismatch: Content-Length not the slot's size (413 larger, 400 shorter).
-    :raises AlreadyUploaded: the slot already holds a file (409).
+    :raises AlreadyUploaded: the slot already holds a file (409); see the module doc.
     :raises aiohttp.web.HTTPLengthRequired: no Content-Length (a chunked body) (411).
     :raises aiohttp.web.HTTPTemporaryRedirect: the slot belongs to another node (307).
     """
@@ -85,8 +97,18 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     if length != grant.size:
         # XEP-0363 §Upload: MUST reject a PUT whose Content-Length differs from the slot.
         raise SizeMismatch(grant.size, length)
+    repo = request.app[REPOSITORY]
+    if (
+        length < SOCKET_BODY_MIN
+        and hdrs.EXPECT not in request.headers
+        and isinstance(repo, ReceivesBodies)
+    ):
+        # The body is on its way anyway, and publishing refuses an existing name with
+        # the same 409: a small upload saves the worker-thread hop of asking first.
+        request[CHECKED] = (path, grant)
+        return path, grant
     try:
-        await request.app[REPOSITORY].size(path.repo_path)
+        await repo.size(path.repo_path)
     except NotFound:
         request[CHECKED] = (path, grant)
         return path, grant
@@ -132,6 +154,168 @@ async def body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterato
         yield chunk
 
 
+_BODY_ERRORS = (ConnectionError, ClientPayloadError, HttpProcessingError)
+
+
+def _interrupted() -> InvalidRequest:
+    return InvalidRequest("Upload interrupted before the end of the body")
+
+
+class StreamBody:
+    """A :class:`~httpd.repository.base.BodySource` reading through aiohttp's stream.
+
+    ``prefix``: body bytes already taken out of the stream (see :func:`body_source`).
+    """
+
+    def __init__(self, request: web.Request, prefix: bytes, idle_timeout: float) -> None:
+        self._content = request.content
+        self._prefix = memoryview(prefix)
+        self._idle = idle_timeout
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Copy the next bytes into ``buf``.
+
+        :raises BodyStalled: nothing for ``idle_timeout`` seconds.
+        :raises InvalidRequest: the connection ended before the declared length.
+        """
+        if self._prefix:
+            n = min(len(buf), len(self._prefix))
+            buf[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        try:
+            data = self._content.read_nowait(len(buf))
+            if not data:
+                async with asyncio.timeout(self._idle):
+                    data = await self._content.read(min(len(buf), CHUNK))
+        except TimeoutError as exc:
+            raise BodyStalled() from exc
+        except _BODY_ERRORS as exc:
+            raise _interrupted() from exc
+        if not data:
+            raise _interrupted()
+        buf[: len(data)] = data
+        return len(data)
+
+    async def end(self) -> None:
+        """aiohttp's parser stops at Content-Length: nothing can follow."""
+
+
+class SocketBody:
+    """A :class:`~httpd.repository.base.BodySource` reading the connection's socket itself.
+
+    aiohttp's parser and stream are left behind (see :func:`body_source`): the rest of
+    the body is received with ``recv_into`` straight into the repository's buffer, no
+    bytes object per piece, no Python copy. The socket is a duplicate descriptor, so
+    aiohttp closing its own (shutdown) cannot hand the number to another file under us.
+    """
+
+    def __init__(self, sock: socket.socket, prefix: bytes, idle_timeout: float) -> None:
+        self._sock = sock
+        self._prefix = memoryview(prefix)
+        self._idle = idle_timeout
+        self._loop = asyncio.get_running_loop()
+        self._lowat = 1
+
+    def _wake_at(self, n: int) -> None:
+        """Be woken only once ``n`` bytes are in (SO_RCVLOWAT; the end of the stream
+        wakes too): a few large receives per buffer instead of one per TCP segment."""
+        n = max(1, min(n, RCVLOWAT))
+        if n != self._lowat:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+            self._lowat = n
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Receive the next bytes into ``buf``.
+
+        :raises BodyStalled: nothing for ``idle_timeout`` seconds.
+        :raises InvalidRequest: the connection ended before the declared length.
+        """
+        if self._prefix:
+            n = min(len(buf), len(self._prefix))
+            buf[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        try:
+            try:
+                n = self._sock.recv_into(buf)
+            except BlockingIOError:
+                self._wake_at(len(buf))
+                try:
+                    async with asyncio.timeout(self._idle):
+                        n = await self._loop.sock_recv_into(self._sock, buf)
+                except TimeoutError as exc:
+                    try:  # fewer than the wake-up mark may have come: progress all the same
+                        n = self._sock.recv_into(buf)
+                    except BlockingIOError:
+                        raise BodyStalled() from exc
+        except OSError as exc:
+            raise _interrupted() from exc
+        if not n:
+            raise _interrupted()
+        return n
+
+    async def end(self) -> None:
+        """Bytes past Content-Length are never read: the connection closes after the
+        response, so they cannot pass for a next request."""
+
+    def close(self) -> None:
+        """Close the duplicate descriptor."""
+        self._sock.close()
+
+
+def _socket_of(request: web.Request) -> socket.socket | None:
+    """A duplicate of the connection's socket, if the body may be read from it: plain
+    TCP (not TLS), a body as sent (no Content-Encoding or Transfer-Encoding for aiohttp
+    to undo)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return None
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    if hdrs.CONTENT_ENCODING in request.headers or hdrs.TRANSFER_ENCODING in request.headers:
+        return None
+    raw = transport.get_extra_info("socket")
+    if raw is None:
+        return None
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+    sock.setblocking(False)
+    return sock
+
+
+def body_source(request: web.Request, size: int, idle_timeout: float) -> StreamBody | SocketBody:
+    """The body of a checked PUT of ``size`` bytes, as a source the repository reads.
+
+    What aiohttp has buffered already is taken first, all in one go with no await in
+    between: taking it may let aiohttp parse more it had held back, which is taken too.
+    A large body with more to come is then read from the socket (:class:`SocketBody`):
+    aiohttp's transport stops reading, its stream is ended, and the connection is
+    marked to close once the response is out (aiohttp's parser still expects the rest
+    of the body, so it could not read a next request behind it).
+
+    :raises InvalidRequest: the body already failed (aiohttp's payload error).
+    """
+    content = request.content
+    parts = []
+    try:
+        while piece := content.read_nowait(-1):
+            parts.append(piece)
+    except _BODY_ERRORS as exc:
+        raise _interrupted() from exc
+    prefix = b"".join(parts) if len(parts) != 1 else parts[0]
+    if len(prefix) >= size or size < SOCKET_BODY_MIN:
+        return StreamBody(request, prefix, idle_timeout)
+    sock = _socket_of(request)
+    if sock is None:
+        return StreamBody(request, prefix, idle_timeout)
+    assert request.transport is not None  # _socket_of checked it
+    content.feed_eof()  # nobody reads it again; aiohttp must not linger for the rest
+    request.protocol.close()
+    # Last: ending the stream above resumes the transport's reading.
+    request.transport.pause_reading()
+    return SocketBody(sock, prefix, idle_timeout)
+
+
 class StreamDigest:
     """SHA-256 of an upload, fed while it streams (FILE_SHA256; the file is never re-read).
 
@@ -143,6 +327,11 @@ class StreamDigest:
 
     def __init__(self) -> None:
         self._sha = hashlib.sha256()
+
+    @property
+    def sha(self) -> hashlib._Hash:
+        """The hash object, for a repository that feeds it itself (in its writer thread)."""
+        return self._sha
 
     async def feed(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """``chunks`` unchanged, each hashed on its way."""
@@ -213,12 +402,20 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     digest = StreamDigest()
     infected: Infected | None = None
+    scanner = request.app[SCANNER]
     # One pass over the body: hashed (FILE_SHA256) and streamed to clamd as it is
     # stored; the scan's verdict comes before the rename.
-    async with request.app[SCANNER].scan(grant.size) as scan:
-        body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
+    async with scanner.scan(grant.size) as scan:
+        source: StreamBody | SocketBody | None = None
         try:
-            await repo.store(path.repo_path, body, grant.size)
+            if isinstance(repo, ReceivesBodies) and not scanner.enabled:
+                # No scan to feed: the repository pulls the body into its own buffers
+                # and hashes it in the thread that writes it.
+                source = body_source(request, grant.size, cfg.http.body_timeout)
+                await repo.receive(path.repo_path, source, grant.size, digest.sha)
+            else:
+                body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
+                await repo.store(path.repo_path, body, grant.size)
         except BodyStalled:
             log.info("PUT %s abandoned: no data for %gs", request.path, cfg.http.body_timeout)
             return await answer_and_close(
@@ -226,6 +423,9 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
             )
         except Infected as exc:
             infected = exc  # nothing was published; the row below says why
+        finally:
+            if isinstance(source, SocketBody):
+                source.close()
     rec = AuditRecord(
         jid=grant.uploader.partition("/")[0],
         to_jid=grant.recipient,
@@ -260,4 +460,7 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         rec.jid,
         request.headers.get(hdrs.CONTENT_TYPE, ""),
     )
-    return web.Response(status=201)
+    resp = web.Response(status=201)
+    if isinstance(source, SocketBody):
+        resp.force_close()  # body_source closes the connection after it: say so
+    return resp

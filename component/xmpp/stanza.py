@@ -4,11 +4,14 @@ Added here: the error children ``<file-too-large>`` and ``<retry>``, the legacy
 ``urn:xmpp:http:upload`` request/slot shapes (XEP-0363 v0.2, child elements, as ejabberd
 and older Conversations use), and the xmpp-mft extension ``urn:xmpp-mft:0``
 (``<recipient jid>`` inside a request, ``<download url>`` IQ for personal download URLs).
-:func:`parse_slot_request` reads either syntax into one :class:`SlotRequest`.
+:func:`parse_slot_request` reads either syntax into one :class:`SlotRequest`;
+:func:`read_slot_element` reads the same from the raw element, before slixmpp builds any
+stanza object (the component's inbound fast path).
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +44,7 @@ __all__ = [
     "Slot",
     "SlotRequest",
     "parse_slot_request",
+    "read_slot_element",
     "register_stanzas",
 ]
 
@@ -167,4 +171,51 @@ def parse_slot_request(iq: Iq) -> SlotRequest:
         size=(req["size"] or "").strip(),
         content_type=(content_type or "").strip(),
         recipient=recipient,
+    )
+
+
+_REQUEST = f"{{{NS}}}request"
+_LEGACY_REQUEST = f"{{{NS_LEGACY}}}request"
+_RECIPIENT = f"{{{NS_MFT}}}recipient"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+_LEGACY_FIELDS = {
+    f"{{{NS_LEGACY}}}{name}": name for name in ("filename", "size", "content-type", "mime-type")
+}
+
+
+def read_slot_element(request: ET.Element) -> SlotRequest | None:
+    """The slot request ``request`` (the only child of an IQ get) carries, read raw.
+
+    For every element it accepts it returns exactly what :func:`parse_slot_request`
+    returns for an IQ with that one child (tests compare both). It declines (``None``)
+    what is not a slot request, and the legacy shapes whose reading depends on
+    slixmpp's ``xml:lang`` rules (a field repeated, or carrying ``xml:lang``): those take
+    slixmpp's path, as before.
+    """
+    tag = request.tag
+    fields: dict[str, str]
+    if tag == _REQUEST:
+        attrs = request.attrib
+        fields = attrs
+        content_type = attrs.get("content-type") or attrs.get("mime-type") or ""
+    elif tag == _LEGACY_REQUEST:
+        fields = {}
+        for child in request:
+            name = _LEGACY_FIELDS.get(child.tag)
+            if name is None:
+                continue
+            if name in fields or _XML_LANG in child.attrib:
+                return None
+            fields[name] = child.text or ""
+        content_type = fields.get("content-type") or fields.get("mime-type") or ""
+    else:
+        return None
+    # slixmpp's stanza object keeps the last of repeated plugin elements.
+    rcpts = request.findall(_RECIPIENT)
+    return SlotRequest(
+        namespace=NS if tag == _REQUEST else NS_LEGACY,
+        filename=fields.get("filename", ""),
+        size=fields.get("size", "").strip(),
+        content_type=content_type.strip(),
+        recipient=rcpts[-1].get("jid", "") if rcpts else None,
     )

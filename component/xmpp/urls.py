@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import time
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+from collections.abc import Mapping
+from urllib.parse import quote_plus, unquote, urlencode, urlsplit, urlunsplit
 
 from component.config import Config
 from component.errors import InvalidRequest
 from component.layout import SlotPath
 from component.tokens import DownloadTicket
+
+# The characters quote_plus never changes: such values are copied as they are.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def query_string(query: Mapping[str, str]) -> str:
+    """``urlencode(query)``, character for character, without quoting what needs none.
+
+    Most values of a slot's query (version, numbers, signature) are unreserved text;
+    urlencode would still run each through the quoting machinery.
+    """
+    return "&".join(
+        f"{quote_plus(k) if _UNRESERVED.fullmatch(k) is None else k}="
+        f"{quote_plus(v) if _UNRESERVED.fullmatch(v) is None else v}"
+        for k, v in query.items()
+    )
 
 
 def personal_url(cfg: Config, url: str, jid: str) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from component.errors import SizeMismatch
 
 READ_BLOCK = 256 * 1024
 
@@ -31,6 +33,82 @@ class StoredFile:
     path: str
     size: int
     mtime: float
+
+
+class Hasher(Protocol):
+    """What a repository needs of a ``hashlib`` object it feeds while it writes."""
+
+    def update(self, data: memoryview, /) -> None:
+        """Add ``data`` to the hash."""
+        ...
+
+
+class BodySource(Protocol):
+    """A request body that a repository pulls into buffers of its own (no chunk objects).
+
+    :meth:`readinto` runs on the event loop; the bytes are then hashed and written in
+    a worker thread while the next buffer fills.
+    """
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Fill up to ``len(buf)`` bytes of ``buf`` (at least one): the count.
+
+        :raises InvalidRequest: the body ended (connection closed) before that.
+        """
+        ...
+
+    async def end(self) -> None:
+        """Called once the declared size has been read, before anything is published.
+
+        :raises SizeMismatch: the body goes on past its declared size.
+        :raises UploadError: a verdict that waits for the end of the body (malware scan).
+        """
+        ...
+
+
+@runtime_checkable
+class ReceivesBodies(Protocol):
+    """A repository that takes a body as a :class:`BodySource` and hashes it as it writes
+    (``file://``: SHA-256 and write in the same worker-thread hop, off the event loop)."""
+
+    async def receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
+        """As :meth:`Repository.store`, feeding every byte to ``sha`` (if given)."""
+        ...
+
+
+class ChunkBody:
+    """A :class:`BodySource` over an async iterator of chunks (the generic store path).
+
+    :meth:`readinto` copies out of the chunks (a memcpy, cheaper than a thread hop per
+    chunk); :meth:`end` reads the iterator to its end, where a scan verdict is raised.
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], size: int) -> None:
+        self._chunks = aiter(chunks)
+        self._rest = memoryview(b"")
+        self._size = size
+        self._read = 0
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Copy from the next chunk(s). :raises SizeMismatch: they end early."""
+        while not self._rest:
+            try:
+                self._rest = memoryview(await anext(self._chunks))
+            except StopAsyncIteration:
+                raise SizeMismatch(self._size, self._read) from None
+        n = min(len(buf), len(self._rest))
+        buf[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        self._read += n
+        return n
+
+    async def end(self) -> None:
+        """:raises SizeMismatch: a byte past the size (at once, the rest unread)."""
+        if self._rest:
+            raise SizeMismatch(self._size, self._size + len(self._rest), larger=True)
+        async for chunk in self._chunks:
+            if chunk:
+                raise SizeMismatch(self._size, self._size + len(chunk), larger=True)
 
 
 @runtime_checkable

@@ -12,20 +12,22 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from component.errors import (
     AlreadyUploaded,
     NotFound,
     PathNotWritable,
-    SizeMismatch,
     StorageUnavailable,
 )
 from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
+    BodySource,
+    ChunkBody,
     DiskUsage,
     FreshDirs,
+    Hasher,
     StoredFile,
     part_name,
     store_dirs,
@@ -33,23 +35,26 @@ from httpd.repository.base import (
 
 log = logging.getLogger(__name__)
 
-# Bytes gathered from the network per write(2): one thread hop per 256 KiB, however
-# small the pieces the body arrives in (a hop costs more CPU than the copy). A batch
-# being gathered is outside the memory budget, so it stays small: 100 uploads of 1 MiB
-# batches would hold 100 MiB the budget never saw.
-WRITE_BLOCK = 256 * 1024
-WRITE_PARTS = 64  # well below IOV_MAX (1024), for bodies that arrive in tiny pieces
+# Each upload receives into buffers of this size, paid for in the memory budget for as
+# long as it runs: one fills from the network while a worker thread hashes and writes
+# the other (one thread hop per block, write(2) and SHA-256 in the same hop). 512 KiB
+# blocks let 64 uploads run at once in the default 64 MiB budget; the next ones wait in
+# line without reading their sockets.
+RECV_BLOCK = 512 * 1024
+# Below this, a second buffer would not overlap anything worth it: one block.
+DOUBLE_BUFFER_MIN = 64 * 1024
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
+def _write_all(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
     """writev() ``chunks`` to ``fd``, again after a short write."""
-    while chunks:
-        n = os.writev(fd, chunks)
-        while chunks and n >= len(chunks[0]):
-            n -= len(chunks[0])
-            chunks = chunks[1:]
+    parts: list[bytes | memoryview] = list(chunks)
+    while parts:
+        n = os.writev(fd, parts)
+        while parts and n >= len(parts[0]):
+            n -= len(parts[0])
+            parts = parts[1:]
         if n:
-            chunks = [chunks[0][n:], *chunks[1:]]
+            parts = [memoryview(parts[0])[n:], *parts[1:]]
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -67,7 +72,7 @@ _SYNC_FILE_RANGE = _load_sync_file_range()
 SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
 
 
-def _write_block(fd: int, chunks: list[bytes]) -> None:
+def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
     """:func:`_write_all`, then start the disk write of those bytes at once.
 
     Without it the kernel keeps a whole upload dirty in the page cache (far below its
@@ -96,10 +101,83 @@ def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
             os.close(fd)
 
 
-def _write_all_and_sync(fd: int, chunks: list[bytes]) -> None:
-    """:func:`_write_all`, then fsync the file."""
-    _write_all(fd, chunks)
-    os.fsync(fd)
+class _PartFile:
+    """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
+    time, in order): created by the first, closed and published by the last."""
+
+    def __init__(self, repo_root: Path, path: str, part: Path, final: Path) -> None:
+        self.root, self.path, self.part, self.final = repo_root, path, part, final
+        self.fd: int | None = None
+        self.made: list[str] = []  # directories the first job created
+        self.published = False
+
+    def create(self) -> int:
+        """Create the part exclusively, making its directories on first use (into ``made``).
+
+        A failed upload beside this one may remove the (then empty) directories between
+        ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
+        """
+        for attempt in range(4):
+            try:
+                return os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            except FileNotFoundError:
+                if attempt == 3:
+                    raise
+            for directory in store_dirs(self.path):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.root / directory)
+                    self.made.append(directory)
+        raise AssertionError("unreachable")
+
+    def write(self, block: memoryview, sha: Hasher | None, last: bool) -> None:
+        """Hash and write ``block``; after the ``last`` one fsync, close and publish.
+
+        hashlib releases the GIL on a large buffer, so the hash runs beside the event
+        loop, which meanwhile fills the other buffer from the socket.
+
+        :raises FileExistsError: the final name exists (never overwritten).
+        """
+        if self.fd is None:
+            self.fd = self.create()
+        if sha is not None:
+            sha.update(block)
+        if not last:
+            _write_block(self.fd, [block])
+            return
+        _write_all(self.fd, [block])
+        # The bytes are on disk before the link publishes the file (and before the 201).
+        os.fsync(self.fd)
+        self.close()
+        # link() refuses an existing target: a slot is never overwritten.
+        dirs = {self.final.parent, *((self.root / d).parent for d in self.made)}
+        _link_durably(self.part, self.final, dirs)
+        self.published = True
+        with contextlib.suppress(OSError):
+            os.unlink(self.part)
+
+    def close(self) -> None:
+        """Close the fd if open."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+async def _finish(job: asyncio.Future[Any] | None) -> None:
+    """Wait for a worker-thread job to end, even through cancellation: it owns the part
+    file's descriptor, which must not be closed under it (a block's write, milliseconds).
+    """
+    if job is None:
+        return
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.wait([job])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not job.cancelled():
+        job.exception()  # retrieved: the caller is already failing for another reason
+    if cancelled:
+        raise asyncio.CancelledError()
 
 
 class FileRepository:
@@ -164,78 +242,88 @@ class FileRepository:
         :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
             link refuses it; the caller checks beforehand, as the PUT does).
         """
-        final = self._abs(path)
-        part = self._abs(part_name(path))
-        made: list[str] = []
-        published = False
+        await self._receive(path, ChunkBody(chunks, size), size, None)
+
+    async def receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
+        """:meth:`store` from a :class:`BodySource`, hashing into ``sha`` as it writes.
+
+        The buffers (two blocks, one for a small body) are paid for in the memory
+        budget before the first byte is read and held until the end: while the budget
+        is spent, the upload waits in line holding nothing, its socket unread. A body
+        that fits one block costs one worker-thread hop in all (create, write, hash,
+        fsync, link, directory fsync).
+
+        :raises AlreadyUploaded: as :meth:`store`.
+        :raises SizeMismatch: ``body`` ends early or goes on.
+        """
+        await self._receive(path, body, size, sha)
+
+    async def _receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
+        block = min(RECV_BLOCK, size) or 1
+        count, granted = await self._take_buffers(size, block)
+        state = _PartFile(self._root, path, self._abs(part_name(path)), self._abs(path))
+        loop = asyncio.get_running_loop()
+        job: asyncio.Future[Any] | None = None
         try:
-            try:
-                fd = await asyncio.to_thread(self._create_part, part, path, made)
-            finally:
-                self._fresh.made(made)
-            try:
-                written, batch, batched = 0, [], 0
-                async for chunk in chunks:
-                    written += len(chunk)
-                    if written > size:
-                        raise SizeMismatch(size, written, larger=True)
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if batched >= WRITE_BLOCK or len(batch) >= WRITE_PARTS:
-                        await self._write(fd, batch, batched)
-                        batch, batched = [], 0
-                if written != size:
-                    raise SizeMismatch(size, written)
-                # The rest, then fsync: the bytes are on disk before the link publishes
-                # the file (and before the 201).
-                await self._write(fd, batch, batched, sync=True)
-            finally:
-                os.close(fd)
-            try:
-                # link() refuses an existing target: a slot is never overwritten.
-                dirs = {final.parent, *((self._root / d).parent for d in made)}
-                await asyncio.to_thread(_link_durably, part, final, dirs)
-            except FileExistsError as exc:
-                raise AlreadyUploaded() from exc
-            published = True
-            self._fresh.published(path)
+            block = max(1, granted // count)
+            bufs = [memoryview(bytearray(block)) for _ in range(count)]
+            received, turn = 0, 0
+            while True:
+                view = bufs[turn % count]
+                if count == 1 and job is not None:
+                    await asyncio.shield(job)  # it still reads the only buffer
+                want, filled = min(block, size - received), 0
+                while filled < want:
+                    filled += await body.readinto(view[filled:want])
+                received += filled
+                last = received == size
+                if last:
+                    await body.end()
+                if job is not None:
+                    await asyncio.shield(job)  # its buffer is free again
+                data = view[:filled]
+                if sha is None or last:
+                    # A small body's only block: one hop does it all.
+                    job = loop.run_in_executor(None, state.write, data, sha, last)
+                else:
+                    # Hash and write the block in two threads at once: the longer of
+                    # the two, not their sum, is what the next block waits for.
+                    job = asyncio.gather(
+                        loop.run_in_executor(None, sha.update, data),
+                        loop.run_in_executor(None, state.write, data, None, last),
+                    )
+                if last:
+                    await asyncio.shield(job)
+                    break
+                turn += 1
+        except FileExistsError as exc:
+            raise AlreadyUploaded() from exc
         except OSError as exc:
             raise StorageUnavailable() from exc
         finally:
-            with contextlib.suppress(OSError):
-                part.unlink()
-            if not published:
+            await _finish(job)
+            self._budget.release(granted)
+            self._fresh.made(state.made)
+            if state.published:
+                self._fresh.published(path)
+            else:
+                state.close()
+                with contextlib.suppress(OSError):
+                    state.part.unlink()
                 self._prune_fresh(path)
 
-    async def _write(self, fd: int, parts: list[bytes], size: int, sync: bool = False) -> None:
-        """Write ``parts`` (``size`` bytes) in one worker-thread hop, paid for in the budget
-        (then fsync, if ``sync``).
+    async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:
+        """Pay for a store's buffers: ``(count, bytes granted)``.
 
-        The batch is paid for once complete, not chunk by chunk: a store waits for budget
-        holding only its own complete batch, never a half-filled one that only more of
-        its body could finish (which, across many uploads, could hold the whole budget
-        and wait forever). Meanwhile no more of the body is read: TCP back-pressure.
+        Two blocks only while that leaves a quarter of the budget free; else one, waited
+        for in line. Buffers are held while their upload waits for its client, so a
+        crowd of stalled uploads (each with a valid slot, and only until
+        ``body_timeout``) cannot hold more than one block each once the budget is busy.
         """
-        async with self._budget.hold(size):
-            await asyncio.to_thread(_write_all_and_sync if sync else _write_block, fd, parts)
-
-    def _create_part(self, part: Path, path: str, made: list[str]) -> int:
-        """Create ``part`` exclusively, making its directories on first use (into ``made``).
-
-        A failed upload beside this one may remove the (then empty) directories between
-        ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
-        """
-        for attempt in range(4):
-            try:
-                return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            except FileNotFoundError:
-                if attempt == 3:
-                    raise
-            for directory in store_dirs(path):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(self._root / directory)
-                    made.append(directory)
-        raise AssertionError("unreachable")
+        if size > block and block >= DOUBLE_BUFFER_MIN:
+            if self._budget.try_acquire(2 * block, leave=self._budget.total // 4):
+                return 2, min(2 * block, self._budget.total)
+        return 1, await self._budget.acquire(block)
 
     def _prune_fresh(self, path: str) -> None:
         """Remove what a failed store of ``path`` may remove (see :class:`FreshDirs`)."""

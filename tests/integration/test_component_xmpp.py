@@ -396,7 +396,9 @@ async def test_refused_handshake_backs_off_and_stops(
     logger.setLevel(logging.INFO)
     stop, started = asyncio.Event(), asyncio.Event()
     audit = FakeAudit()
-    task = asyncio.create_task(serve_component(cfg, audit, Metrics(), stop, started))
+    task = asyncio.create_task(
+        serve_component(cfg, audit, Metrics(), stop, started, freeze_gc=False)
+    )
     try:
         delays: list[float] = []
         refusals = 0

@@ -27,10 +27,28 @@ from component.metrics import Metrics
 from component.tokens import DownloadTicket, UploadGrant
 from httpd.app import make_app, make_runner
 from httpd.repository import FileRepository, Repository
+from httpd.repository.base import BodySource, Hasher
 from tests.fixtures.common import free_port
 
 UPLOADER = "alice@localhost"
 RECIPIENT = "bob@localhost"
+
+
+class _FailingBody:
+    """A body source failing once ``fail_at`` bytes were read (``None``: never)."""
+
+    def __init__(self, body: BodySource, fail_at: int | None) -> None:
+        self._body, self._fail_at, self._seen = body, fail_at, 0
+
+    async def readinto(self, buf: memoryview) -> int:
+        n = await self._body.readinto(buf)
+        self._seen += n
+        if self._fail_at is not None and self._seen >= self._fail_at:
+            raise StorageUnavailable("injected failure")
+        return n
+
+    async def end(self) -> None:
+        await self._body.end()
 
 
 class ObservedRepository(FileRepository):
@@ -59,6 +77,16 @@ class ObservedRepository(FileRepository):
         self.started.put_nowait(path)
         try:
             await super().store(path, self._failing(chunks), size)
+        except BaseException as exc:
+            self.stores.put_nowait(exc)
+            raise
+        self.stores.put_nowait(None)
+
+    async def receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
+        """FileRepository.receive, observed and failing as :meth:`store`."""
+        self.started.put_nowait(path)
+        try:
+            await super().receive(path, _FailingBody(body, self.fail_at), size, sha)
         except BaseException as exc:
             self.stores.put_nowait(exc)
             raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,8 @@ async def test_stalled_upload_is_cancelled_after_grace(server_cfg: Any) -> None:
 
 
 async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
-    """With tls_cert/tls_key the server speaks HTTPS."""
+    """With tls_cert/tls_key the server speaks HTTPS; a large PUT over it (read through
+    aiohttp, not from the socket) is stored byte for byte."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     proc = await asyncio.create_subprocess_exec(
         require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -122,9 +125,16 @@ async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
     )  # fmt: skip
     assert await asyncio.wait_for(proc.wait(), 60) == 0
     async with Served(server_cfg(tls_cert=str(cert), tls_key=str(key))) as served:
-        url = f"https://127.0.0.1:{served.cfg.http.port}/healthz"
-        async with aiohttp.ClientSession() as http, http.get(url, ssl=False) as resp:
-            assert (resp.status, await resp.text()) == (200, "ok\n")
+        base = f"https://127.0.0.1:{served.cfg.http.port}"
+        body = os.urandom(3 * 1024 * 1024)
+        slot = make_slot(served.cfg, len(body), "big.bin")
+        put_url = f"{base}/{slot.path.url_path}?{urlencode(slot.query)}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz", ssl=False) as resp:
+                assert (resp.status, await resp.text()) == (200, "ok\n")
+            async with http.put(put_url, data=io.BytesIO(body), ssl=False) as resp:
+                assert resp.status == 201
+        assert (served.repo.root / slot.path.repo_path).read_bytes() == body
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,29 @@ async def test_replies_of_one_iteration_go_out_in_one_write() -> None:
     assert transport.writes == [b"<a/><b/>", b"<c/>"]
     connected[0] = None
     assert not writer.write("<d/>")
+
+
+async def test_a_batch_goes_out_in_one_write_at_its_end() -> None:
+    """Stanzas written inside batch() leave together when it ends, before the loop runs on."""
+    import asyncio
+
+    from component.xmpp.slotreply import ReplyWriter
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+    transport = Transport()
+    writer = ReplyWriter(lambda: transport)  # type: ignore[arg-type, return-value]
+    assert writer.write("<a/>")  # outside: scheduled for the end of the iteration
+    with writer.batch():
+        assert writer.write("<b/>") and writer.write("<c/>")
+        assert transport.writes == []
+    assert transport.writes == [b"<a/><b/><c/>"]
+    await asyncio.sleep(0)  # the flush scheduled for <a/> finds nothing left
+    assert writer.write("<d/>")
+    await asyncio.sleep(0)
+    assert transport.writes == [b"<a/><b/><c/>", b"<d/>"]

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from urllib.parse import urlencode
 
+import pytest
 from slixmpp import Iq
 
-from component.xmpp.stanza import NS, NS_LEGACY, SlotRequest, parse_slot_request, register_stanzas
+from component.xmpp.stanza import (
+    NS,
+    NS_LEGACY,
+    SlotRequest,
+    parse_slot_request,
+    read_slot_element,
+    register_stanzas,
+)
+from component.xmpp.urls import query_string
 
 register_stanzas()
 
@@ -95,3 +105,88 @@ def test_download_element_round_trip() -> None:
     assert el is not None and el.attrib == {"url": "https://h/x?a=1&b=2"}
     again = Iq(xml=ET.fromstring(str(iq)))
     assert again["mft_download"]["url"] == "https://h/x?a=1&b=2"
+
+
+RCPT = "<recipient xmlns='urn:xmpp-mft:0' jid='room@conference.localhost'/>"
+# Requests of every shape, hostile ones included: the raw reader must read each exactly
+# as parse_slot_request does (policy then refuses the bad values in one place).
+READ_ALIKE = [
+    f"<request xmlns='{NS}' filename='très cool.jpg' size='23456' content-type='image/jpeg'/>",
+    f"<request xmlns='{NS}' filename='a' size='1' mime-type=' text/plain '/>",
+    f"<request xmlns='{NS}' filename='a' size='1' content-type='' mime-type='x/y'/>",
+    f"<request xmlns='{NS}' size='1'/>",  # no filename
+    f"<request xmlns='{NS}' filename='a'/>",  # no size
+    f"<request xmlns='{NS}'/>",
+    f"<request xmlns='{NS}' filename='a' size='abc'/>",
+    f"<request xmlns='{NS}' filename='a' size='-1'/>",
+    f"<request xmlns='{NS}' filename='a' size='1e3'/>",
+    f"<request xmlns='{NS}' filename='a' size='0x10'/>",
+    f"<request xmlns='{NS}' filename='a' size=' 12 '/>",
+    f"<request xmlns='{NS}' filename='a' size='{'9' * 400}'/>",
+    f"<request xmlns='{NS}' filename='{'x' * 5000}' size='1'/>",
+    f"<request xmlns='{NS}' filename='a&#x85;b&#x7f;c&#x9;d' size='1'/>",  # C1, DEL, tab
+    f"<request xmlns='{NS}' filename='invoice&#x202e;fdp.exe' size='1'/>",
+    f"<request xmlns='{NS}' filename='../../etc/passwd' size='1'/>",
+    f"<request xmlns='{NS}' filename='..' size='1'/>",
+    f"<request xmlns='{NS}' filename='a&amp;b&lt;&quot;' size='1' content-type='&lt;x&gt;'/>",
+    f"<request xmlns='{NS}' filename='a' size='1'>{RCPT}</request>",
+    f"<request xmlns='{NS}' filename='a' size='1'><recipient xmlns='urn:xmpp-mft:0'/></request>",
+    f"<request xmlns='{NS}' filename='a' size='1'>{RCPT}"
+    "<recipient xmlns='urn:xmpp-mft:0' jid='second@x'/></request>",
+    f"<request xmlns='{NS}' filename='a' size='1'><recipient jid='wrong-ns@x'/></request>",
+    f"<request xmlns='{NS}' xml:lang='de' filename='a' size='1'/>",
+    f"<request xmlns='{NS_LEGACY}'><filename>my juliet.png</filename><size>23456</size>"
+    "<content-type>image/png</content-type></request>",
+    f"<request xmlns='{NS_LEGACY}'><filename>a</filename><size> 7 </size>"
+    "<mime-type>text/plain</mime-type></request>",
+    f"<request xmlns='{NS_LEGACY}'><filename>a</filename><size>1</size>"
+    "<content-type></content-type><mime-type>m/t</mime-type></request>",
+    f"<request xmlns='{NS_LEGACY}'/>",
+    f"<request xmlns='{NS_LEGACY}'><filename/><size/></request>",
+    f"<request xmlns='{NS_LEGACY}'><filename>a<b/>c</filename><size>1</size></request>",
+    f"<request xmlns='{NS_LEGACY}'><size>x1</size><other>y</other>"
+    f"<filename xmlns='{NS}'>wrong-ns</filename></request>",
+    f"<request xmlns='{NS_LEGACY}' xml:lang='en'><filename>a</filename><size>1</size></request>",
+    f"<request xmlns='{NS_LEGACY}'><filename>a</filename><size>1</size>{RCPT}</request>",
+    f"<request xmlns='{NS_LEGACY}' filename='attr-ignored' size='3'/>",
+]
+
+
+@pytest.mark.parametrize("payload", READ_ALIKE)
+def test_raw_reader_reads_as_slixmpp_does(payload: str) -> None:
+    """read_slot_element gives what parse_slot_request gives for the same request."""
+    raw = read_slot_element(ET.fromstring(payload))
+    assert raw is not None
+    assert raw == parse_slot_request(iq_of(payload))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "<request xmlns='urn:xmpp:http:upload:1' filename='a' size='1'/>",  # wrong namespace
+        "<request filename='a' size='1'/>",  # no namespace
+        f"<slot xmlns='{NS}'/>",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "<download xmlns='urn:xmpp-mft:0' url='x'/>",
+        # slixmpp's xml:lang rules decide these: they take its path
+        f"<request xmlns='{NS_LEGACY}'><filename>a</filename><filename>b</filename></request>",
+        f"<request xmlns='{NS_LEGACY}'><filename xml:lang='en'>a</filename><size>1</size>"
+        "</request>",
+    ],
+)
+def test_raw_reader_declines_the_rest(payload: str) -> None:
+    """Not a slot request, or one whose reading needs slixmpp's rules: None."""
+    assert read_slot_element(ET.fromstring(payload)) is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"v": "1", "size": "100", "exp": "1700000000", "sig": "aZ_-09"},
+        {"from": "romeo@montague.tld", "to": "room@conference.x/nick name", "type": "image/jpeg"},
+        {"type": "a+b&c=d%e é\u202e\x00", "to": "", "from": "~._-"},
+    ],
+)
+def test_query_string_is_urlencode(query: dict[str, str]) -> None:
+    """query_string writes what urlencode writes, character for character."""
+    assert query_string(query) == urlencode(query)
