@@ -28,7 +28,7 @@ from httpd.headers import (
     parse_range,
 )
 from httpd.middleware import count_failure
-from httpd.repository.base import SendsFiles
+from httpd.repository.base import file_sender_of
 from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,10 @@ class _Download:
         started, sent = time.monotonic(), 0
         repo, transport = self.app[REPOSITORY], self.request.transport
         try:
-            if isinstance(repo, SendsFiles) and transport is not None:
+            sender = file_sender_of(repo)
+            if sender is not None and transport is not None:
                 # Headers are out (prepare() sent them); the body bypasses the writer.
-                sent = await repo.sendfile(self.path.repo_path, transport, offset, length)
+                sent = await sender.sendfile(self.path.repo_path, transport, offset, length)
                 resp_writer = self.request.writer
                 resp_writer.output_size += sent  # the access log's byte count
             else:

@@ -39,7 +39,7 @@ from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY, SCANNER
 from httpd.clientip import client_ip
 from httpd.middleware import answer_and_close, error_response, http_exception_response
 from httpd.repository import Repository
-from httpd.repository.base import ReceivesBodies
+from httpd.repository.base import receiver_of
 from httpd.routing import redirect_to_owner, slot_path
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def check_upload(request: web.Request) -> tuple[SlotPath, UploadGrant]:
     if (
         length < SOCKET_BODY_MIN
         and hdrs.EXPECT not in request.headers
-        and isinstance(repo, ReceivesBodies)
+        and receiver_of(repo) is not None
     ):
         # The body is on its way anyway, and publishing refuses an existing name with
         # the same 409: a small upload saves the worker-thread hop of asking first.
@@ -172,6 +172,13 @@ class StreamBody:
         self._prefix = memoryview(prefix)
         self._idle = idle_timeout
 
+    def _take_prefix(self, buf: memoryview) -> int:
+        n = min(len(buf), len(self._prefix))
+        buf[:n] = self._prefix[:n]
+        # An empty slice would still hold the whole prefix for the rest of the upload.
+        self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
+        return n
+
     async def readinto(self, buf: memoryview) -> int:
         """Copy the next bytes into ``buf``.
 
@@ -179,10 +186,7 @@ class StreamBody:
         :raises InvalidRequest: the connection ended before the declared length.
         """
         if self._prefix:
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
+            return self._take_prefix(buf)
         try:
             data = self._content.read_nowait(len(buf))
             if not data:
@@ -225,6 +229,13 @@ class SocketBody:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
             self._lowat = n
 
+    def _take_prefix(self, buf: memoryview) -> int:
+        n = min(len(buf), len(self._prefix))
+        buf[:n] = self._prefix[:n]
+        # An empty slice would still hold the whole prefix for the rest of the upload.
+        self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
+        return n
+
     async def readinto(self, buf: memoryview) -> int:
         """Receive the next bytes into ``buf``.
 
@@ -232,10 +243,7 @@ class SocketBody:
         :raises InvalidRequest: the connection ended before the declared length.
         """
         if self._prefix:
-            n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
+            return self._take_prefix(buf)
         try:
             try:
                 n = self._sock.recv_into(buf)
@@ -408,11 +416,12 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
     async with scanner.scan(grant.size) as scan:
         source: StreamBody | SocketBody | None = None
         try:
-            if isinstance(repo, ReceivesBodies) and not scanner.enabled:
+            receiver = receiver_of(repo)
+            if receiver is not None and not scanner.enabled:
                 # No scan to feed: the repository pulls the body into its own buffers
                 # and hashes it in the thread that writes it.
                 source = body_source(request, grant.size, cfg.http.body_timeout)
-                await repo.receive(path.repo_path, source, grant.size, digest.sha)
+                await receiver.receive(path.repo_path, source, grant.size, digest.sha)
             else:
                 body = scan.wrap(digest.feed(body_chunks(request, cfg.http.body_timeout)))
                 await repo.store(path.repo_path, body, grant.size)

@@ -6,7 +6,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from component.errors import SizeMismatch
 
@@ -121,6 +121,20 @@ class SendsFiles(Protocol):
     ) -> int:
         """Send ``length`` bytes of ``path`` from ``offset`` on ``transport``; bytes sent."""
         ...
+
+
+def receiver_of(repo: object) -> ReceivesBodies | None:
+    """``repo`` as a :class:`ReceivesBodies` if it has ``receive``, else ``None``.
+
+    A plain attribute test, on every request: ``isinstance`` against a runtime-checkable
+    protocol walks the protocol's members each time (tens of microseconds).
+    """
+    return cast(ReceivesBodies, repo) if callable(getattr(repo, "receive", None)) else None
+
+
+def file_sender_of(repo: object) -> SendsFiles | None:
+    """``repo`` as a :class:`SendsFiles` if it has ``sendfile``, else ``None`` (as above)."""
+    return cast(SendsFiles, repo) if callable(getattr(repo, "sendfile", None)) else None
 
 
 def part_name(path: str) -> str:

@@ -101,6 +101,32 @@ def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
             os.close(fd)
 
 
+def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, length: int) -> int:
+    """What one non-blocking sendfile(2) takes of the range at once: a small file
+    usually fits the socket buffer whole, and asyncio's sendfile machinery (pause
+    reading, wait for the buffer to drain, register a writer) then costs more than the
+    send. Nothing when the transport still holds bytes (they must go first) or is TLS.
+
+    :raises ConnectionError: the client went away.
+    """
+    sock = transport.get_extra_info("socket")
+    if (
+        sock is None
+        or transport.get_extra_info("sslcontext") is not None
+        or transport.get_write_buffer_size()
+        or transport.is_closing()
+    ):
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), f.fileno(), offset, length)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except ConnectionError:
+        raise
+    except OSError:
+        return 0  # let asyncio's sendfile decide (and fall back to reads)
+
+
 class _PartFile:
     """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
     time, in order): created by the first, closed and published by the last."""
@@ -315,13 +341,15 @@ class FileRepository:
     async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:
         """Pay for a store's buffers: ``(count, bytes granted)``.
 
-        Two blocks only while that leaves a quarter of the budget free; else one, waited
-        for in line. Buffers are held while their upload waits for its client, so a
-        crowd of stalled uploads (each with a valid slot, and only until
-        ``body_timeout``) cannot hold more than one block each once the budget is busy.
+        Two blocks only while that leaves half the budget free (the overlap matters to
+        a few large uploads, not to a crowd, which keeps the cores busy anyway); else
+        one, waited for in line. Buffers are held while their upload
+        waits for its client, so a crowd of stalled uploads (each with a valid slot,
+        and only until ``body_timeout``) holds one small block each once the budget is
+        half taken.
         """
         if size > block and block >= DOUBLE_BUFFER_MIN:
-            if self._budget.try_acquire(2 * block, leave=self._budget.total // 4):
+            if self._budget.try_acquire(2 * block, leave=self._budget.total // 2):
                 return 2, min(2 * block, self._budget.total)
         return 1, await self._budget.acquire(block)
 
@@ -389,7 +417,13 @@ class FileRepository:
         """
         f = await self._open_read(path)
         try:
-            return await asyncio.get_running_loop().sendfile(transport, f, offset, length)
+            sent = _sendfile_now(transport, f, offset, length)
+            if sent == length:
+                return sent
+            rest = await asyncio.get_running_loop().sendfile(
+                transport, f, offset + sent, length - sent
+            )
+            return sent + rest
         finally:
             f.close()
 

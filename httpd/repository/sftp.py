@@ -2,11 +2,11 @@
 
 Transfers are pipelined (FIELD-NOTES "SFTP speed"): fixed blocks of the server's
 ``max_write_len`` written at explicit offsets with :data:`IN_FLIGHT` requests
-outstanding, ordered read-ahead of as many blocks for downloads. Memory stays
-``IN_FLIGHT`` blocks per transfer whatever the file size, and every block is paid for
-in the process's :class:`~httpd.budget.MemoryBudget` first, so all transfers together
-stay within ``[http] memory_budget``. The connection, its supervision and the
-translation of library errors are :class:`SftpSession`'s.
+outstanding (:mod:`httpd.repository.sftp_write`), ordered read-ahead of as many blocks
+for downloads. Memory stays ``IN_FLIGHT`` blocks per transfer whatever the file size,
+and every block is paid for in the process's :class:`~httpd.budget.MemoryBudget` first,
+so all transfers together stay within ``[http] memory_budget``. The connection, its
+supervision and the translation of library errors are :class:`SftpSession`'s.
 """
 
 from __future__ import annotations
@@ -17,25 +17,26 @@ import contextlib
 import logging
 import posixpath
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncssh
 
 from component.config import RepositoryConfig
-from component.errors import AlreadyUploaded, NotFound, SizeMismatch, StorageUnavailable
+from component.errors import AlreadyUploaded, NotFound, StorageUnavailable
 from httpd.budget import MemoryBudget
-from httpd.repository.base import DiskUsage, FreshDirs, StoredFile, part_name, store_dirs
-from httpd.repository.sftp_session import SftpSession, WriteBehind
+from httpd.repository.base import (
+    BodySource,
+    ChunkBody,
+    DiskUsage,
+    FreshDirs,
+    Hasher,
+    StoredFile,
+    part_name,
+    store_dirs,
+)
+from httpd.repository.sftp_session import SftpSession
+from httpd.repository.sftp_write import IN_FLIGHT, write_body
 
 log = logging.getLogger(__name__)
-
-# Requests in flight per transfer: 16 reach full speed here; more only add memory.
-IN_FLIGHT = 16
-# asyncssh holds a write three times until the server acknowledges it: our block, the
-# SFTP packet String() makes of it, and the channel's send-buffer bytearray while the
-# SSH window is full (tracemalloc of 100 concurrent uploads, asyncssh 2.24). The budget
-# is charged for all three.
-WRITE_COPIES = 3
 
 
 class SftpRepository(SftpSession):
@@ -62,13 +63,24 @@ class SftpRepository(SftpSession):
     # ------------------------------------------------------------------ store
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Stream ``chunks`` into a ``.part`` file, check the size, rename into place.
+        """:meth:`receive` of ``chunks`` (copied into its blocks), not hashed.
+
+        :raises AlreadyUploaded: ``path`` exists when the file is to be published.
+        :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
+        :raises StorageUnavailable: see :meth:`receive`.
+        """
+        await self.receive(path, ChunkBody(chunks, size), size, None)
+
+    async def receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
+        """Receive ``body`` into a ``.part`` file, fsync it, rename it into place; every
+        byte goes to ``sha`` (if given) in a worker thread beside the writes.
 
         No request is spent on whether ``path`` exists first: the caller has asked (the
         PUT's checks), and the rename refuses an existing target anyway.
 
         :raises AlreadyUploaded: ``path`` exists when the file is to be published.
-        :raises SizeMismatch: ``chunks`` gave more or fewer than ``size`` bytes.
+        :raises SizeMismatch: ``body`` gave more or fewer than ``size`` bytes (and what
+            else ``body`` raises: an early end, a stall, a scan verdict).
         :raises StorageUnavailable: the file server failed or went away; the part file
             and the directories made for it are removed (at once, or after the reconnect).
         """
@@ -79,7 +91,16 @@ class SftpRepository(SftpSession):
             with self._errors("store", path):
                 f = await self._open_part(sftp, part, path)
             try:
-                await self._write_blocks(f, chunks, size, path, behind)
+                with self._errors("write", path):
+                    await write_body(
+                        body,
+                        size,
+                        block=self._write_len,
+                        budget=self._budget,
+                        write=lambda data, offset: self._write_block(f, data, offset),
+                        sha=sha,
+                        behind=behind,
+                    )
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._timed(f.close())
@@ -161,104 +182,6 @@ class SftpRepository(SftpSession):
                     raise
             i += 1
         raise asyncssh.SFTPFailure(f"cannot create {dirs[-1]}")
-
-    async def _write_blocks(
-        self,
-        f: asyncssh.SFTPClientFile,
-        chunks: AsyncIterator[bytes],
-        size: int,
-        path: str,
-        behind: WriteBehind | None = None,
-    ) -> None:
-        """Re-block ``chunks`` and write them at explicit offsets, IN_FLIGHT at a time.
-
-        A block that lies inside one chunk is sent as a view of it (no copy); one that
-        spans chunks is joined once. Each block is paid for in the budget before its
-        write is sent and given back when the server acknowledges it (the bytes sit in
-        asyncssh's queue until then). While the budget is short this waits, holding only
-        writes in flight (which complete on their own), and reads no more of ``chunks``:
-        the client is slowed by TCP.
-        """
-        block, budget = self._write_len, self._budget
-        pending: set[asyncio.Task[None]] = set()
-        pieces: collections.deque[memoryview] = collections.deque()
-        held = offset = received = acknowledged = 0
-
-        def take(n: int) -> bytes | memoryview:
-            """The first ``n`` bytes held, as a view when one piece has them all."""
-            nonlocal held
-            held -= n
-            first = pieces[0]
-            if len(first) >= n:
-                if len(first) == n:
-                    pieces.popleft()
-                else:
-                    pieces[0] = first[n:]
-                return first[:n]
-            parts = []
-            while n:
-                piece = pieces.popleft()
-                if len(piece) > n:
-                    pieces.appendleft(piece[n:])
-                    piece = piece[:n]
-                parts.append(piece)
-                n -= len(piece)
-            return b"".join(parts)
-
-        def done(task: asyncio.Task[None], cost: int, n: int) -> None:
-            nonlocal acknowledged
-            budget.release(cost)
-            if behind is not None and not task.cancelled() and task.exception() is None:
-                acknowledged += n
-                behind.written(acknowledged)
-
-        async def submit(n: int) -> None:
-            """Write the first ``n`` bytes held once the budget has room for them."""
-            nonlocal offset
-            while len(pending) >= IN_FLIGHT:
-                finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                reap(finished)
-            reap([t for t in pending if t.done()])
-            # A view keeps its whole chunk alive until the write is acknowledged.
-            first = pieces[0]
-            whole = len(first.obj) if len(first) >= n and isinstance(first.obj, bytes) else n
-            cost = await budget.acquire((WRITE_COPIES - 1) * n + max(n, whole))
-            task = asyncio.ensure_future(self._write_block(f, take(n), offset))
-            task.add_done_callback(lambda t: done(t, cost, n))
-            pending.add(task)
-            offset += n
-
-        def reap(finished: Any) -> None:
-            for task in finished:
-                pending.discard(task)
-                with self._errors("write", path):
-                    task.result()
-
-        try:
-            async for chunk in chunks:
-                received += len(chunk)
-                if received > size:
-                    raise SizeMismatch(size, received, larger=True)
-                if chunk:
-                    pieces.append(memoryview(chunk))
-                    held += len(chunk)
-                while held >= block:
-                    await submit(block)
-            if received != size:
-                raise SizeMismatch(size, received)
-            if held:
-                await submit(held)
-            while pending:
-                finished, _ = await asyncio.wait(pending)
-                reap(finished)
-        finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                for task in pending:  # retrieve, so nothing is logged as unretrieved
-                    if not task.cancelled():
-                        task.exception()
 
     async def _discard(self, part: str, path: str) -> None:
         """Clean up after a failed store now, or remember it for after the reconnect."""

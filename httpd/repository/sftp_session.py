@@ -36,6 +36,7 @@ from component.errors import (
     PathNotWritable,
     StorageUnavailable,
 )
+from httpd.repository.sftp_write import FLUSH_STEP, WriteBehind
 from httpd.repository.sshkeys import (
     HostKeyLine,
     fingerprint,
@@ -64,17 +65,6 @@ ENCRYPTION_ALGS = (
     "aes128-ctr",
     "aes256-ctr",
 )
-# Our receive window (asyncssh's default is 2 MiB). A download keeps IN_FLIGHT reads of
-# up to 255 KiB requested (~4 MiB); with 2 MiB the server stopped half-way for a window
-# adjust, so only half of them were ever on the wire. What the server may send is still
-# bounded by the reads we asked for (and paid for in the budget), not by the window.
-RECV_WINDOW = 8 * 1024 * 1024
-# Write-behind: a large upload's part file is fsync'd every FLUSH_STEP bytes through a
-# second SFTP session (OpenSSH runs one sftp-server per channel, so this fsync does not
-# hold up the upload's writes). The file server's disk then writes beside the transfer,
-# and the final fsync on the upload's own handle, the one durability rests on, only has
-# the tail left (it took ~0.14 s of a ~0.9 s 256 MiB PUT here).
-FLUSH_STEP = 16 * 1024 * 1024
 RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 30.0
 # A request for the connection may cut a backoff short, but not more often than this.
@@ -94,55 +84,6 @@ class _PinnedHostClient(asyncssh.SSHClient):
         """Called by asyncssh only for a key that is not pinned: refuse it."""
         self._presented.append(key)
         return False
-
-
-class WriteBehind:
-    """Early fsyncs of one part file through the write-behind session (see FLUSH_STEP).
-
-    Only a hint to the file server's disk: failures are logged at debug level and end
-    the hints for this file; the upload's own fsync still decides durability.
-    """
-
-    def __init__(self, flusher: asyncssh.SFTPClient, part: str, timeout: float) -> None:
-        self._flusher, self._part, self._timeout = flusher, part, timeout
-        self._file: asyncssh.SFTPClientFile | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._started = 0
-        self._failed = False
-        self.flushed = 0
-        """Bytes the last completed early fsync covered."""
-
-    def written(self, acknowledged: int) -> None:
-        """``acknowledged`` bytes are on the server: flush them if a step has passed and
-        no flush is under way."""
-        if self._failed or acknowledged - self._started < FLUSH_STEP:
-            return
-        if self._task is not None and not self._task.done():
-            return
-        self._started = acknowledged
-        self._task = asyncio.ensure_future(self._flush(acknowledged))
-
-    async def _flush(self, upto: int) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                if self._file is None:
-                    # Read-only is enough: Linux fsyncs the file whatever the open mode.
-                    self._file = await self._flusher.open(self._part, "rb", block_size=0)
-                await self._file.fsync()
-        except (asyncssh.Error, OSError, TimeoutError) as exc:
-            self._failed = True
-            log.debug("write-behind fsync of %s skipped: %s", self._part, exc)
-        else:
-            self.flushed = upto
-
-    async def close(self) -> None:
-        """Let a flush under way end and close the second handle (errors ignored)."""
-        if self._task is not None:
-            await asyncio.wait([self._task])
-        if self._file is not None:
-            with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await self._file.close()
 
 
 class SftpSession:
@@ -268,7 +209,9 @@ class SftpSession:
                     config=[],
                     encryption_algs=list(ENCRYPTION_ALGS),
                     compression_algs=None,
-                    window=RECV_WINDOW,
+                    # asyncssh's 2 MiB receive window stays: 8 MiB (all 16 read-aheads on
+                    # the wire) cost 10-20% more CPU per download here, as sshd then
+                    # fills each socket read with more packets for asyncssh to slice.
                     keepalive_interval=KEEPALIVE_INTERVAL,
                     keepalive_count_max=3,
                 )
@@ -485,9 +428,7 @@ class SftpSession:
         """One SFTP read request (the file was opened in binary mode)."""
         return cast(bytes, await self._timed(f.read(n, offset)))
 
-    async def _write_block(
-        self, f: asyncssh.SFTPClientFile, data: bytes | memoryview, offset: int
-    ) -> None:
+    async def _write_block(self, f: asyncssh.SFTPClientFile, data: memoryview, offset: int) -> None:
         """One SFTP write request; made inside the task, so a task cancelled before it ran
         leaves no never-awaited ``write`` coroutine behind. asyncssh frames ``data`` with
         ``bytes + data``, which takes a memoryview as it is (no copy of our own)."""

@@ -489,7 +489,8 @@ async def test_service_keeps_running_after_bad_input(
     await half_put(stack, put_url, len(body))  # the client goes away mid-body
     async with asyncio.timeout(TIMEOUT):
         assert isinstance(await stack.repo.stores.get(), Exception)
-    assert list(stack.root.rglob("*")) == [stack.root / "files"]  # not even a directory
+    # Not even a directory (the part file is made with the first block, none came).
+    assert list(stack.root.rglob("*")) in ([], [stack.root / "files"])
     other = stack.path_of(slot_urls(await ask_slot(client, "other.bin", 100))[1])
     for url, data, status in [
         (get_url, body, 401),  # no token

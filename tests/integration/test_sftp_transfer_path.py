@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from component.errors import StorageUnavailable
+from component.errors import SizeMismatch, StorageUnavailable
+from httpd.repository.base import ChunkBody
 from httpd.repository.sftp import SftpRepository
-from httpd.repository.sftp_session import FLUSH_STEP, WriteBehind
+from httpd.repository.sftp_write import FLUSH_STEP, WriteBehind
 from tests.fixtures.config import ConfigFactory
 from tests.fixtures.sshd import SshServer, _descendants
 from tests.integration.bodies import MiB, PausingBody, stream
@@ -208,3 +210,35 @@ async def test_sshd_killed_during_write_behind_leaves_no_file(
         async with asyncio.timeout(20):
             assert [f.path async for f in r.walk()] == []
         assert sorted(p.name for p in node.rglob("*") if p.is_file()) == []
+
+
+async def test_receive_hashes_every_byte_beside_the_writes(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """receive() (the PUT path) feeds the SHA-256 with every byte in order, in batches
+    off the event loop, and stores the same bytes; the budget is whole again after."""
+    r = SftpRepository(config_factory(repository=sshd.repository(node_dir)).repository)
+    async with opened(r):
+        for size in (0, 1, r._write_len, 7 * r._write_len + 3):
+            data = os.urandom(size)
+            sha = hashlib.sha256()
+            path = slot()
+            await r.receive(path, ChunkBody(stream(data, 100_003), size), size, sha)
+            assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+            assert (node_dir / path).read_bytes() == data
+            assert r.budget.in_use == 0
+
+
+async def test_receive_of_a_short_body_publishes_nothing(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory
+) -> None:
+    """A body that ends before its size: SizeMismatch, no file, no part file, budget free."""
+    r = SftpRepository(config_factory(repository=sshd.repository(node_dir)).repository)
+    async with opened(r):
+        size = 5 * r._write_len
+        path = slot()
+        with pytest.raises(SizeMismatch):
+            body = ChunkBody(stream(os.urandom(size - 1)), size)
+            await r.receive(path, body, size, hashlib.sha256())
+        assert [f.path async for f in r.walk()] == []
+        assert r.budget.in_use == 0

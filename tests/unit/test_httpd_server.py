@@ -116,7 +116,7 @@ async def test_stalled_upload_is_cancelled_after_grace(server_cfg: Any) -> None:
 
 async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
     """With tls_cert/tls_key the server speaks HTTPS; a large PUT over it (read through
-    aiohttp, not from the socket) is stored byte for byte."""
+    aiohttp, not from the socket) is stored byte for byte and comes back encrypted."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     proc = await asyncio.create_subprocess_exec(
         require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -134,6 +134,8 @@ async def test_serve_http_with_tls(server_cfg: Any, tmp_path: Path) -> None:
                 assert (resp.status, await resp.text()) == (200, "ok\n")
             async with http.put(put_url, data=io.BytesIO(body), ssl=False) as resp:
                 assert resp.status == 201
+            async with http.get(f"{base}/{slot.path.url_path}", ssl=False) as resp:
+                assert (resp.status, await resp.read()) == (200, body)  # not sent in clear
         assert (served.repo.root / slot.path.repo_path).read_bytes() == body
 
 

@@ -16,7 +16,13 @@ import pytest
 from component.errors import InvalidRequest, SizeMismatch
 from httpd.budget import MemoryBudget
 from httpd.repository import FileRepository
-from httpd.repository.base import ChunkBody
+from httpd.repository.base import (
+    ChunkBody,
+    ReceivesBodies,
+    SendsFiles,
+    file_sender_of,
+    receiver_of,
+)
 from httpd.repository.local import RECV_BLOCK
 from httpd.upload import SOCKET_BODY_MIN
 from tests.fixtures.config import ConfigFactory
@@ -86,18 +92,46 @@ async def test_small_bodies_keep_the_connection(env: HttpdEnv) -> None:
     ]
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 async def test_large_body_cut_off_leaves_nothing(env: HttpdEnv) -> None:
-    """A client that closes half-way through a socket-read body: 400, no file, no row."""
-    slot = env.slot(BIG, "big.bin")
-    _reader, writer = await env.raw(_head(slot.put_url, BIG))
-    await asyncio.wait_for(env.repo.started.get(), 10)
-    writer.write(os.urandom(BIG // 2))
-    await writer.drain()
-    writer.close()
-    assert isinstance(await asyncio.wait_for(env.repo.stores.get(), 10), InvalidRequest)
+    """A client that closes half-way through a socket-read body: 400, no file, no row,
+    and no descriptor left open (the duplicate socket is closed)."""
+    before = _open_fds()
+    for _ in range(3):
+        slot = env.slot(BIG, "big.bin")
+        _reader, writer = await env.raw(_head(slot.put_url, BIG))
+        await asyncio.wait_for(env.repo.started.get(), 10)
+        writer.write(os.urandom(BIG // 2))
+        await writer.drain()
+        writer.close()
+        assert isinstance(await asyncio.wait_for(env.repo.stores.get(), 10), InvalidRequest)
     assert env.repo.files() == []
     assert await env.rows() == []
     assert env.repo.budget.in_use == 0
+    async with asyncio.timeout(10):
+        while _open_fds() > before:  # noqa: ASYNC110 (aiohttp closes its side after)
+            await asyncio.sleep(0.01)
+
+
+async def test_large_body_cancelled_at_shutdown_leaves_nothing(
+    config_factory: ConfigFactory,
+) -> None:
+    """A socket-read upload still waiting for its body when the server stops is
+    cancelled after the grace: no file, no row, the budget given back."""
+    cfg = config_factory(upload={"max_file_size": 8 * BIG}, http={"shutdown_grace": 0.2})
+    async with httpd_env(cfg) as env:
+        slot = env.slot(BIG, "big.bin")
+        _reader, writer = await env.raw(_head(slot.put_url, BIG), os.urandom(BIG // 3))
+        await asyncio.wait_for(env.repo.started.get(), 10)
+        repo = env.repo
+    outcome = await asyncio.wait_for(repo.stores.get(), 10)
+    writer.close()
+    assert isinstance(outcome, asyncio.CancelledError)
+    assert repo.files() == []
+    assert repo.budget.in_use == 0
 
 
 async def test_large_body_stalled_is_408(env: HttpdEnv) -> None:
@@ -218,3 +252,11 @@ async def test_empty_body_is_published(tmp_path: Path) -> None:
     await repo.receive(f"{HOUR}/{'E' * 22}", _Gate(b""), 0, sha)
     assert (tmp_path / HOUR / ("E" * 22)).read_bytes() == b""
     assert sha.hexdigest() == hashlib.sha256(b"").hexdigest()
+
+
+def test_capability_checks_match_the_protocols(tmp_path: Path) -> None:
+    """receiver_of/file_sender_of find file://'s methods and nothing on other objects."""
+    repo = FileRepository(tmp_path)
+    assert receiver_of(repo) is repo and file_sender_of(repo) is repo
+    assert isinstance(repo, ReceivesBodies) and isinstance(repo, SendsFiles)
+    assert receiver_of(object()) is None and file_sender_of(object()) is None
