@@ -8,6 +8,7 @@ half-way, ``GET_REFUSED`` when the identity ticket was missing (required) or inv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -160,9 +161,12 @@ class _Download:
                 resp_writer = self.request.writer
                 resp_writer.output_size += sent  # the access log's byte count
             else:
-                async for block in repo.read(self.path.repo_path, offset, length):
-                    await resp.write(block)
-                    sent += len(block)
+                # aclosing: a client gone mid-body frees the file and budget at once.
+                blocks = repo.read(self.path.repo_path, offset, length)
+                async with contextlib.aclosing(blocks):
+                    async for block in blocks:
+                        await resp.write(block)
+                        sent += len(block)
             if sent != length:
                 raise NotFound("The file changed while it was read")
             await resp.write_eof()

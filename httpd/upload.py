@@ -161,16 +161,11 @@ def _interrupted() -> InvalidRequest:
     return InvalidRequest("Upload interrupted before the end of the body")
 
 
-class StreamBody:
-    """A :class:`~httpd.repository.base.BodySource` reading through aiohttp's stream.
+class _PrefixedBody:
+    """Body bytes already taken out of aiohttp's stream, handed out before the rest."""
 
-    ``prefix``: body bytes already taken out of the stream (see :func:`body_source`).
-    """
-
-    def __init__(self, request: web.Request, prefix: bytes, idle_timeout: float) -> None:
-        self._content = request.content
+    def __init__(self, prefix: bytes) -> None:
         self._prefix = memoryview(prefix)
-        self._idle = idle_timeout
 
     def _take_prefix(self, buf: memoryview) -> int:
         n = min(len(buf), len(self._prefix))
@@ -178,6 +173,18 @@ class StreamBody:
         # An empty slice would still hold the whole prefix for the rest of the upload.
         self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
         return n
+
+
+class StreamBody(_PrefixedBody):
+    """A :class:`~httpd.repository.base.BodySource` reading through aiohttp's stream.
+
+    ``prefix``: body bytes already taken out of the stream (see :func:`body_source`).
+    """
+
+    def __init__(self, request: web.Request, prefix: bytes, idle_timeout: float) -> None:
+        super().__init__(prefix)
+        self._content = request.content
+        self._idle = idle_timeout
 
     async def readinto(self, buf: memoryview) -> int:
         """Copy the next bytes into ``buf``.
@@ -205,7 +212,7 @@ class StreamBody:
         """aiohttp's parser stops at Content-Length: nothing can follow."""
 
 
-class SocketBody:
+class SocketBody(_PrefixedBody):
     """A :class:`~httpd.repository.base.BodySource` reading the connection's socket itself.
 
     aiohttp's parser and stream are left behind (see :func:`body_source`): the rest of
@@ -215,8 +222,8 @@ class SocketBody:
     """
 
     def __init__(self, sock: socket.socket, prefix: bytes, idle_timeout: float) -> None:
+        super().__init__(prefix)
         self._sock = sock
-        self._prefix = memoryview(prefix)
         self._idle = idle_timeout
         self._loop = asyncio.get_running_loop()
         self._lowat = 1
@@ -228,13 +235,6 @@ class SocketBody:
         if n != self._lowat:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
             self._lowat = n
-
-    def _take_prefix(self, buf: memoryview) -> int:
-        n = min(len(buf), len(self._prefix))
-        buf[:n] = self._prefix[:n]
-        # An empty slice would still hold the whole prefix for the rest of the upload.
-        self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
-        return n
 
     async def readinto(self, buf: memoryview) -> int:
         """Receive the next bytes into ``buf``.

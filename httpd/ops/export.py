@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
@@ -156,10 +157,11 @@ async def locate(repo: Repository, resources: set[str]) -> dict[str, StoredFile]
 async def copy_into(repo: Repository, path: str, dest: IO[bytes]) -> tuple[str, int]:
     """Stream ``path`` into ``dest``; ``(sha256 hex, size)``."""
     digest, size = hashlib.sha256(), 0
-    async for block in repo.read(path):
-        digest.update(block)
-        size += len(block)
-        await asyncio.to_thread(dest.write, block)
+    async with contextlib.aclosing(repo.read(path)) as blocks:
+        async for block in blocks:
+            digest.update(block)
+            size += len(block)
+            await asyncio.to_thread(dest.write, block)
     return digest.hexdigest(), size
 
 

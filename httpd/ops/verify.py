@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
@@ -88,10 +89,12 @@ async def sha256_of(repo: Repository, path: str) -> tuple[str, int]:
     :raises StorageUnavailable: the repository failed.
     """
     digest, size = hashlib.sha256(), 0
-    async for block in repo.read(path):
-        size += len(block)
-        # hashlib drops the GIL for large blocks: the loop keeps the other readers going.
-        await asyncio.to_thread(digest.update, block)
+    # aclosing: a failure here closes the file now, not when the generator is collected.
+    async with contextlib.aclosing(repo.read(path)) as blocks:
+        async for block in blocks:
+            size += len(block)
+            # hashlib drops the GIL for large blocks: the loop keeps the other readers going.
+            await asyncio.to_thread(digest.update, block)
     return digest.hexdigest(), size
 
 

@@ -9,7 +9,7 @@ never overwritten, and a failed or cancelled upload leaves nothing behind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 from component.config import Config
@@ -77,7 +77,9 @@ class Repository(Protocol):
         :raises NotFound: no such file.
         """
 
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, path: str, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Stream ``length`` bytes (to the end if ``None``) of ``path`` from ``offset``.
 
         :raises NotFound: no such file.

@@ -16,7 +16,7 @@ import collections
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import asyncssh
 
@@ -243,7 +243,7 @@ class SftpRepository(SftpSession):
 
     async def read(
         self, path: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stream ``length`` bytes (to the end if ``None``) from ``offset``, in order,
         with up to IN_FLIGHT block reads ahead of the consumer.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,14 +94,15 @@ class ObservedRepository(FileRepository):
 
     async def read(
         self, path: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """FileRepository.read, failing once ``read_fail_at`` bytes were produced."""
         seen = 0
-        async for block in super().read(path, offset, length):
-            if self.read_fail_at is not None and seen + len(block) > self.read_fail_at:
-                raise StorageUnavailable("injected read failure")
-            seen += len(block)
-            yield block
+        async with contextlib.aclosing(super().read(path, offset, length)) as blocks:
+            async for block in blocks:
+                if self.read_fail_at is not None and seen + len(block) > self.read_fail_at:
+                    raise StorageUnavailable("injected read failure")
+                seen += len(block)
+                yield block
 
     async def sendfile(
         self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
