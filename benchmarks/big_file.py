@@ -10,6 +10,7 @@ the stored file from a plain blocking ``sendfile(2)`` loop in a thread of this s
 Usage::
 
     .venv/bin/python benchmarks/big_file.py [--size 4G] [--runs 1] [--baseline DIR]
+                                                [--workers N]
 
 The issue 13 target: peak RSS under 150 MiB while a 4 GiB file goes up and down.
 """
@@ -79,15 +80,41 @@ def _cpu(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_s(pid: int) -> tuple[float, float]:
-    """CPU seconds (user+system): (event-loop thread, every other thread)."""
-    total, main = _cpu(Path(f"/proc/{pid}/stat")), _cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+def service_pids(pid: int) -> list[int]:
+    """``mft run`` and its HTTP worker processes (none with ``workers = 1``)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+def cpu_s(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds (user+system) of the processes: (event-loop threads, other threads)."""
+    main = sum(_cpu(Path(f"/proc/{p}/task/{p}/stat")) for p in pids)
+    total = sum(_cpu(Path(f"/proc/{p}/stat")) for p in pids)
     return main, total - main
 
 
-def reset_peak(pid: int) -> None:
+def rss_mib(pids: list[int]) -> tuple[float, float]:
+    """(VmRSS, VmHWM) summed over the processes, MiB (the sum of peaks: an upper bound)."""
+    both = [rss_kib(p) for p in pids]
+    return sum(b[0] for b in both) / 1024, sum(b[1] for b in both) / 1024
+
+
+def reset_peak(pids: list[int]) -> None:
     """Start VmHWM afresh (``clear_refs`` 5, Linux >= 4.0): a peak per direction."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    for p in pids:
+        Path(f"/proc/{p}/clear_refs").write_text("5")
+
+
+async def all_listening(svc_log: Path, workers: int) -> None:
+    """Wait (polling the service's log) until every worker listens."""
+    if workers <= 1:
+        return
+    line = f"{workers} HTTP worker processes listen"
+    deadline = time.monotonic() + 60
+    while line not in svc_log.read_text():  # noqa: ASYNC240 (another process's log)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {line!r} in {svc_log}")
+        await asyncio.sleep(0.1)
 
 
 async def curl(*argv: str) -> float:
@@ -100,30 +127,34 @@ async def curl(*argv: str) -> float:
     return time.perf_counter() - t0
 
 
-async def one_round(code: Path, base: Path, src: Path, size: int, col: Column) -> None:
+async def one_round(
+    code: Path, base: Path, src: Path, size: int, col: Column, workers: int
+) -> None:
     """A fresh service from ``code``: PUT then GET of ``src``, its RSS, then clean up."""
     base.mkdir(parents=True)  # noqa: ASYNC240 (a benchmark's set-up)
     port = free_port()
     http: dict[str, object] = {"port": port, "public_url": f"http://127.0.0.1:{port}"}
     if "workers" in (code / "component" / "config.py").read_text():
-        http["workers"] = 1  # one process: the pid measured is the one doing the work
+        http["workers"] = workers  # 1: one process, the pid measured does all the work
     raw = make_raw_config(base, http=http, upload={"max_file_size": 0, "slot_lifetime": 3600})
     cfg_path = base / "mft.toml"
     cfg_path.write_text(toml_text(raw))
     async with service(cfg_path, code) as svc:
         slot = make_slot(svc.cfg, size, "big.bin", lifetime=3600)
         url = f"http://127.0.0.1:{port}"
-        col.idle_rss.append(rss_kib(svc.pid)[0] / 1024)
-        reset_peak(svc.pid)
-        c0 = cpu_s(svc.pid)
+        await all_listening(base / "mft.log", workers)
+        pids = service_pids(svc.pid)
+        col.idle_rss.append(rss_mib(pids)[0])
+        reset_peak(pids)
+        c0 = cpu_s(pids)
         put_s = await curl("-T", str(src), "-H", "Content-Type: application/octet-stream",
                            url + slot.put_url)  # fmt: skip
-        c1 = cpu_s(svc.pid)
-        col.put_rss.append(rss_kib(svc.pid)[1] / 1024)
-        reset_peak(svc.pid)
+        c1 = cpu_s(pids)
+        col.put_rss.append(rss_mib(pids)[1])
+        reset_peak(pids)
         get_s = await curl(url + slot.get_url)
-        c2 = cpu_s(svc.pid)
-        col.get_rss.append(rss_kib(svc.pid)[1] / 1024)
+        c2 = cpu_s(pids)
+        col.get_rss.append(rss_mib(pids)[1])
         col.put_cpu.append((c1[0] - c0[0], c1[1] - c0[1]))
         col.get_cpu.append((c2[0] - c1[0], c2[1] - c1[1]))
         col.put.append(size / MB / put_s)
@@ -149,7 +180,9 @@ async def main(args: argparse.Namespace) -> None:
         for r in range(args.runs):
             order = trees if r % 2 == 0 else trees[::-1]
             for label, code in order:
-                await one_round(code, work / f"r{r}-{label.split()[0]}", src, size, cols[label])
+                workers = args.workers if label == "this tree" else 1
+                base = work / f"r{r}-{label.split()[0]}"
+                await one_round(code, base, src, size, cols[label], workers)
                 c = cols[label]
                 print(
                     f"round {r + 1} {label:<10} PUT {c.put[-1]:6.0f} MB/s (peak {c.put_rss[-1]:.0f}"
@@ -160,7 +193,10 @@ async def main(args: argparse.Namespace) -> None:
                     flush=True,
                 )
     med = statistics.median
-    print(f"\n{args.size} file, {args.runs} round(s), medians; RSS = VmHWM of mft run")
+    print(
+        f"\n{args.size} file, {args.runs} round(s), medians; RSS = VmHWM of mft run"
+        f" (this tree: [http] workers = {args.workers}, summed over its processes)"
+    )
     print(
         "| code | PUT MB/s | GET MB/s | GET sendfile ceiling MB/s | PUT CPU s (loop+threads) "
         "| GET CPU s | idle RSS MiB | peak RSS PUT MiB | peak RSS GET MiB |"
@@ -183,6 +219,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--baseline", help="another checkout to run side by side")
     parser.add_argument("--dir", default=os.environ.get("TMPDIR"), help="where to work")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="[http] workers of this tree (RSS summed)"
+    )
     arguments = parser.parse_args()
     if arguments.baseline:
         arguments.baseline = Path(arguments.baseline).resolve()

@@ -104,7 +104,14 @@ def make_app(
         app.router.add_get(prefix + "/metrics", handlers.metrics_page, allow_head=False)
         app.router.add_get(prefix + "/healthz", handlers.healthz, allow_head=False)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_cleanup.append(_finish_detached)
     return app
+
+
+async def _finish_detached(app: web.Application) -> None:
+    """Before the caller closes the audit log: let the rows written after their
+    responses (downloads) reach it."""
+    await app[IN_FLIGHT].detached_done(app[CONFIG].http.shutdown_grace)
 
 
 def _ssl_context(cfg: Config) -> ssl.SSLContext | None:

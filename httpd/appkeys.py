@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +17,8 @@ from component.metrics import Metrics
 from httpd.budget import MemoryBudget
 from httpd.repository import Repository
 from httpd.scan import Scanner
+
+log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 REPOSITORY = web.AppKey("repository", Repository)
@@ -37,6 +41,7 @@ class InFlight:
         self.count = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._detached: set[asyncio.Task[None]] = set()
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -51,8 +56,30 @@ class InFlight:
                 self._idle.set()
 
     async def idle(self) -> None:
-        """Return once no request is being handled."""
+        """Return once no request is being handled (nor work one left behind)."""
         await self._idle.wait()
+
+    def detach(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` after its request has returned, counted like a request: a
+        shutdown waits for it too. Its failure is logged (``work`` should handle its own)."""
+        self.count += 1
+        self._idle.clear()
+        task = asyncio.create_task(work, name=name)
+        self._detached.add(task)
+        task.add_done_callback(self._finished)
+
+    async def detached_done(self, within: float) -> None:
+        """Wait up to ``within`` seconds for the work :meth:`detach` left running."""
+        if self._detached:
+            await asyncio.wait(set(self._detached), timeout=within)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)

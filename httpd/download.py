@@ -18,7 +18,7 @@ from component.audit import AuditRecord, Method
 from component.errors import AuditUnavailable, Gone, InvalidToken, NotFound, UploadError
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import DownloadTicket, verify_ticket
-from httpd.appkeys import AUDIT, CONFIG, METRICS, REPOSITORY
+from httpd.appkeys import AUDIT, CONFIG, IN_FLIGHT, METRICS, REPOSITORY
 from httpd.clientip import client_ip
 from httpd.headers import (
     CONTENT_SECURITY_POLICY,
@@ -189,7 +189,9 @@ class _Download:
         metrics.inc("downloads", labels=labels)
         metrics.inc("download_bytes", labels=labels, value=sent)
         metrics.observe("download_seconds", value=time.monotonic() - started, labels=labels)
-        await self.log("GET", size)
+        # The body is out: the row (and its COMMIT) need not hold the connection's next
+        # request back. A stop waits for it like for a request (InFlight).
+        self.app[IN_FLIGHT].detach(self.log("GET", size), f"GET row of {self.path.resource}")
 
 
 async def get_download(request: web.Request) -> web.StreamResponse:
