@@ -220,16 +220,20 @@ async def write_body(
         if failure:
             raise failure[0]
 
+    async def one_freed() -> None:
+        # A queued hash batch may hold the block we wait for: hash it first.
+        if hashing is not None:
+            hashing.flush()
+        freed.clear()
+        await freed.wait()
+        check()
+
     try:
         offset = 0
         while offset < size or offset == size == 0:
             n = min(block, size - offset)
             while held >= IN_FLIGHT:
-                if hashing is not None:
-                    hashing.flush()
-                freed.clear()
-                await freed.wait()
-                check()
+                await one_freed()
             check()
             cost = WRITE_COPIES * n
             if not budget.try_acquire(cost):
@@ -257,11 +261,7 @@ async def write_body(
                 hashing.add(view, hashed, last=offset + n == size)
             offset += n
         while held:
-            if hashing is not None:
-                hashing.flush()
-            freed.clear()
-            await freed.wait()
-            check()
+            await one_freed()
         check()
         if hashing is not None:
             await hashing.finish()
