@@ -124,6 +124,13 @@ class Metrics:
         # Set: values live in prometheus_client's files there (enable_multiprocess() first).
         self.multiprocess_dir = multiprocess_dir
 
+    @classmethod
+    def shared(cls, directory: Path) -> Metrics:
+        """This process's metrics, kept in ``directory`` with those of the service's
+        other processes (:func:`enable_multiprocess`, then a :class:`Metrics` over it)."""
+        enable_multiprocess(directory)
+        return cls(multiprocess_dir=directory)
+
     def _get(self, name: str, kind: Kind, help: str, labels: Mapping[str, str] | None) -> _Metric:
         metric = self._metrics.get(name)
         if metric is not None:

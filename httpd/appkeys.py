@@ -43,17 +43,23 @@ class InFlight:
         self._idle.set()
         self._detached: set[asyncio.Task[None]] = set()
 
+    def _enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
         """Count one request for the duration of the block."""
-        self.count += 1
-        self._idle.clear()
+        self._enter()
         try:
             yield
         finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+            self._leave()
 
     async def idle(self) -> None:
         """Return once no request is being handled (nor work one left behind)."""
@@ -62,8 +68,7 @@ class InFlight:
     def detach(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` after its request has returned, counted like a request: a
         shutdown waits for it too. Its failure is logged (``work`` should handle its own)."""
-        self.count += 1
-        self._idle.clear()
+        self._enter()
         task = asyncio.create_task(work, name=name)
         self._detached.add(task)
         task.add_done_callback(self._finished)
@@ -75,9 +80,7 @@ class InFlight:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._detached.discard(task)
-        self.count -= 1
-        if not self.count:
-            self._idle.set()
+        self._leave()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 

@@ -9,7 +9,9 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
+from component.metrics import Metrics
 from httpd.appkeys import AUDIT, BUDGET, CONFIG, METRICS, REPOSITORY, STARTED
+from httpd.budget import MemoryBudget
 from httpd.download import get_download
 from httpd.headers import (
     CORS_ALLOW_HEADERS,
@@ -24,7 +26,15 @@ log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 3.0  # seconds each health probe may take
 
-__all__ = ["expect_upload", "get_download", "healthz", "metrics_page", "preflight", "put_upload"]
+__all__ = [
+    "expect_upload",
+    "get_download",
+    "healthz",
+    "metrics_page",
+    "preflight",
+    "publish_budget",
+    "put_upload",
+]
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -40,13 +50,18 @@ async def preflight(request: web.Request) -> web.Response:
     )
 
 
-async def metrics_page(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text exposition format 0.0.4."""
-    metrics, budget = request.app[METRICS], request.app[BUDGET]
+def publish_budget(metrics: Metrics, budget: MemoryBudget) -> None:
+    """Set the four ``memory_budget`` gauges from ``budget`` now."""
     metrics.set("memory_budget_bytes", value=budget.total)
     metrics.set("memory_budget_used_bytes", value=budget.in_use)
     metrics.set("memory_budget_peak_bytes", value=budget.peak)
     metrics.set("memory_budget_waiting", value=budget.waiting)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text exposition format 0.0.4."""
+    metrics, budget = request.app[METRICS], request.app[BUDGET]
+    publish_budget(metrics, budget)
     resp = web.Response(text=metrics.render())
     resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return resp

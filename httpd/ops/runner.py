@@ -22,12 +22,18 @@ from typing import Any
 
 from component.config import Config
 from component.errors import UploadError
-from component.metrics import Metrics, enable_multiprocess
+from component.metrics import Metrics
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
 from httpd.ops.purge import remove_stale_parts
-from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
+from httpd.ops.util import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    first_or_stop,
+    open_stores,
+    run_until_stopped,
+)
 from httpd.ops.workers import HttpWorkers, deliver_orphan_spools, metrics_directory
 from httpd.repository import Repository
 
@@ -57,13 +63,7 @@ async def _announce_when_ready(
     stop: asyncio.Event, started: list[asyncio.Event], on_ready: Callable[[], None] | None
 ) -> None:
     """Log (and call ``on_ready``) once every half has started; give up on ``stop``."""
-    ready: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in started)))
-    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ready.cancel()
-        stopping.cancel()
+    await first_or_stop(asyncio.gather(*(e.wait() for e in started)), stop)
     if not stop.is_set():
         log.info("service ready")
         if on_ready is not None:
@@ -99,9 +99,7 @@ async def _run(
     on_ready: Callable[[], None] | None,
 ) -> int:
     """:func:`run_command` with HTTP workers in their own processes if ``metrics_dir``."""
-    if metrics_dir is not None:
-        enable_multiprocess(metrics_dir)
-    metrics = Metrics(multiprocess_dir=metrics_dir)
+    metrics = Metrics() if metrics_dir is None else Metrics.shared(metrics_dir)
     # One budget for every transfer of this process: the repository's buffers and the
     # HTTP side that waits for it.
     budget = MemoryBudget(cfg.http.memory_budget)

@@ -13,10 +13,10 @@ import ipaddress
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from component.audit import AuditLog, open_audit_log
@@ -209,6 +209,8 @@ async def command_stores(cfg: Config, command: str) -> AsyncIterator[Stores]:
         await stores.audit.close()
 
 
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 1  # database or repository unreachable at start, or a server failed
 
@@ -279,3 +281,18 @@ async def run_until_stopped(
         await repo.close()
         await audit.close()
     return failures
+
+
+async def first_or_stop(work: Awaitable[T], stop: asyncio.Event) -> asyncio.Future[T] | None:
+    """Await ``work`` unless ``stop`` is set first: its finished future, or ``None``
+    (then ``work`` is cancelled)."""
+    job: asyncio.Future[T] = asyncio.ensure_future(work)
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    pair: set[asyncio.Future[Any]] = {job, stopping}
+    try:
+        await asyncio.wait(pair, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not job.done():
+            job.cancel()  # pending until the loop runs it: not done below
+    return job if job.done() and not job.cancelled() else None

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from component.cli import quiet_libraries
 from component.config import Config
-from component.metrics import Metrics, enable_multiprocess
+from component.metrics import Metrics
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
+from httpd.handlers import publish_budget
 from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,8 @@ async def _report_ready(started: asyncio.Event) -> None:
 
 async def _publish_budget(budget: MemoryBudget, metrics: Metrics, stop: asyncio.Event) -> None:
     """Keep this worker's memory-budget gauges current until ``stop``."""
-    metrics.set("memory_budget_bytes", value=budget.total)
     while not stop.is_set():
-        metrics.set("memory_budget_used_bytes", value=budget.in_use)
-        metrics.set("memory_budget_peak_bytes", value=budget.peak)
-        metrics.set("memory_budget_waiting", value=budget.waiting)
+        publish_budget(metrics, budget)
         try:
             async with asyncio.timeout(BUDGET_GAUGE_INTERVAL):
                 await stop.wait()
@@ -93,8 +91,7 @@ async def _publish_budget(budget: MemoryBudget, metrics: Metrics, stop: asyncio.
 
 async def serve_worker(spec: WorkerSpec) -> int:
     """Serve HTTP until told to stop; the exit code (1: a store or the port failed)."""
-    enable_multiprocess(spec.metrics_dir)
-    metrics = Metrics(multiprocess_dir=spec.metrics_dir)
+    metrics = Metrics.shared(spec.metrics_dir)
     cfg = spec.cfg
     budget = MemoryBudget(cfg.http.memory_budget)
     opened = await open_stores(cfg, metrics, budget)

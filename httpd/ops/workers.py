@@ -42,6 +42,7 @@ from component.backoff import Backoff
 from component.config import Config
 from component.errors import AuditUnavailable
 from component.metrics import Metrics, forget_process
+from httpd.ops.util import first_or_stop
 from httpd.ops.worker import READY, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,6 @@ class HttpWorkers:
         self.metrics_dir = metrics_dir
         self.log_level = log_level
         self.verbose = verbose
-        self.pids: dict[int, int] = {}  # worker index -> pid, of those running
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event) -> None:
         """Run the workers until ``stop``; ``started`` is set once every one listens.
@@ -220,7 +220,6 @@ class HttpWorkers:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the service's own stderr: one log
         )
-        self.pids[spec.index] = proc.pid
         assert proc.stdin is not None
         proc.stdin.write(pickle.dumps(spec))
         await proc.stdin.drain()
@@ -230,30 +229,19 @@ class HttpWorkers:
     async def _wait_listening(self, proc: asyncio.subprocess.Process, stop: asyncio.Event) -> bool:
         """True once the worker says it listens; False if it exits first or ``stop``."""
         assert proc.stdout is not None
-        line = asyncio.ensure_future(proc.stdout.readline())
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({line, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not line.done():
-            line.cancel()
-            return False
-        return line.result() == READY
+        line = await first_or_stop(proc.stdout.readline(), stop)
+        return line is not None and line.result() == READY
 
     async def _wait_exit(self, proc: asyncio.subprocess.Process, stop: asyncio.Event) -> int | None:
         """The worker's exit code, or None when ``stop`` came first."""
         assert proc.stdout is not None
         # Drain stdout (a library might print) so the worker never blocks on it.
         drain = asyncio.ensure_future(proc.stdout.read())
-        exited = asyncio.ensure_future(proc.wait())
-        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            exited = await first_or_stop(proc.wait(), stop)
         finally:
-            stopping.cancel()
             drain.cancel()
-        return exited.result() if exited.done() else None
+        return None if exited is None else exited.result()
 
     async def _stop(self, proc: asyncio.subprocess.Process, index: int) -> None:
         """Stop the worker gracefully (end of its stdin, then SIGTERM), kill it late."""
@@ -275,7 +263,6 @@ class HttpWorkers:
                 self._kill(proc)
                 await proc.wait()
                 raise
-        self.pids.pop(index, None)
         forget_process(self.metrics_dir, proc.pid)
 
     @staticmethod
