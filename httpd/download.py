@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import BinaryIO
 
 from aiohttp import hdrs, web
 
@@ -46,6 +47,8 @@ class _Download:
         self.ticket: DownloadTicket | None = None
         self._upload: AuditRecord | None = None
         self._looked_up = False
+        # file://: the file, opened with its size in one hop, for the kernel to send.
+        self.opened: BinaryIO | None = None
 
     async def upload_row(self) -> AuditRecord | None:
         """The upload's POST row (once per request); ``None`` if unknown or unreachable."""
@@ -128,8 +131,13 @@ class _Download:
         :raises Gone: the file was uploaded (AFT_LOG has its POST row) but is gone (410).
         :raises NotFound: never uploaded here (404).
         """
+        repo = self.app[REPOSITORY]
         try:
-            return await self.app[REPOSITORY].size(self.path.repo_path)
+            sender = file_sender_of(repo)
+            if sender is None:
+                return await repo.size(self.path.repo_path)
+            self.opened, size = await sender.open_to_send(self.path.repo_path)
+            return size
         except NotFound:
             if await self.upload_row() is None:
                 raise
@@ -155,9 +163,9 @@ class _Download:
         repo, transport = self.app[REPOSITORY], self.request.transport
         try:
             sender = file_sender_of(repo)
-            if sender is not None and transport is not None:
+            if sender is not None and self.opened is not None and transport is not None:
                 # Headers are out (prepare() sent them); the body bypasses the writer.
-                sent = await sender.sendfile(self.path.repo_path, transport, offset, length)
+                sent = await sender.sendfile(self.opened, transport, offset, length)
                 resp_writer = self.request.writer
                 resp_writer.output_size += sent  # the access log's byte count
             else:
@@ -207,6 +215,15 @@ async def get_download(request: web.Request) -> web.StreamResponse:
     dl = _Download(request, path)
     await dl.check_identity()
     size = await dl.size()
+    try:
+        return await _respond(request, dl, size)
+    finally:
+        if dl.opened is not None:
+            dl.opened.close()
+
+
+async def _respond(request: web.Request, dl: _Download, size: int) -> web.StreamResponse:
+    """The response to a GET or HEAD of a file of ``size`` bytes (found and allowed)."""
     try:
         rng = parse_range(request.headers.get(hdrs.RANGE), size)
     except RangeNotSatisfiable:
