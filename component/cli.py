@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import queue
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import entry_points
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from component import __version__
@@ -158,6 +161,95 @@ def quiet_libraries(verbose: int) -> None:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
 
 
+class _HandOff(QueueHandler):
+    """Puts each record on the listener's queue: the caller's thread (an event loop)
+    neither formats the line nor writes it."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The record itself (one process: nothing to pickle), its message merged now
+        so that arguments changed afterwards cannot change what is logged."""
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+class _BatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """Formats in the listener's thread and writes what has queued up in one go."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record`` and keep it for the next :meth:`flush`."""
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Write the lines kept so far with one write."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                text, self._pending = "".join(self._pending), []
+                with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere to go
+                    self.stream.write(text)
+                    self.stream.flush()
+
+
+class _Listener(QueueListener):
+    """The thread that formats and writes the records, flushing once the queue is empty."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.Handler):
+        super().__init__(records, handler)
+        self._records = records
+
+    def handle(self, record: logging.LogRecord) -> None:
+        """Handle one record; write the batch when nothing else is waiting."""
+        super().handle(record)
+        if self._records.empty():
+            for handler in self.handlers:
+                handler.flush()
+
+
+@contextlib.contextmanager
+def stderr_logging(level: int, fmt: str) -> Iterator[None]:
+    """Log to stderr like :func:`logging.basicConfig`, off the calling thread.
+
+    Records go, in order, through a queue to one listener thread that formats them and
+    writes each batch with one write(2): an event loop pays only for making the record.
+    Everything queued is written when the block ends; records after it go straight to
+    stderr. As basicConfig, nothing changes when the root logger has handlers already.
+    None of the formats use the caller's file and line, thread or process name, so
+    those are not looked up (the logging HOWTO's "Optimization").
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    logging.logMultiprocessing = False
+    logging.logThreads = False
+    logging._srcfile = None  # no sys._getframe() per record
+    stream = _BatchedStream()
+    stream.setFormatter(logging.Formatter(fmt))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handoff = _HandOff(records)
+    listener = _Listener(records, stream)
+    root.setLevel(level)
+    root.addHandler(handoff)
+    listener.start()
+    try:
+        yield
+    finally:
+        # Late records (interpreter shutdown) go to stderr directly, after these.
+        direct = logging.StreamHandler(sys.stderr)
+        direct.setFormatter(stream.formatter)
+        root.addHandler(direct)
+        root.removeHandler(handoff)
+        listener.stop()  # handles everything queued before it returns
+        stream.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mft`` console script."""
     args = build_parser().parse_args(argv)
@@ -168,8 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or args.command in ("run", "sandbox")
         else logging.WARNING
     )
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_libraries(args.verbose)
+    with stderr_logging(level, "%(asctime)s %(levelname)s %(name)s: %(message)s"):
+        quiet_libraries(args.verbose)
+        return _configured(args)
+
+
+def _configured(args: argparse.Namespace) -> int:
+    """Load the configuration and run the command."""
     cfg: Config | None = None
     try:
         if getattr(args, "config", None):
