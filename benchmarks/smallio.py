@@ -9,7 +9,8 @@ flight) and then a GET of each, and prints medians of CPU milliseconds per opera
 
 - the component (``mft run``'s own process) and the HTTP workers summed;
 - per thread kind, summed over the workers: ``loop`` (each worker's main thread, the
-  event loop), ``sqlite`` (aiosqlite's thread), ``executor`` (``asyncio_N``, the file
+  event loop), ``sqlite`` (the database's thread), ``logging`` (the log listener's),
+  ``executor`` (``asyncio_N``, the file
   writes), anything else by its name.
 
 A worker's time per upload it handles is the workers' sum divided by all uploads.
@@ -80,8 +81,10 @@ def _kind(pid: int, tid: int) -> str:
     name = _NAMES.get(tid, "other")
     if name.startswith("asyncio_"):
         return "executor"
-    if "_connection_worker_thread" in name:
+    if "_connection_worker_thread" in name or name.startswith("sqlite"):
         return "sqlite"
+    if "_monitor" in name:
+        return "logging"
     return name
 
 

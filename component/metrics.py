@@ -171,6 +171,10 @@ class Metrics:
         child = self._series.get(key)
         if child is None:
             metric = self._get(name, kind, help, labels)
+            if self._definitions[name].kind != kind:  # _get checks only when it creates
+                raise TypeError(
+                    f"metric {name!r} is a {self._definitions[name].kind}, not a {kind}"
+                )
             child = self._series[key] = metric.labels(**labels) if labels else metric
         return child
 
