@@ -231,6 +231,29 @@ async def run(args: argparse.Namespace) -> list[Flavour]:
     return flavours
 
 
+def paired(flavours: list[Flavour]) -> str:
+    """Per round, each flavour's CPU per op over the last flavour's (its baseline): the
+    median of those ratios, which cancels most of what other load does to both."""
+    ref = flavours[-1]
+    out = [
+        f"| median of per-round ratios to {ref.column} | "
+        + " | ".join(f.column for f in flavours[:-1])
+        + " |"
+    ]
+    out.append("|---" * len(flavours) + "|")
+    for op in ("upload", "download"):
+        for k in ref.results.get(op, {}):
+            if k == "rate/s":
+                continue
+            cells = []
+            for f in flavours[:-1]:
+                mine, theirs = f.results.get(op, {}).get(k), ref.results[op][k]
+                ratios = [a / b for a, b in zip(mine or [], theirs, strict=False) if b]
+                cells.append(f"{statistics.median(ratios):.3f}" if ratios else "-")
+            out.append(f"| {op} {k.strip()} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def report(flavours: list[Flavour]) -> str:
     """Medians, one column per flavour."""
     out = ["| median | " + " | ".join(f.column for f in flavours) + " |"]
@@ -260,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="[http] workers of each")
     parser.add_argument("--spy", type=Path, help="py-spy raw stacks of the last round here")
     args = parser.parse_args(argv)
-    print(report(asyncio.run(run(args))))
+    flavours = asyncio.run(run(args))
+    print(report(flavours))
+    if len(flavours) > 1:
+        print()
+        print(paired(flavours))
     return 0
 
 

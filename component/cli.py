@@ -176,6 +176,24 @@ class _HandOff(QueueHandler):
         return record
 
 
+class _SecondsFormatter(logging.Formatter):
+    """:class:`logging.Formatter` that renders the date and time once per second, not
+    once per record (the same text: ``2026-01-02 03:04:05,678``)."""
+
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``asctime``, from the cached second unless a ``datefmt`` is given."""
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second, self._stamp = second, stamp
+        return f"{self._stamp},{int(record.msecs):03d}"  # default_msec_format
+
+
 class _BatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
     """Formats in the listener's thread and writes what has queued up in one go."""
 
@@ -245,7 +263,7 @@ def stderr_logging(level: int, fmt: str) -> Iterator[None]:
     logging.logThreads = False
     logging._srcfile = None  # no sys._getframe() per record
     stream = _BatchedStream()
-    stream.setFormatter(logging.Formatter(fmt))
+    stream.setFormatter(_SecondsFormatter(fmt))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handoff = _HandOff(records)
     listener = _Listener(records, stream)

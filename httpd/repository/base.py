@@ -134,6 +134,13 @@ class SendsFiles(Protocol):
         ...
 
 
+def already_in(body: BodySource, size: int) -> memoryview | None:
+    """The whole body, if ``body`` has all ``size`` bytes in memory already and hands them
+    over (an optional ``whole(size)`` method: the PUT's bodies have it), else ``None``."""
+    whole = getattr(body, "whole", None)
+    return cast(memoryview | None, whole(size)) if callable(whole) else None
+
+
 def receiver_of(repo: object) -> ReceivesBodies | None:
     """``repo`` as a :class:`ReceivesBodies` if it has ``receive``, else ``None``.
 

@@ -30,6 +30,7 @@ from httpd.repository.base import (
     Hasher,
     PartNames,
     StoredFile,
+    already_in,
     store_dirs,
 )
 
@@ -125,6 +126,16 @@ def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, l
         raise
     except OSError:
         return 0  # let asyncio's sendfile decide (and fall back to reads)
+
+
+def _open_sized(name: str) -> tuple[BinaryIO, int]:
+    """``name`` opened for reading, and its size (one worker-thread job)."""
+    f = open(name, "rb")  # the caller closes it
+    try:
+        return f, os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
 
 
 class _PartFile:
@@ -296,6 +307,13 @@ class FileRepository:
         loop = asyncio.get_running_loop()
         job: asyncio.Future[Any] | None = None
         try:
+            ready = already_in(body, size)
+            if ready is not None:
+                # Written from where aiohttp put it (the budget is paid all the same).
+                await body.end()
+                job = loop.run_in_executor(None, state.write, ready, sha, True)
+                await asyncio.shield(job)
+                return
             block = max(1, granted // count)
             bufs = [memoryview(bytearray(block)) for _ in range(count)]
             received, turn = 0, 0
@@ -379,10 +397,12 @@ class FileRepository:
             raise StorageUnavailable() from exc
         return st.st_size
 
-    async def _open_read(self, path: str) -> BinaryIO:
-        """Open ``path`` for reading. :raises NotFound: / :raises StorageUnavailable:."""
+    async def _open_read(self, path: str) -> tuple[BinaryIO, int]:
+        """Open ``path``: the file and its size, in one worker-thread hop (not to_thread:
+        no context to copy). :raises NotFound: / :raises StorageUnavailable:."""
         try:
-            return await asyncio.to_thread(open, self._abs(path), "rb")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, _open_sized, self._abs(path))
         except FileNotFoundError as exc:
             raise NotFound() from exc
         except OSError as exc:
@@ -392,7 +412,7 @@ class FileRepository:
         self, path: str, offset: int = 0, length: int | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Stream a byte range of ``path`` in 256 KiB blocks."""
-        f = await self._open_read(path)
+        f, _size = await self._open_read(path)
         try:
             await asyncio.to_thread(f.seek, offset)
             remaining = length
@@ -411,24 +431,8 @@ class FileRepository:
 
     async def open_to_send(self, path: str) -> tuple[BinaryIO, int]:
         """``path`` opened for :meth:`sendfile` and its size, in one worker-thread hop.
-
-        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
-        """
-
-        def open_sized(name: str) -> tuple[BinaryIO, int]:
-            f = open(name, "rb")  # the caller closes it after the send
-            try:
-                return f, os.fstat(f.fileno()).st_size
-            except BaseException:
-                f.close()
-                raise
-
-        try:
-            return await asyncio.to_thread(open_sized, self._abs(path))
-        except FileNotFoundError as exc:
-            raise NotFound() from exc
-        except OSError as exc:
-            raise StorageUnavailable() from exc
+        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened."""
+        return await self._open_read(path)
 
     async def sendfile(
         self, f: BinaryIO, transport: asyncio.WriteTransport, offset: int, length: int

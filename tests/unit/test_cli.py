@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from component.cli import CHATTY_LIBRARIES, main, quiet_libraries, stderr_logging
+from component.cli import (
+    CHATTY_LIBRARIES,
+    _SecondsFormatter,
+    main,
+    quiet_libraries,
+    stderr_logging,
+)
 from tests.fixtures.config import make_raw_config, toml_text
 
 
@@ -114,3 +120,14 @@ def test_stderr_logging_leaves_configured_logging_alone(caplog: pytest.LogCaptur
         logging.getLogger("x").warning("seen by the existing handler")
     assert root.handlers == before
     assert "seen by the existing handler" in caplog.text
+
+
+def test_listener_lines_read_as_basic_config_lines() -> None:
+    """The listener's formatter renders asctime as logging.Formatter does (cached per
+    second), so the log reads the same as before."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    ours, stdlib = _SecondsFormatter(fmt), logging.Formatter(fmt)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.LogRecord("httpd.upload", logging.INFO, "", 0, "m %d", (1,), None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        assert ours.format(record) == stdlib.format(record)
