@@ -5,7 +5,7 @@ workers``) from this checkout and, with ``--baseline DIR`` (repeatable), from ot
 checkouts beside it, each its own component on the same ejabberd. In interleaved rounds
 (the order rotates) each runs ``--uploads`` 100 KB uploads end to end (slot + PUT, 16 in
 flight) and then a GET of each, and prints medians of CPU milliseconds per operation
-(/proc utime+stime) of:
+(``/proc/*/task/*/schedstat``, nanoseconds) of:
 
 - the component (``mft run``'s own process) and the HTTP workers summed;
 - per thread kind, summed over the workers: ``loop`` (each worker's main thread, the
@@ -50,17 +50,14 @@ from peers_servers import EJABBERD_DOMAIN, MFT_JID, ROOT, Ejabberd, Mft, running
 
 from tests.fixtures.prosody import connect_client
 
-TICKS = os.sysconf("SC_CLK_TCK")
 PY_SPY = "/tmp/tools/bin/py-spy"
 
 
-def _cpu(stat_path: str) -> tuple[str, float]:
-    """(comm, utime+stime seconds) of one /proc stat file."""
-    with open(stat_path) as f:
-        st = f.read()
-    comm = st.split("(", 1)[1].rsplit(")", 1)[0]
-    fields = st.rsplit(")", 1)[1].split()
-    return comm, (int(fields[11]) + int(fields[12])) / TICKS
+def _cpu(path: str) -> float:
+    """Seconds on a CPU of a process or thread (``/proc/.../schedstat``: nanoseconds,
+    not the 10 ms ticks of ``stat``). A process's file counts its main thread only."""
+    with open(path + "/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 # Python 3.11 names no OS thread: the names come from ``py-spy dump`` (tid -> name).
@@ -109,13 +106,14 @@ def sample(mft: Mft) -> Sample:
     """Read /proc for ``mft``'s component and its workers."""
     s = Sample(collections.defaultdict(float), collections.defaultdict(float))
     with contextlib.suppress(OSError):
-        s.procs["component"] += _cpu(f"/proc/{mft.pid}/stat")[1]
+        for t in Path(f"/proc/{mft.pid}/task").iterdir():
+            s.procs["component"] += _cpu(str(t))
     for p in _workers(mft):
-        with contextlib.suppress(OSError):
-            s.procs["workers"] += _cpu(f"/proc/{p}/stat")[1]
         for t in Path(f"/proc/{p}/task").iterdir():
             with contextlib.suppress(OSError):
-                s.threads[_kind(p, int(t.name))] += _cpu(str(t / "stat"))[1]
+                sec = _cpu(str(t))
+                s.procs["workers"] += sec
+                s.threads[_kind(p, int(t.name))] += sec
     return s
 
 
