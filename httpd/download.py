@@ -48,6 +48,9 @@ class _Download:
         self.ticket: DownloadTicket | None = None
         self._upload: AuditRecord | None = None
         self._looked_up = False
+        # The first SHARE row, if the back-end found it with the upload's row.
+        self._share: AuditRecord | None = None
+        self._share_known = False
         # file://: the file, opened with its size in one hop, for the kernel to send.
         self.opened: BinaryIO | None = None
 
@@ -55,8 +58,14 @@ class _Download:
         """The upload's POST row (once per request); ``None`` if unknown or unreachable."""
         if not self._looked_up:
             self._looked_up = True
+            audit = self.app[AUDIT]
+            both = getattr(audit, "find_upload_and_share", None)
             try:
-                self._upload = await self.app[AUDIT].find_upload(self.path.resource)
+                if callable(both):  # SQLite: both lookups in one hop
+                    self._upload, self._share = await both(self.path.resource)
+                    self._share_known = True
+                else:
+                    self._upload = await audit.find_upload(self.path.resource)
             except AuditUnavailable as exc:
                 count_failure(self.app[METRICS], exc)
                 log.warning(
@@ -75,8 +84,10 @@ class _Download:
             return "", self.path.chat_type
         if up.to_jid:
             return up.to_jid, up.chat_type
+        share = self._share
         try:
-            share = await self.app[AUDIT].find_first_share(self.path.resource)
+            if not self._share_known:
+                share = await self.app[AUDIT].find_first_share(self.path.resource)
         except AuditUnavailable as exc:
             count_failure(self.app[METRICS], exc)
             log.warning("AFT_LOG share lookup failed for %s", self.path.resource)

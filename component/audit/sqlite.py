@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from component.audit.base import AuditQuery, AuditRecord, naive_utc
+from component.audit.base import COLUMNS, AuditQuery, AuditRecord, naive_utc
 from component.audit.holds import SqlHolds
 from component.audit.sql import (
     SELECT_SQL,
@@ -204,6 +204,20 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> 
     return db.execute(sql, params).fetchall()
 
 
+_UPLOAD_SQL = (
+    SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1"
+)
+_TO_JID = COLUMNS.index("TO_JID")
+
+
+def _upload_and_share(db: sqlite3.Connection, resource: str) -> tuple[Any, Any]:
+    """The newest POST row of ``resource`` and, if it has no TO_JID, the first SHARE row."""
+    up = db.execute(_UPLOAD_SQL, (resource,)).fetchone()
+    if up is None or up[_TO_JID]:
+        return up, None
+    return up, db.execute(first_share_sql("?"), (resource,)).fetchone()
+
+
 class SqliteAuditLog(SqlHolds):
     """AFT_LOG in a local SQLite file; a local file needs no spool.
 
@@ -293,11 +307,22 @@ class SqliteAuditLog(SqlHolds):
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""
-        rows = await self._select(
-            SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
-            [resource],
-        )
+        rows = await self._select(_UPLOAD_SQL, [resource])
         return rows[0] if rows else None
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """:meth:`find_upload`, and :meth:`find_first_share` when that row names no
+        recipient, in one hop to the database's thread (a GET's two lookups)."""
+        try:
+            up, share = await self._run(_upload_and_share, resource)
+        except sqlite3.Error as exc:
+            raise self._failed() from exc
+        return (
+            row_to_record(up) if up is not None else None,
+            row_to_record(share) if share is not None else None,
+        )
 
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         """The oldest SHARE row for ``resource``."""

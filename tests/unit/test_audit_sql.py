@@ -250,3 +250,24 @@ def test_record_values_are_the_clipped_row_in_column_order() -> None:
     assert len(str(by_column["JID"])) == TEXT_LIMITS["JID"]
     assert len(str(by_column["SCAN_RESULT"])) == TEXT_LIMITS["SCAN_RESULT"]
     assert by_column["DATE_TIME"] == datetime(2024, 5, 1, 12, 0)
+
+
+async def test_sqlite_finds_upload_and_share_in_one_go(config_factory: ConfigFactory) -> None:
+    """SQLite's combined GET lookup: the newest POST row, and the first SHARE row only
+    when that POST row has no recipient; nothing for an unknown resource."""
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await check_first_share(audit)  # POST without TO_JID, then GET and SHARE rows
+        name = rollover_rows()[0].filename
+        up, share = await audit.find_upload_and_share(name)
+        assert up is not None and (up.method, up.to_jid) == ("POST", "")
+        assert share is not None and share.to_jid == "room@conference.example.test"
+        addressed = replace(rollover_rows()[0], filename="addressed", to_jid="bob@example.test")
+        await audit.record(addressed)
+        await audit.record(replace(addressed, method="SHARE", to_jid="room@example.test"))
+        up, share = await audit.find_upload_and_share("addressed")
+        assert up is not None and up.to_jid == "bob@example.test" and share is None
+        assert await audit.find_upload_and_share("never-uploaded") == (None, None)
+    finally:
+        await audit.close()
