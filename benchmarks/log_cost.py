@@ -9,8 +9,10 @@ whole process (the log listener's thread included), minus the same loop logging 
 - ``basic``: :func:`logging.basicConfig`, as before (format and write(2) per record, on
   the loop);
 - ``flags``: the same without the caller's file/line, thread and process lookups;
-- ``listener``: :func:`component.cli.stderr_logging` (what ``mft`` uses): the record is
-  made on the loop, formatted and written in batches by one listener thread.
+- ``cheap``: :func:`component.cli.stderr_logging` (what ``mft`` uses): ``flags`` with
+  the date and time rendered once per second;
+- ``listener``: ``cheap``'s formatting done by a stdlib QueueListener thread, the
+  record only made on the loop, each batch (10 ms) written in one write.
 
     python benchmarks/log_cost.py [--rounds 5] [--requests 5000]
 """
@@ -25,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("none", "basic", "flags", "listener")
+MODES = ("none", "basic", "flags", "cheap", "listener")
 
 CHILD = """
 import asyncio, contextlib, logging, os, resource, sys, time
@@ -39,9 +41,57 @@ if mode == "flags":
     logging._srcfile = None
 if mode in ("basic", "flags"):
     logging.basicConfig(level=logging.INFO, format=fmt)
-elif mode == "listener":
+elif mode == "cheap":
     from component.cli import stderr_logging
     cm = stderr_logging(logging.INFO, fmt)
+elif mode == "listener":
+    import queue
+    from logging.handlers import QueueHandler, QueueListener
+    from component.cli import _SecondsFormatter
+    logging.logMultiprocessing = logging.logThreads = False
+    logging._srcfile = None
+
+    class HandOff(QueueHandler):
+        def prepare(self, record):
+            record.msg, record.args = record.getMessage(), None
+            return record
+
+    class Batched(logging.StreamHandler):
+        pending = []
+        def emit(self, record):
+            self.pending.append(self.format(record) + self.terminator)
+        def flush(self):
+            if self.pending:
+                text, self.pending[:] = "".join(self.pending), []
+                self.stream.write(text)
+                self.stream.flush()
+
+    class Listener(QueueListener):
+        def dequeue(self, block):
+            try:
+                return self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            for h in self.handlers:
+                h.flush()
+            record = self.queue.get()
+            time.sleep(0.01)  # let a batch gather: one wake-up and one write for it
+            return record
+
+    records = queue.SimpleQueue()
+    stream = Batched()
+    stream.setFormatter(_SecondsFormatter(fmt))
+    listener = Listener(records, stream)
+    logging.getLogger().addHandler(HandOff(records))
+    logging.getLogger().setLevel(logging.INFO)
+
+    @contextlib.contextmanager
+    def listening():
+        listener.start()
+        yield
+        listener.stop()
+        stream.flush()
+    cm = listening()
 log, access = logging.getLogger("httpd.upload"), logging.getLogger("aiohttp.access")
 on = mode != "none"
 

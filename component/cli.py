@@ -15,12 +15,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import entry_points
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from component import __version__
@@ -151,8 +149,6 @@ def resolve(command: str) -> CommandFn:
     return fn
 
 
-# How long the log writer lets records gather after the first of a batch (seconds).
-LOG_BATCH_DELAY = 0.05
 # Libraries that log routine events at INFO (asyncssh: every SSH connection and SFTP
 # session, several lines per transfer under `mft run`): WARNING unless -vv.
 CHATTY_LIBRARIES = ("asyncssh",)
@@ -162,18 +158,6 @@ def quiet_libraries(verbose: int) -> None:
     """Raise :data:`CHATTY_LIBRARIES` to WARNING, unless ``-vv`` asks for everything."""
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
-
-
-class _HandOff(QueueHandler):
-    """Puts each record on the listener's queue: the caller's thread (an event loop)
-    neither formats the line nor writes it."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """The record itself (one process: nothing to pickle), its message merged now
-        so that arguments changed afterwards cannot change what is logged."""
-        record.msg = record.getMessage()
-        record.args = None
-        return record
 
 
 class _SecondsFormatter(logging.Formatter):
@@ -194,66 +178,17 @@ class _SecondsFormatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"  # default_msec_format
 
 
-class _BatchedStream(logging.StreamHandler):  # type: ignore[type-arg]
-    """Formats in the listener's thread and writes what has queued up in one go."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-        self._pending: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Format ``record`` and keep it for the next :meth:`flush`."""
-        try:
-            self._pending.append(self.format(record) + self.terminator)
-        except Exception:
-            self.handleError(record)
-
-    def flush(self) -> None:
-        """Write the lines kept so far with one write."""
-        with self.lock:  # type: ignore[union-attr]
-            if self._pending:
-                text, self._pending = "".join(self._pending), []
-                with contextlib.suppress(OSError, ValueError):  # stderr closed: nowhere to go
-                    self.stream.write(text)
-                    self.stream.flush()
-
-
-class _Listener(QueueListener):
-    """The thread that formats and writes the records in batches.
-
-    Woken by the first record after a quiet spell, it lets :data:`LOG_BATCH_DELAY` pass
-    before it writes: the records of that time (a busy server's hundreds) cost one
-    wake-up and one write, instead of a thread switch each.
-    """
-
-    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.Handler):
-        super().__init__(records, handler)
-        self._records = records
-
-    def dequeue(self, block: bool) -> logging.LogRecord:
-        """The next record; when none is waiting, write the batch and wait for one."""
-        try:
-            return self._records.get_nowait()
-        except queue.Empty:
-            pass
-        for handler in self.handlers:
-            handler.flush()
-        record = self._records.get()
-        time.sleep(LOG_BATCH_DELAY)  # let the rest of the batch queue up behind it
-        return record
-
-
 @contextlib.contextmanager
 def stderr_logging(level: int, fmt: str) -> Iterator[None]:
-    """Log to stderr like :func:`logging.basicConfig`, off the calling thread.
+    """Log to stderr like :func:`logging.basicConfig`, for less CPU per record.
 
-    Records go, in order, through a queue to one listener thread that formats them and
-    writes each batch with one write(2) (a line appears up to :data:`LOG_BATCH_DELAY`
-    late): an event loop pays only for making the record.
-    Everything queued is written when the block ends; records after it go straight to
-    stderr. As basicConfig, nothing changes when the root logger has handlers already.
-    None of the formats use the caller's file and line, thread or process name, so
-    those are not looked up (the logging HOWTO's "Optimization").
+    Each record is still formatted and written at once, in the caller's thread (so it
+    is in order with anything else written to stderr, and out before a crash), but the
+    caller's file and line, thread and process name are not looked up (no format uses
+    them: the logging HOWTO's "Optimization") and the date is rendered once a second.
+    Handing records to a QueueListener thread was measured too (benchmarks/log_cost.py):
+    less time on the event loop, more CPU in all. As basicConfig, nothing changes when
+    the root logger has handlers already; the stream is flushed when the block ends.
     """
     root = logging.getLogger()
     if root.handlers:
@@ -262,24 +197,14 @@ def stderr_logging(level: int, fmt: str) -> Iterator[None]:
     logging.logMultiprocessing = False
     logging.logThreads = False
     logging._srcfile = None  # no sys._getframe() per record
-    stream = _BatchedStream()
-    stream.setFormatter(_SecondsFormatter(fmt))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handoff = _HandOff(records)
-    listener = _Listener(records, stream)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SecondsFormatter(fmt))
     root.setLevel(level)
-    root.addHandler(handoff)
-    listener.start()
+    root.addHandler(handler)
     try:
         yield
     finally:
-        # Late records (interpreter shutdown) go to stderr directly, after these.
-        direct = logging.StreamHandler(sys.stderr)
-        direct.setFormatter(stream.formatter)
-        root.addHandler(direct)
-        root.removeHandler(handoff)
-        listener.stop()  # handles everything queued before it returns
-        stream.flush()
+        handler.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

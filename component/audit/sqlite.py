@@ -204,9 +204,7 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> 
     return db.execute(sql, params).fetchall()
 
 
-_UPLOAD_SQL = (
-    SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1"
-)
+_UPLOAD_SQL = SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1"
 _TO_JID = COLUMNS.index("TO_JID")
 
 

@@ -97,8 +97,8 @@ log.warning("late")
 
 
 def test_stderr_logging_writes_every_record_in_order_by_the_end() -> None:
-    """Records written by the listener thread appear in order, merged when logged,
-    with tracebacks, all flushed when the block ends; later records still appear."""
+    """Records appear in order, as they were when logged, with tracebacks, all out
+    when the block ends; later records still appear; the level holds."""
     out = subprocess.run(
         [sys.executable, "-c", LOGGING_CHILD], capture_output=True, text=True, check=True
     )
@@ -123,8 +123,8 @@ def test_stderr_logging_leaves_configured_logging_alone(caplog: pytest.LogCaptur
 
 
 def test_listener_lines_read_as_basic_config_lines() -> None:
-    """The listener's formatter renders asctime as logging.Formatter does (cached per
-    second), so the log reads the same as before."""
+    """The formatter renders asctime as logging.Formatter does (cached per second), so
+    the log reads the same as before."""
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     ours, stdlib = _SecondsFormatter(fmt), logging.Formatter(fmt)
     for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
