@@ -103,3 +103,30 @@ async def test_a_batch_goes_out_in_one_write_at_its_end() -> None:
     assert writer.write("<d/>")
     await asyncio.sleep(0)
     assert transport.writes == [b"<a/><b/><c/>", b"<d/>"]
+
+
+async def test_after_write_runs_once_per_write_after_it() -> None:
+    """after_write is called after the batch's one write, and not for an empty flush."""
+    import asyncio
+
+    from component.xmpp.slotreply import ReplyWriter
+
+    events: list[str] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            events.append(data.decode())
+
+    transport = Transport()
+    writer = ReplyWriter(
+        lambda: transport,  # type: ignore[arg-type, return-value]
+        after_write=lambda: events.append("after"),
+    )
+    writer.hold()
+    assert writer.write("<a/>") and writer.write("<b/>")
+    assert events == []
+    writer.release()
+    assert events == ["<a/><b/>", "after"]
+    writer.release()  # nothing held: no write, no after_write
+    await asyncio.sleep(0)
+    assert events == ["<a/><b/>", "after"]
