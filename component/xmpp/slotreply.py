@@ -105,7 +105,10 @@ class ReplyWriter:
         if transport is not None:
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self.after_write is not None:
-            self.after_write()
+            try:
+                self.after_write()
+            except Exception:  # counting must not take the stream down with it
+                log.exception("bookkeeping after a write of replies failed")
 
 
 def slot_reply(request_attrs: dict[str, str], namespace: str, put_url: str, get_url: str) -> str:
