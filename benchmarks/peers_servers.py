@@ -113,13 +113,18 @@ class Ejabberd:
         """ejabberd.yml."""
         d = EJABBERD_DOMAIN
         # One listener per component: ejabberd routes every host of a listener's
-        # ``hosts`` to each component connected there.
+        # ``hosts`` to each component connected there. ``shaper: none`` is ejabberd
+        # 23.01's default for ejabberd_service (its old name ``shaper_rule`` only logs a
+        # deprecation warning); the other per-stanza options stay at their defaults,
+        # which cost next to nothing: ``access: all`` short-cuts the ACL match and
+        # ``check_from`` is one map lookup (and keeps the component from forging
+        # senders). See component/servers/deploykit.py for the deploy kit's listener.
         services = "".join(
             f"""  -
     port: {self.ports[jid]}
     ip: "127.0.0.1"
     module: ejabberd_service
-    shaper_rule: none
+    shaper: none
     hosts:
       "{jid}":
         password: "{self.secret}"

@@ -29,6 +29,11 @@ BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206
 # One scan each instead of a Python test per character (check_filename runs per slot).
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# Any of the characters check_filename refuses anywhere in a name: one scan for the
+# names that pass, the detailed checks (and their messages) only for the others.
+_REFUSED_RE = re.compile("[/\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What quote(safe="") leaves as it is: a name of only these is its own URL segment.
+_URL_SAFE_RE = re.compile(r"[A-Za-z0-9_.~-]+")
 
 # Each segment's shape, defined once: URLs, the repository walk and [node] id use them.
 DATE_PATTERN = r"\d{8}"
@@ -72,6 +77,12 @@ def check_filename(name: str) -> str:
         (U+0000-U+001F, U+007F-U+009F), a bidirectional override or isolate
         (U+202A-U+202E, U+2066-U+2069), or too long.
     """
+    if (
+        0 < len(name) <= MAX_FILENAME_CHARS
+        and name not in (".", "..")
+        and _REFUSED_RE.search(name) is None
+    ):
+        return name
     if not name or name in (".", ".."):
         raise InvalidRequest("Invalid filename")
     if "/" in name:
@@ -87,6 +98,12 @@ def check_filename(name: str) -> str:
     if len(name) > MAX_FILENAME_CHARS:
         raise InvalidRequest(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters")
     return name
+
+
+def quote_filename(name: str) -> str:
+    """``name`` as one URL path segment: ``quote(name, safe="")``, skipped when it would
+    change nothing (most names)."""
+    return name if _URL_SAFE_RE.fullmatch(name) else quote(name, safe="")
 
 
 def file_type(name: str) -> str:
@@ -149,7 +166,7 @@ class SlotPath:
                 self.date,
                 self.hour,
                 self.resource,
-                quote(self.filename, safe=""),
+                quote_filename(self.filename),
             )
         )
 
@@ -176,6 +193,8 @@ class DirectoryAllocator:
     def __init__(self, per_dir: int = 1000) -> None:
         self._per_dir = per_dir
         self._counts: dict[tuple[str, str, str], int] = {}
+        self._hour_no = -1  # the UTC hour (seconds // 3600) of _segments
+        self._segments = ("", "")
 
     def seed(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         """Start from known counts keyed by ``(chat_type, YYYYMMDD, HH)``."""
@@ -186,6 +205,19 @@ class DirectoryAllocator:
         """Return ``(YYYYMMDD, HH or HH.n)`` for one more file of ``chat_type``."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
         date, hour = f"{now.year:04d}{now.month:02d}{now.day:02d}", f"{now.hour:02d}"
+        return self._count(chat_type, date, hour)
+
+    def allocate_at(self, chat_type: ChatType, timestamp: float) -> tuple[str, str]:
+        """:meth:`allocate` at ``timestamp`` (``time.time()``), the UTC hour's text
+        computed once per hour rather than once per slot."""
+        hour_no = int(timestamp // 3600)
+        if hour_no != self._hour_no:
+            at = datetime.fromtimestamp(hour_no * 3600, UTC)
+            self._segments = (f"{at.year:04d}{at.month:02d}{at.day:02d}", f"{at.hour:02d}")
+            self._hour_no = hour_no
+        return self._count(chat_type, *self._segments)
+
+    def _count(self, chat_type: ChatType, date: str, hour: str) -> tuple[str, str]:
         key = (chat_type, date, hour)
         n = self._counts.get(key)
         if n is None:  # a new hour (or chat type): forget the hours before

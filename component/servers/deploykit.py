@@ -90,6 +90,9 @@ listen:
     # XEP-0114 is unencrypted: keep it on loopback or a private link.
     ip: $interface
     module: ejabberd_service
+    # Every user's slot requests arrive over this one stream: never shape it (none
+    # is ejabberd's default here, spelled out so that no shaper is copied in).
+    shaper: none
     # hosts: names the one component allowed here and its password. Without it a
     # top-level password would let any component name connect.
     hosts:

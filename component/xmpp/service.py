@@ -195,8 +195,11 @@ class UploadComponent(ComponentXMPP):
 
     def data_received(self, data: bytes | str) -> None:
         """Parse what the server sent; the slots answered meanwhile leave in one write."""
-        with self._replies.batch():
+        self._replies.hold()
+        try:
             super().data_received(data)
+        finally:
+            self._replies.release()
 
     def _answer_slot_now(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
         """The fast path's :meth:`on_slot_request` for requests that need no wait."""

@@ -38,19 +38,28 @@ def escape(value: str) -> str:
 class ReplyWriter:
     """Writes prebuilt stanzas to the stream, those of one batch in one write.
 
-    A batch is what is written inside :meth:`batch` (the replies answered while one
-    read from the server is parsed), else one loop iteration. With many requests in
-    flight their replies go out in one ``send()`` system call instead of one each, and
-    a lone request's reply leaves at once, in the iteration that read the request.
+    A batch is what is written between :meth:`hold` and :meth:`release` (the replies
+    answered while one read from the server is parsed; :meth:`batch` as a block), else
+    one loop iteration. With many requests in flight their replies go out in one
+    ``send()`` system call instead of one each, and a lone request's reply leaves at
+    once, in the iteration that read the request. What may wait until the replies
+    are on their way (counting, logging) is done by ``after_write``, called after each
+    write.
+
+    :param transport: the stream's transport (None while disconnected).
+    :param loop: the event loop the writes are flushed on.
+    :param after_write: called after the stanzas of a batch were handed to the transport.
     """
 
     def __init__(
         self,
         transport: Callable[[], asyncio.WriteTransport | None],
         loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.get_running_loop,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self._transport = transport
         self._loop = loop
+        self.after_write = after_write
         self._pending: list[bytes] = []
         self._batching = False
         self._scheduled = False
@@ -69,22 +78,37 @@ class ReplyWriter:
             self._loop().call_soon(self._flush)
         return True
 
+    def hold(self) -> None:
+        """Start a batch: what is written from now on waits for :meth:`release`."""
+        self._batching = True
+
+    def release(self) -> None:
+        """End the batch: write what it holds at once (then ``after_write``)."""
+        self._batching = False
+        self._flush()
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Hold what is written inside until the end of the block, then write it at once."""
-        self._batching = True
+        self.hold()
         try:
             yield
         finally:
-            self._batching = False
-            self._flush()
+            self.release()
 
     def _flush(self) -> None:
         self._scheduled = False  # a flush still scheduled finds nothing, or newer stanzas
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         transport = self._transport()
-        if pending and transport is not None:
-            transport.write(b"".join(pending))
+        if transport is not None:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if self.after_write is not None:
+            try:
+                self.after_write()
+            except Exception:  # counting must not take the stream down with it
+                log.exception("bookkeeping after a write of replies failed")
 
 
 def slot_reply(request_attrs: dict[str, str], namespace: str, put_url: str, get_url: str) -> str:
@@ -95,12 +119,17 @@ def slot_reply(request_attrs: dict[str, str], namespace: str, put_url: str, get_
     :param namespace: ``urn:xmpp:http:upload:0`` (attributes) or the legacy
         ``urn:xmpp:http:upload`` (child elements), as the request used.
     """
+    return slot_reply_xml(request_attrs, namespace, escape(put_url), escape(get_url))
+
+
+def slot_reply_xml(request_attrs: dict[str, str], namespace: str, put: str, get: str) -> str:
+    """:func:`slot_reply` for URLs already escaped (``put``, ``get``: :func:`escape` of
+    the URLs, or text known to be equal to it)."""
     head = (
         f'<iq type="result" id="{escape(request_attrs.get("id", ""))}"'
         f' to="{escape(request_attrs.get("from", ""))}"'
         f' from="{escape(request_attrs.get("to", ""))}">'
     )
-    put, get = escape(put_url), escape(get_url)
     if namespace == NS_LEGACY:
         body = f'<slot xmlns="{NS_LEGACY}"><put>{put}</put><get>{get}</get></slot>'
     else:
@@ -133,9 +162,9 @@ class SlotTally:
         self._counts: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, chat_type: str) -> None:
-        """Count one slot of ``chat_type``."""
-        self._counts[chat_type] += 1
+    def add(self, chat_type: str, n: int = 1) -> None:
+        """Count ``n`` slots of ``chat_type``."""
+        self._counts[chat_type] += n
         if self._timer is None:
             self._timer = self._loop().call_later(self.interval, self.flush)
 

@@ -1,4 +1,5 @@
-"""GET URLs of this cluster: which slot a URL names, and a user's personal download URL."""
+"""URLs: a slot's signed PUT query, which slot a GET URL of this cluster names, and a
+user's personal download URL."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import quote_plus, unquote, urlencode, urlsplit, urlunsplit
 from component.config import Config
 from component.errors import InvalidRequest
 from component.layout import SlotPath
-from component.tokens import DownloadTicket
+from component.tokens import TOKEN_VERSION, DownloadTicket, put_signature
 
 # The characters quote_plus never changes: such values are copied as they are.
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -29,6 +30,34 @@ def query_string(query: Mapping[str, str]) -> str:
         f"{_quoted(k) if _UNRESERVED.fullmatch(k) is None else k}="
         f"{_quoted(v) if _UNRESERVED.fullmatch(v) is None else v}"
         for k, v in query.items()
+    )
+
+
+def put_query(
+    secret: str,
+    signed_path: str,
+    chat_type: str,
+    size: int,
+    expires: int,
+    uploader: str,
+    recipient: str,
+    content_type: str,
+    sep: str = "&",
+) -> str:
+    """``query_string(UploadGrant(...).query(secret))``, character for character, built
+    directly: the component's per-slot path, without the grant and the dict.
+
+    The keys are fixed and need no quoting, nor do the numbers and the signature
+    (URL-safe base64); the JIDs and the content type go through the memo of
+    ``quote_plus``. No value contains an XML special character once quoted, so with
+    ``sep="&amp;"`` the text is ready for an XML attribute.
+    """
+    n, exp = str(size), str(expires)
+    sig = put_signature(secret, signed_path, chat_type, n, exp, uploader, recipient)
+    kind = f"{sep}type={_quoted(content_type)}" if content_type else ""
+    return (
+        f"v={TOKEN_VERSION}{sep}size={n}{sep}exp={exp}{sep}from={_quoted(uploader)}"
+        f"{sep}to={_quoted(recipient)}{kind}{sep}sig={sig}"
     )
 
 

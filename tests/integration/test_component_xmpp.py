@@ -100,6 +100,19 @@ async def test_slot_v0_for_unicode_name(
     assert rc.metrics.value("slots", {"chat_type": "im"}) == 1
 
 
+async def test_component_stream_sends_without_delay(
+    component_factory: ComponentFactory,
+) -> None:
+    """The component's TCP connection has TCP_NODELAY: a lone reply is not held back."""
+    import socket
+
+    rc = await component_factory()
+    transport = rc.component.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 async def test_slot_legacy_namespace(
     component_factory: ComponentFactory, xmpp_client: ClientFactory
 ) -> None:

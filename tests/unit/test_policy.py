@@ -9,6 +9,7 @@ import pytest
 from component.errors import FileTooLarge, InvalidRequest, NotAllowed, QuotaExceeded
 from component.xmpp.policy import (
     SlotLedger,
+    SlotPolicy,
     Usage,
     check_slot_request,
     combine_usage,
@@ -20,6 +21,7 @@ from tests.fixtures.config import ConfigFactory
 
 NOW = datetime(2024, 5, 17, 13, 45, 10, tzinfo=UTC)
 ME = "romeo@localhost"
+UNI = ["\uff11", "\u0661", "\u00b2"]  # not ASCII, though str.isdigit() says they are digits
 
 
 def test_accepts_a_normal_request(config_factory: ConfigFactory) -> None:
@@ -65,12 +67,30 @@ def test_odd_but_fine_filenames(config_factory: ConfigFactory, name: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "size", ["0", "-1", "+5", "1.0", "1e3", "0x10", "", " 5", "abc", 0, -3, True]
+    "size",
+    ["0", "-1", "+5", "1.0", "1e3", "0x10", "", " 5", "abc", 0, -3, True, "00", "1" * 21, *UNI],
 )
 def test_bad_sizes(config_factory: ConfigFactory, size: str | int) -> None:
     """Sizes that are not positive decimal integers are bad-request."""
     with pytest.raises(InvalidRequest):
         check_slot_request(config_factory(), ME, "a.txt", size)
+
+
+@pytest.mark.parametrize(
+    "size", ["-1", "+5", " 5", "\uff11", "\u00b2", "1" * 21, "0", "00", "", "5\n", "007"]
+)
+def test_size_verdicts_are_parse_sizes(config_factory: ConfigFactory, size: str) -> None:
+    """SlotPolicy's quick test of a size says what parse_size says, message included."""
+    policy = SlotPolicy(config_factory())
+    try:
+        expected: object = parse_size(size)
+    except InvalidRequest as exc:
+        expected = exc.text
+    try:
+        got: object = policy.check(ME, "a.txt", size)
+    except InvalidRequest as exc:
+        got = exc.text
+    assert got == expected
 
 
 def test_too_large_carries_max(config_factory: ConfigFactory) -> None:

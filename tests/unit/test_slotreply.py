@@ -103,3 +103,51 @@ async def test_a_batch_goes_out_in_one_write_at_its_end() -> None:
     assert writer.write("<d/>")
     await asyncio.sleep(0)
     assert transport.writes == [b"<a/><b/><c/>", b"<d/>"]
+
+
+async def test_after_write_runs_once_per_write_after_it() -> None:
+    """after_write is called after the batch's one write, and not for an empty flush."""
+    import asyncio
+
+    from component.xmpp.slotreply import ReplyWriter
+
+    events: list[str] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            events.append(data.decode())
+
+    transport = Transport()
+    writer = ReplyWriter(
+        lambda: transport,  # type: ignore[arg-type, return-value]
+        after_write=lambda: events.append("after"),
+    )
+    writer.hold()
+    assert writer.write("<a/>") and writer.write("<b/>")
+    assert events == []
+    writer.release()
+    assert events == ["<a/><b/>", "after"]
+    writer.release()  # nothing held: no write, no after_write
+    await asyncio.sleep(0)
+    assert events == ["<a/><b/>", "after"]
+
+
+def test_a_failing_after_write_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """An error in after_write (metrics) is logged; the write stands, the caller goes on."""
+    from component.xmpp.slotreply import ReplyWriter
+
+    writes: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+
+    def broken() -> None:
+        raise OSError("no space left for the metrics file")
+
+    transport = Transport()
+    writer = ReplyWriter(lambda: transport, after_write=broken)  # type: ignore[arg-type, return-value]
+    with writer.batch():
+        writer.write("<a/>")
+    assert writes == [b"<a/>"]
+    assert "bookkeeping after a write of replies failed" in caplog.text
