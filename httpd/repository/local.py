@@ -102,6 +102,12 @@ def _link_durably(part: str, final: str, dirs: set[str]) -> None:
             os.close(fd)
 
 
+def _close_opened(opening: asyncio.Future[tuple[BinaryIO, int]]) -> None:
+    """Close the file an abandoned :meth:`FileRepository._open_read` opened, if it did."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].close()
+
+
 def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, length: int) -> int:
     """What one non-blocking sendfile(2) takes of the range at once: a small file
     usually fits the socket buffer whole, and asyncio's sendfile machinery (pause
@@ -400,9 +406,15 @@ class FileRepository:
     async def _open_read(self, path: str) -> tuple[BinaryIO, int]:
         """Open ``path``: the file and its size, in one worker-thread hop (not to_thread:
         no context to copy). :raises NotFound: / :raises StorageUnavailable:."""
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, _open_sized, self._abs(path))
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, _open_sized, self._abs(path))
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread may open it still (a verify whose other reader failed): close
+            # what it opens at once, not at garbage collection.
+            opening.add_done_callback(_close_opened)
+            raise
         except FileNotFoundError as exc:
             raise NotFound() from exc
         except OSError as exc:
