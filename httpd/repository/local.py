@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import logging
 import os
 import secrets
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
-from component.errors import (
-    AlreadyUploaded,
-    NotFound,
-    PathNotWritable,
-    StorageUnavailable,
-)
+from component.errors import AlreadyUploaded, NotFound, PathNotWritable, StorageUnavailable
 from httpd.budget import MemoryBudget
 from httpd.repository.base import (
     READ_BLOCK,
@@ -31,8 +25,8 @@ from httpd.repository.base import (
     PartNames,
     StoredFile,
     already_in,
-    store_dirs,
 )
+from httpd.repository.part_file import PartFile
 
 log = logging.getLogger(__name__)
 
@@ -46,64 +40,7 @@ RECV_BLOCK = 512 * 1024
 DOUBLE_BUFFER_MIN = 64 * 1024
 
 
-def _write_all(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
-    """writev() ``chunks`` to ``fd``, again after a short write."""
-    parts: list[bytes | memoryview] = list(chunks)
-    while parts:
-        n = os.writev(fd, parts)
-        while parts and n >= len(parts[0]):
-            n -= len(parts[0])
-            parts = parts[1:]
-        if n:
-            parts = [memoryview(parts[0])[n:], *parts[1:]]
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2) from libc (the os module lacks it), or None."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], fn)
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
-
-
-def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
-    """:func:`_write_all`, then start the disk write of those bytes at once.
-
-    Without it the kernel keeps a whole upload dirty in the page cache (far below its
-    background threshold) and the closing fsync writes it all while the client waits;
-    started early, the disk works while the body still arrives and the fsync finds
-    little left to do. Durability still comes from that fsync.
-    """
-    start = os.lseek(fd, 0, os.SEEK_CUR)
-    _write_all(fd, chunks)
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
-
-
-def _link_durably(part: str, final: str, dirs: set[str]) -> None:
-    """Publish ``part`` as ``final``; fsync the directories whose entries changed.
-
-    ``dirs``: the file's directory (its new name) and the parents of any directory this
-    store made, so that after a crash the published file is there, not just its bytes.
-    """
-    os.link(part, final)
-    for directory in sorted(dirs, key=lambda p: -p.count("/")):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _close_opened(opening: asyncio.Future[tuple[BinaryIO, int]]) -> None:
-    """Close the file an abandoned :meth:`FileRepository._open_read` opened, if it did."""
     if not opening.cancelled() and opening.exception() is None:
         opening.result()[0].close()
 
@@ -142,68 +79,6 @@ def _open_sized(name: str) -> tuple[BinaryIO, int]:
     except BaseException:
         f.close()
         raise
-
-
-class _PartFile:
-    """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
-    time, in order): created by the first, closed and published by the last."""
-
-    def __init__(self, repo_root: str, path: str, part: str, final: str) -> None:
-        self.root, self.path, self.part, self.final = repo_root, path, part, final
-        self.fd: int | None = None
-        self.made: list[str] = []  # directories the first job created
-        self.published = False
-
-    def create(self) -> int:
-        """Create the part exclusively, making its directories on first use (into ``made``).
-
-        A failed upload beside this one may remove the (then empty) directories between
-        ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
-        """
-        for attempt in range(4):
-            try:
-                return os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            except FileNotFoundError:
-                if attempt == 3:
-                    raise
-            for directory in store_dirs(self.path):
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(f"{self.root}/{directory}")
-                    self.made.append(directory)
-        raise AssertionError("unreachable")
-
-    def write(self, block: memoryview, sha: Hasher | None, last: bool) -> None:
-        """Hash and write ``block``; after the ``last`` one fsync, close and publish.
-
-        hashlib releases the GIL on a large buffer, so the hash runs beside the event
-        loop, which meanwhile fills the other buffer from the socket.
-
-        :raises FileExistsError: the final name exists (never overwritten).
-        """
-        if self.fd is None:
-            self.fd = self.create()
-        if sha is not None:
-            sha.update(block)
-        if not last:
-            _write_block(self.fd, [block])
-            return
-        _write_all(self.fd, [block])
-        # The bytes are on disk before the link publishes the file (and before the 201).
-        os.fsync(self.fd)
-        self.close()
-        # link() refuses an existing target: a slot is never overwritten.
-        dirs = {os.path.dirname(self.final)}
-        dirs.update(os.path.dirname(f"{self.root}/{d}") for d in self.made)
-        _link_durably(self.part, self.final, dirs)
-        self.published = True
-        with contextlib.suppress(OSError):
-            os.unlink(self.part)
-
-    def close(self) -> None:
-        """Close the fd if open."""
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)
 
 
 async def _finish(job: asyncio.Future[Any] | None) -> None:
@@ -309,7 +184,7 @@ class FileRepository:
         block = min(RECV_BLOCK, size) or 1
         count, granted = await self._take_buffers(size, block)
         part = self._abs(self._parts.next(path))
-        state = _PartFile(self._root_str, path, part, self._abs(path))
+        state = PartFile(self._root_str, path, part, self._abs(path))
         loop = asyncio.get_running_loop()
         job: asyncio.Future[Any] | None = None
         try:
@@ -410,9 +285,8 @@ class FileRepository:
         opening = loop.run_in_executor(None, _open_sized, self._abs(path))
         try:
             return await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            # The thread may open it still (a verify whose other reader failed): close
-            # what it opens at once, not at garbage collection.
+        except asyncio.CancelledError:  # e.g. verify's other reader failed: close what
+            # the thread opens at once, not at garbage collection
             opening.add_done_callback(_close_opened)
             raise
         except FileNotFoundError as exc:

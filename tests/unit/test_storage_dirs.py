@@ -82,7 +82,7 @@ def test_write_all_finishes_after_short_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Gathered chunks reach the file whole and in order even if writev() writes less."""
-    from httpd.repository import local
+    from httpd.repository import part_file as local
 
     real = os.writev
     monkeypatch.setattr(local.os, "writev", lambda fd, bufs: real(fd, [b"".join(bufs)[:7]]))
@@ -97,7 +97,7 @@ def test_write_all_finishes_after_short_writes(
 
 def test_write_block_appends_and_starts_writeback(tmp_path: Path) -> None:
     """Blocks land one after the other; starting their writeback early changes no byte."""
-    from httpd.repository import local
+    from httpd.repository import part_file as local
 
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     try:

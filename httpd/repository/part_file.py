@@ -1,0 +1,131 @@
+"""An upload's ``.part`` file in a ``file://`` repository, and how it is published
+durably: written in blocks (writeback started as they go), fsync'd, linked to its final
+name, its directories fsync'd. Everything here runs in worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Callable
+from typing import cast
+
+from httpd.repository.base import Hasher, store_dirs
+
+
+def _write_all(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
+    """writev() ``chunks`` to ``fd``, again after a short write."""
+    parts: list[bytes | memoryview] = list(chunks)
+    while parts:
+        n = os.writev(fd, parts)
+        while parts and n >= len(parts[0]):
+            n -= len(parts[0])
+            parts = parts[1:]
+        if n:
+            parts = [memoryview(parts[0])[n:], *parts[1:]]
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range(2) from libc (the os module lacks it), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
+
+
+def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
+    """:func:`_write_all`, then start the disk write of those bytes at once.
+
+    Without it the kernel keeps a whole upload dirty in the page cache (far below its
+    background threshold) and the closing fsync writes it all while the client waits;
+    started early, the disk works while the body still arrives and the fsync finds
+    little left to do. Durability still comes from that fsync.
+    """
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    _write_all(fd, chunks)
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
+
+
+def _link_durably(part: str, final: str, dirs: set[str]) -> None:
+    """Publish ``part`` as ``final``; fsync the directories whose entries changed.
+
+    ``dirs``: the file's directory (its new name) and the parents of any directory this
+    store made, so that after a crash the published file is there, not just its bytes.
+    """
+    os.link(part, final)
+    for directory in sorted(dirs, key=lambda p: -p.count("/")):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class PartFile:
+    """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
+    time, in order): created by the first, closed and published by the last."""
+
+    def __init__(self, repo_root: str, path: str, part: str, final: str) -> None:
+        self.root, self.path, self.part, self.final = repo_root, path, part, final
+        self.fd: int | None = None
+        self.made: list[str] = []  # directories the first job created
+        self.published = False
+
+    def create(self) -> int:
+        """Create the part exclusively, making its directories on first use (into ``made``).
+
+        A failed upload beside this one may remove the (then empty) directories between
+        ``mkdir`` and ``open``: that shows as ``FileNotFoundError``, and we make them again.
+        """
+        for attempt in range(4):
+            try:
+                return os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            except FileNotFoundError:
+                if attempt == 3:
+                    raise
+            for directory in store_dirs(self.path):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(f"{self.root}/{directory}")
+                    self.made.append(directory)
+        raise AssertionError("unreachable")
+
+    def write(self, block: memoryview, sha: Hasher | None, last: bool) -> None:
+        """Hash and write ``block``; after the ``last`` one fsync, close and publish.
+
+        hashlib releases the GIL on a large buffer, so the hash runs beside the event
+        loop, which meanwhile fills the other buffer from the socket.
+
+        :raises FileExistsError: the final name exists (never overwritten).
+        """
+        if self.fd is None:
+            self.fd = self.create()
+        if sha is not None:
+            sha.update(block)
+        if not last:
+            _write_block(self.fd, [block])
+            return
+        _write_all(self.fd, [block])
+        # The bytes are on disk before the link publishes the file (and before the 201).
+        os.fsync(self.fd)
+        self.close()
+        # link() refuses an existing target: a slot is never overwritten.
+        dirs = {os.path.dirname(self.final)}
+        dirs.update(os.path.dirname(f"{self.root}/{d}") for d in self.made)
+        _link_durably(self.part, self.final, dirs)
+        self.published = True
+        with contextlib.suppress(OSError):
+            os.unlink(self.part)
+
+    def close(self) -> None:
+        """Close the fd if open."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
