@@ -121,6 +121,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._definitions = dict(definitions)
         self._metrics: dict[str, _Metric] = {}
+        # (kind, name, labels) -> the labelled child: labels(**...) validates and locks on
+        # every call, and the hot paths (each upload, each download) ask for the same few.
+        self._series: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Metric] = {}
         # Set: values live in prometheus_client's files there (enable_multiprocess() first).
         self.multiprocess_dir = multiprocess_dir
 
@@ -163,9 +166,17 @@ class Metrics:
         self._metrics[name] = metric
         return metric
 
-    @staticmethod
-    def _child(metric: _Metric, labels: Mapping[str, str] | None) -> _Metric:
-        return metric.labels(**labels) if labels else metric
+    def _child(self, name: str, kind: Kind, help: str, labels: Mapping[str, str] | None) -> _Metric:
+        key = (kind, name, tuple(labels.items()) if labels else ())
+        child = self._series.get(key)
+        if child is None:
+            metric = self._get(name, kind, help, labels)
+            if self._definitions[name].kind != kind:  # _get checks only when it creates
+                raise TypeError(
+                    f"metric {name!r} is a {self._definitions[name].kind}, not a {kind}"
+                )
+            child = self._series[key] = metric.labels(**labels) if labels else metric
+        return child
 
     def inc(
         self, name: str, help: str = "", labels: Mapping[str, str] | None = None, value: float = 1
@@ -174,7 +185,7 @@ class Metrics:
 
         ``help`` is only for names missing from :data:`DEFINITIONS`, whose text wins.
         """
-        counter = self._child(self._get(name, "counter", help, labels), labels)
+        counter = self._child(name, "counter", help, labels)
         assert isinstance(counter, Counter)
         counter.inc(value)
 
@@ -182,7 +193,7 @@ class Metrics:
         self, name: str, help: str = "", value: float = 0, labels: Mapping[str, str] | None = None
     ) -> None:
         """Set the gauge ``name`` to ``value``."""
-        gauge = self._child(self._get(name, "gauge", help, labels), labels)
+        gauge = self._child(name, "gauge", help, labels)
         assert isinstance(gauge, Gauge)
         gauge.set(value)
 
@@ -194,7 +205,7 @@ class Metrics:
         labels: Mapping[str, str] | None = None,
     ) -> None:
         """Record ``value`` in the histogram ``name`` (buckets from :data:`DEFINITIONS`)."""
-        hist = self._child(self._get(name, "histogram", help, labels), labels)
+        hist = self._child(name, "histogram", help, labels)
         assert isinstance(hist, Histogram)
         hist.observe(value)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
+from typing import BinaryIO, cast
 
 from aiohttp import hdrs, web
 
@@ -46,13 +48,24 @@ class _Download:
         self.ticket: DownloadTicket | None = None
         self._upload: AuditRecord | None = None
         self._looked_up = False
+        # The first SHARE row, if the back-end found it with the upload's row.
+        self._share: AuditRecord | None = None
+        self._share_known = False
+        # file://: the file, opened with its size in one hop, for the kernel to send.
+        self.opened: BinaryIO | None = None
 
     async def upload_row(self) -> AuditRecord | None:
         """The upload's POST row (once per request); ``None`` if unknown or unreachable."""
         if not self._looked_up:
             self._looked_up = True
+            audit = self.app[AUDIT]
+            both = getattr(audit, "find_upload_and_share", None)
             try:
-                self._upload = await self.app[AUDIT].find_upload(self.path.resource)
+                if callable(both):  # SQLite: both lookups in one hop
+                    self._upload, self._share = await both(self.path.resource)
+                    self._share_known = True
+                else:
+                    self._upload = await audit.find_upload(self.path.resource)
             except AuditUnavailable as exc:
                 count_failure(self.app[METRICS], exc)
                 log.warning(
@@ -71,8 +84,10 @@ class _Download:
             return "", self.path.chat_type
         if up.to_jid:
             return up.to_jid, up.chat_type
+        share = self._share
         try:
-            share = await self.app[AUDIT].find_first_share(self.path.resource)
+            if not self._share_known:
+                share = await self.app[AUDIT].find_first_share(self.path.resource)
         except AuditUnavailable as exc:
             count_failure(self.app[METRICS], exc)
             log.warning("AFT_LOG share lookup failed for %s", self.path.resource)
@@ -128,8 +143,13 @@ class _Download:
         :raises Gone: the file was uploaded (AFT_LOG has its POST row) but is gone (410).
         :raises NotFound: never uploaded here (404).
         """
+        repo = self.app[REPOSITORY]
         try:
-            return await self.app[REPOSITORY].size(self.path.repo_path)
+            sender = file_sender_of(repo)
+            if sender is None:
+                return await repo.size(self.path.repo_path)
+            self.opened, size = await sender.open_to_send(self.path.repo_path)
+            return size
         except NotFound:
             if await self.upload_row() is None:
                 raise
@@ -155,9 +175,9 @@ class _Download:
         repo, transport = self.app[REPOSITORY], self.request.transport
         try:
             sender = file_sender_of(repo)
-            if sender is not None and transport is not None:
+            if sender is not None and self.opened is not None and transport is not None:
                 # Headers are out (prepare() sent them); the body bypasses the writer.
-                sent = await sender.sendfile(self.path.repo_path, transport, offset, length)
+                sent = await sender.sendfile(self.opened, transport, offset, length)
                 resp_writer = self.request.writer
                 resp_writer.output_size += sent  # the access log's byte count
             else:
@@ -208,6 +228,15 @@ async def get_download(request: web.Request) -> web.StreamResponse:
     await dl.check_identity()
     size = await dl.size()
     try:
+        return await _respond(request, dl, size)
+    finally:
+        if dl.opened is not None:
+            dl.opened.close()
+
+
+async def _respond(request: web.Request, dl: _Download, size: int) -> web.StreamResponse:
+    """The response to a GET or HEAD of a file of ``size`` bytes (found and allowed)."""
+    try:
         rng = parse_range(request.headers.get(hdrs.RANGE), size)
     except RangeNotSatisfiable:
         return web.Response(
@@ -215,12 +244,35 @@ async def get_download(request: web.Request) -> web.StreamResponse:
         )
     resp = web.StreamResponse(status=206 if rng else 200)
     dl.headers(resp, size, rng)
-    await resp.prepare(request)
-    if dl.head:
-        await resp.write_eof()
-        return resp
+    corked = None if dl.head or dl.opened is None else _cork(request)
     try:
-        await dl.stream(resp, size, rng)
-    except ConnectionError:
-        pass  # logged as GET_INCOMPLETE; aiohttp drops the connection quietly
+        await resp.prepare(request)
+        if dl.head:
+            await resp.write_eof()
+            return resp
+        try:
+            await dl.stream(resp, size, rng)
+        except ConnectionError:
+            pass  # logged as GET_INCOMPLETE; aiohttp drops the connection quietly
+    finally:
+        if corked is not None:
+            with contextlib.suppress(OSError):
+                corked.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
     return resp
+
+
+def _cork(request: web.Request) -> socket.socket | None:
+    """Hold the headers back (TCP_CORK) until the kernel sends the body behind them: one
+    transmission fewer per download, the headers in the body's first segment. Plain TCP
+    only (``None`` otherwise); uncorking sends whatever is left."""
+    transport = request.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    except OSError:
+        return None
+    return cast(socket.socket, sock)

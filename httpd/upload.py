@@ -167,6 +167,14 @@ class _PrefixedBody:
     def __init__(self, prefix: bytes) -> None:
         self._prefix = memoryview(prefix)
 
+    def whole(self, size: int) -> memoryview | None:
+        """All ``size`` bytes of the body, if they are in already, taken: the repository
+        then writes them from here, not through a buffer of its own (no copy)."""
+        if len(self._prefix) != size:
+            return None
+        whole, self._prefix = self._prefix, memoryview(b"")
+        return whole
+
     def _take_prefix(self, buf: memoryview) -> int:
         n = min(len(buf), len(self._prefix))
         buf[:n] = self._prefix[:n]

@@ -12,6 +12,7 @@ from typing import Any
 
 from component.audit.base import (
     COLUMNS,
+    TEXT_LIMITS,
     AuditQuery,
     AuditRecord,
     AuditWriteFailed,
@@ -177,10 +178,19 @@ def batches(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + IN_BATCH] for i in range(0, len(items), IN_BATCH)]
 
 
+# (attribute, text limit or None) per :func:`insert_sql` column, worked out once.
+_INSERT_FIELDS = tuple((field_of(c), TEXT_LIMITS.get(c)) for c in COLUMNS[1:])
+
+
 def record_values(rec: AuditRecord) -> tuple[object, ...]:
-    """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes)."""
-    row = rec.clipped().as_row()
-    return tuple(row[c] for c in COLUMNS[1:])
+    """:func:`insert_sql` parameters for ``rec`` (texts clipped to their column sizes,
+    DATE_TIME naive UTC): ``rec.clipped().as_row()`` in column order, without building
+    the two intermediate records and dict for every row."""
+    values: list[object] = []
+    for name, limit in _INSERT_FIELDS:
+        value = getattr(rec, name)
+        values.append(value[:limit] if limit is not None else value)
+    return tuple(naive_utc(v) if isinstance(v, datetime) else v for v in values)
 
 
 def row_to_record(row: Sequence[object]) -> AuditRecord:

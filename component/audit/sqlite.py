@@ -1,18 +1,19 @@
-"""AFT_LOG in SQLite (the embedded default), through aiosqlite's worker thread."""
+"""AFT_LOG in SQLite (the embedded default), in a thread of its own (stdlib ``sqlite3``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import aiosqlite
-
-from component.audit.base import AuditQuery, AuditRecord, naive_utc
+from component.audit.base import COLUMNS, AuditQuery, AuditRecord, naive_utc
 from component.audit.holds import SqlHolds
 from component.audit.sql import (
     SELECT_SQL,
@@ -88,6 +89,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 _INSERT = insert_sql("?")
+# Seconds a statement waits for another process's write lock (the HTTP workers share
+# the file); sqlite3's and aiosqlite's default.
+SQLITE_TIMEOUT = 5.0
+_T = TypeVar("_T")
 
 
 def sqlite_path(url: str) -> Path:
@@ -112,22 +117,21 @@ def schema_script() -> str:
     return "\n".join(parts) + "\n"
 
 
-async def migrate(db: aiosqlite.Connection) -> None:
+def migrate(db: sqlite3.Connection) -> None:
     """Create or migrate the tables to :data:`SCHEMA_VERSION`, one transaction each.
 
     ``BEGIN IMMEDIATE`` takes the write lock before the version is read, so two
-    processes opening one file at once migrate it once.
+    processes opening one file at once migrate it once. Runs in the database's thread.
 
     :raises sqlite3.Error: a migration failed (rolled back).
     """
-    await db.execute(VERSION_TABLE)
-    await db.commit()
+    db.execute(VERSION_TABLE)
+    db.commit()
     # An explicit transaction holds the DDL and the version row together (sqlite3 opens
     # none of its own before DDL, and commits nothing on its own while one is open).
-    await db.execute("BEGIN IMMEDIATE")
+    db.execute("BEGIN IMMEDIATE")
     try:
-        async with db.execute("SELECT COALESCE(MAX(VERSION), 0) FROM AFT_SCHEMA_VERSION") as c:
-            row = await c.fetchone()
+        row = db.execute("SELECT COALESCE(MAX(VERSION), 0) FROM AFT_SCHEMA_VERSION").fetchone()
         current = int(row[0]) if row else 0
         if current > SCHEMA_VERSION:
             log.warning(
@@ -137,12 +141,12 @@ async def migrate(db: aiosqlite.Connection) -> None:
             )
         for version in sorted(v for v in MIGRATIONS if v > current):
             for statement in MIGRATIONS[version]:
-                await db.execute(statement)
-            await db.execute("INSERT INTO AFT_SCHEMA_VERSION (VERSION) VALUES (?)", (version,))
+                db.execute(statement)
+            db.execute("INSERT INTO AFT_SCHEMA_VERSION (VERSION) VALUES (?)", (version,))
             log.info("AFT_LOG schema migrated to version %d", version)
-        await db.execute("COMMIT")
+        db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
         raise
 
 
@@ -156,15 +160,76 @@ def record_params(rec: AuditRecord) -> tuple[object, ...]:
     return tuple(_sql_value(v) for v in record_values(rec))
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, WAL with synchronous=FULL, migrate (in the database's thread)."""
+    db = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
+    try:
+        # WAL with synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so
+        # a recorded row survives a crash or power loss (the README says so).
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _write_rows(db: sqlite3.Connection, batch: list[AuditRecord]) -> None:
+    """One ``executemany`` and one COMMIT for ``batch``, or nothing (rolled back)."""
+    try:
+        db.executemany(_INSERT, [record_params(r) for r in batch])
+        db.commit()
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        raise
+
+
+def _write_each(db: sqlite3.Connection, sql: str, rows: list[tuple[object, ...]]) -> int:
+    """Run ``sql`` once per parameter row and commit; the last row id (or roll back)."""
+    try:
+        last = 0
+        for params in rows:
+            last = db.execute(sql, params).lastrowid or 0
+        db.commit()
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        raise
+    return last
+
+
+def _fetch_all(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[Any]:
+    return db.execute(sql, params).fetchall()
+
+
+_UPLOAD_SQL = SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1"
+_TO_JID = COLUMNS.index("TO_JID")
+
+
+def _upload_and_share(db: sqlite3.Connection, resource: str) -> tuple[Any, Any]:
+    """The newest POST row of ``resource`` and, if it has no TO_JID, the first SHARE row."""
+    up = db.execute(_UPLOAD_SQL, (resource,)).fetchone()
+    if up is None or up[_TO_JID]:
+        return up, None
+    return up, db.execute(first_share_sql("?"), (resource,)).fetchone()
+
+
 class SqliteAuditLog(SqlHolds):
     """AFT_LOG in a local SQLite file; a local file needs no spool.
+
+    The stdlib ``sqlite3`` connection lives in one thread of its own: every operation
+    (a whole query with its rows, a whole batch with its COMMIT) is a single hop there
+    and back, not one per cursor call.
 
     :param metrics: where failed operations are counted (``database_errors``), once each.
     """
 
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self._path = sqlite_path(cfg.database.url)
-        self._db: aiosqlite.Connection | None = None
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._metrics = metrics
         # One writer: SQLite has one connection, and one COMMIT at a time.
         self._commits = GroupCommit(self._write_batch)
@@ -175,54 +240,56 @@ class SqliteAuditLog(SqlHolds):
             self._metrics.inc("database_errors")
         return AuditUnavailable(text)
 
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        """``fn(connection, *args)`` in the database's thread.
+
+        :raises AuditUnavailable: the log is not open (counted).
+        """
+        db, thread = self._db, self._thread
+        if db is None or thread is None:
+            raise self._failed("audit log is not open")
+        return await asyncio.get_running_loop().run_in_executor(thread, fn, db, *args)
+
     async def open(self) -> None:
         """Open (creating the file and table if missing)."""
+        thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self._path)
-            # WAL with synchronous=FULL: every COMMIT fsyncs the WAL before it returns, so
-            # a recorded row survives a crash or power loss (the README says so).
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await migrate(self._db)
+            self._db = await asyncio.get_running_loop().run_in_executor(thread, _open, self._path)
         except (OSError, sqlite3.Error) as exc:
+            thread.shutdown(wait=False)
             raise self._failed(f"cannot open SQLite database {self._path}: {exc}") from exc
+        self._thread = thread
 
     async def close(self) -> None:
         """Let the writer finish what was recorded, then close the database file."""
         await self._commits.finish()
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, thread = self._db, self._thread
+        self._db = self._thread = None
+        if db is not None and thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, db.close)
+            thread.shutdown(wait=False)  # idle now: its thread ends on its own
 
     async def ping(self) -> None:
         """Run a trivial query."""
-        try:
-            async with self._conn().execute("SELECT 1") as cur:
-                await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise self._failed() from exc
+        await self._fetch("SELECT 1", [])
 
     async def server_version(self) -> str:
         """``SQLite 3.40.1``: the library this process links."""
         return f"SQLite {sqlite3.sqlite_version}"
 
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise self._failed("audit log is not open")
-        return self._db
-
     async def record(self, rec: AuditRecord) -> None:
         """Insert and commit one row; return once it is committed.
 
         Rows recorded concurrently are written together, in call order, by one writer
-        task: one ``executemany`` and one COMMIT (one WAL fsync) per batch — group
-        commit, as on MariaDB — so many small transfers do not queue behind one fsync
-        each.
+        task: one ``executemany`` and one COMMIT (one WAL fsync) per batch, in one hop
+        to the database's thread — group commit, as on MariaDB — so many small
+        transfers do not queue behind one fsync each.
 
         :raises AuditUnavailable: the row's batch was not committed.
         """
-        self._conn()
+        if self._db is None:
+            raise self._failed("audit log is not open")
         await self._commits.record(rec)
 
     async def _write_batch(self, batch: list[AuditRecord]) -> None:
@@ -230,23 +297,30 @@ class SqliteAuditLog(SqlHolds):
 
         :raises AuditUnavailable: nothing of it was stored (rolled back).
         """
-        db = self._conn()  # closed: that failure counts itself
         try:
-            await db.executemany(_INSERT, [record_params(r) for r in batch])
-            await db.commit()
+            await self._run(_write_rows, batch)  # closed: that failure counts itself
         except sqlite3.Error as exc:
             log.error("AFT_LOG insert failed: %s", exc, exc_info=True)
-            with contextlib.suppress(sqlite3.Error):
-                await db.rollback()
             raise self._failed() from exc  # one failed batch, counted once
 
     async def find_upload(self, resource: str) -> AuditRecord | None:
         """The newest POST row for ``resource``."""
-        rows = await self._select(
-            SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
-            [resource],
-        )
+        rows = await self._select(_UPLOAD_SQL, [resource])
         return rows[0] if rows else None
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """:meth:`find_upload`, and :meth:`find_first_share` when that row names no
+        recipient, in one hop to the database's thread (a GET's two lookups)."""
+        try:
+            up, share = await self._run(_upload_and_share, resource)
+        except sqlite3.Error as exc:
+            raise self._failed() from exc
+        return (
+            row_to_record(up) if up is not None else None,
+            row_to_record(share) if share is not None else None,
+        )
 
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         """The oldest SHARE row for ``resource``."""
@@ -264,68 +338,39 @@ class SqliteAuditLog(SqlHolds):
     async def count_uploads(self, jid: str, since: datetime) -> tuple[int, int]:
         """``(files, bytes)`` of POST rows by bare ``jid`` since ``since``."""
         where, params = where_clause(AuditQuery(jid=jid, method="POST", since=since), "?")
-        db = self._conn()
-        try:
-            async with db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG" + where,
-                tuple(_sql_value(p) for p in params),
-            ) as cur:
-                row = await cur.fetchone()
-        except sqlite3.Error as exc:
-            raise self._failed() from exc
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        rows = await self._fetch(
+            "SELECT COUNT(*), COALESCE(SUM(FILE_SIZE), 0) FROM AFT_LOG" + where, params
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     async def uploaded_among(self, resources: Sequence[str]) -> set[str]:
         """Which of ``resources`` have a POST row (one query per :data:`IN_BATCH`)."""
         found: set[str] = set()
         for batch in batches(resources):
-            db = self._conn()
-            try:
-                async with db.execute(uploaded_among_sql("?", len(batch)), tuple(batch)) as cur:
-                    found.update(str(row[0]) for row in await cur.fetchall())
-            except sqlite3.Error as exc:
-                raise self._failed() from exc
+            rows = await self._fetch(uploaded_among_sql("?", len(batch)), batch)
+            found.update(str(row[0]) for row in rows)
         return found
 
     async def count_by_chat_type(self, since: datetime, node_id: str) -> dict[str, int]:
         """POST rows of ``node_id`` since ``since``, counted per CHAT_TYPE."""
-        db = self._conn()
-        params = (node_id, _sql_value(naive_utc(since)))
-        try:
-            async with db.execute(count_by_chat_type_sql("?"), params) as cur:
-                rows = await cur.fetchall()
-        except sqlite3.Error as exc:
-            raise self._failed() from exc
+        rows = await self._fetch(count_by_chat_type_sql("?"), [node_id, naive_utc(since)])
         return {str(chat_type): int(n) for chat_type, n in rows}
 
     async def _select(self, sql: str, params: Sequence[object]) -> list[AuditRecord]:
-        db = self._conn()
-        try:
-            async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
-                return [row_to_record(r) for r in await cur.fetchall()]
-        except sqlite3.Error as exc:
-            raise self._failed() from exc
+        return [row_to_record(r) for r in await self._fetch(sql, params)]
 
     async def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
         """Run ``sql`` once per parameter row and commit; the last row id."""
-        db = self._conn()
         try:
-            last = 0
-            for params in rows:
-                async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
-                    last = cur.lastrowid or 0
-            await db.commit()
+            return await self._run(
+                _write_each, sql, [tuple(_sql_value(p) for p in params) for params in rows]
+            )
         except sqlite3.Error as exc:
             log.error("AFT_LOG write failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
-                await db.rollback()
             raise self._failed() from exc
-        return last
 
-    async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
-        db = self._conn()
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         try:
-            async with db.execute(sql, tuple(_sql_value(p) for p in params)) as cur:
-                return list(await cur.fetchall())
+            return await self._run(_fetch_all, sql, tuple(_sql_value(p) for p in params))
         except sqlite3.Error as exc:
             raise self._failed() from exc

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from component.cli import quiet_libraries
+from component.cli import quiet_libraries, stderr_logging
 from component.config import Config
 from component.metrics import Metrics
 from httpd.app import serve_http
@@ -118,15 +118,13 @@ def main() -> int:
     if not isinstance(spec, WorkerSpec):
         print("mft worker: stdin did not carry a WorkerSpec", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=spec.log_level,
-        format=f"%(asctime)s %(levelname)s http-{spec.index} %(name)s: %(message)s",
-    )
-    quiet_libraries(spec.verbose)
-    try:
-        return asyncio.run(serve_worker(spec))
-    except KeyboardInterrupt:
-        return 130
+    fmt = f"%(asctime)s %(levelname)s http-{spec.index} %(name)s: %(message)s"
+    with stderr_logging(spec.log_level, fmt):
+        quiet_libraries(spec.verbose)
+        try:
+            return asyncio.run(serve_worker(spec))
+        except KeyboardInterrupt:
+            return 130
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import BinaryIO, Protocol, cast, runtime_checkable
 
 from component.errors import SizeMismatch
 
@@ -116,11 +118,27 @@ class SendsFiles(Protocol):
     """A repository that can hand a byte range to a socket itself (``file://``: the
     kernel's sendfile, no copies through Python)."""
 
-    async def sendfile(
-        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
-    ) -> int:
-        """Send ``length`` bytes of ``path`` from ``offset`` on ``transport``; bytes sent."""
+    async def open_to_send(self, path: str) -> tuple[BinaryIO, int]:
+        """``path`` opened for :meth:`sendfile`, and its size: one worker-thread hop for
+        what a GET needs before its headers. The caller closes the file.
+
+        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
+        """
         ...
+
+    async def sendfile(
+        self, f: BinaryIO, transport: asyncio.WriteTransport, offset: int, length: int
+    ) -> int:
+        """Send ``length`` bytes of ``f`` (from :meth:`open_to_send`) from ``offset`` on
+        ``transport``; bytes sent."""
+        ...
+
+
+def already_in(body: BodySource, size: int) -> memoryview | None:
+    """The whole body, if ``body`` has all ``size`` bytes in memory already and hands them
+    over (an optional ``whole(size)`` method: the PUT's bodies have it), else ``None``."""
+    whole = getattr(body, "whole", None)
+    return cast(memoryview | None, whole(size)) if callable(whole) else None
 
 
 def receiver_of(repo: object) -> ReceivesBodies | None:
@@ -141,6 +159,29 @@ def part_name(path: str) -> str:
     """A unique hidden temporary name beside ``path`` (concurrent PUTs never share one)."""
     head, _, tail = path.rpartition("/")
     return f"{head}/.{tail}.{secrets.token_hex(4)}.part" if head else f".{tail}.part"
+
+
+class PartNames:
+    """Unique hidden temporary names beside the files being stored, cheaply.
+
+    :func:`part_name` draws 4 random bytes per name (a getrandom(2) per upload); this
+    draws 8 once per process and counts. Another process (a forked child too: the pid
+    is checked) has another prefix, and the part is created with ``O_EXCL`` all the same.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self, path: str) -> str:
+        """The next name for ``path``: ``dir/.name.<prefix><n>.part``."""
+        if self._pid != os.getpid():
+            self._pid, self._prefix = os.getpid(), secrets.token_hex(8)
+            self._counter = itertools.count()
+        head, _, tail = path.rpartition("/")
+        unique = f"{self._prefix}{next(self._counter):x}"
+        return f"{head}/.{tail}.{unique}.part" if head else f".{tail}.{unique}.part"
 
 
 def store_dirs(path: str) -> list[str]:

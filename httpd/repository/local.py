@@ -28,8 +28,9 @@ from httpd.repository.base import (
     DiskUsage,
     FreshDirs,
     Hasher,
+    PartNames,
     StoredFile,
-    part_name,
+    already_in,
     store_dirs,
 )
 
@@ -86,14 +87,14 @@ def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
         _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
 
 
-def _link_durably(part: Path, final: Path, dirs: set[Path]) -> None:
+def _link_durably(part: str, final: str, dirs: set[str]) -> None:
     """Publish ``part`` as ``final``; fsync the directories whose entries changed.
 
     ``dirs``: the file's directory (its new name) and the parents of any directory this
     store made, so that after a crash the published file is there, not just its bytes.
     """
     os.link(part, final)
-    for directory in sorted(dirs, key=lambda p: -len(p.parts)):
+    for directory in sorted(dirs, key=lambda p: -p.count("/")):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
@@ -127,11 +128,21 @@ def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, l
         return 0  # let asyncio's sendfile decide (and fall back to reads)
 
 
+def _open_sized(name: str) -> tuple[BinaryIO, int]:
+    """``name`` opened for reading, and its size (one worker-thread job)."""
+    f = open(name, "rb")  # the caller closes it
+    try:
+        return f, os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
+
+
 class _PartFile:
     """The ``.part`` file of one store, touched only by its worker-thread jobs (one at a
     time, in order): created by the first, closed and published by the last."""
 
-    def __init__(self, repo_root: Path, path: str, part: Path, final: Path) -> None:
+    def __init__(self, repo_root: str, path: str, part: str, final: str) -> None:
         self.root, self.path, self.part, self.final = repo_root, path, part, final
         self.fd: int | None = None
         self.made: list[str] = []  # directories the first job created
@@ -151,7 +162,7 @@ class _PartFile:
                     raise
             for directory in store_dirs(self.path):
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(self.root / directory)
+                    os.mkdir(f"{self.root}/{directory}")
                     self.made.append(directory)
         raise AssertionError("unreachable")
 
@@ -175,7 +186,8 @@ class _PartFile:
         os.fsync(self.fd)
         self.close()
         # link() refuses an existing target: a slot is never overwritten.
-        dirs = {self.final.parent, *((self.root / d).parent for d in self.made)}
+        dirs = {os.path.dirname(self.final)}
+        dirs.update(os.path.dirname(f"{self.root}/{d}") for d in self.made)
         _link_durably(self.part, self.final, dirs)
         self.published = True
         with contextlib.suppress(OSError):
@@ -221,6 +233,9 @@ class FileRepository:
     ) -> None:
         """:param budget: the process's memory budget (a private default one if ``None``)."""
         self._root = Path(root)
+        # Paths are strings on the hot path: a pathlib object per syscall costs more.
+        self._root_str = os.fspath(self._root)
+        self._parts = PartNames()
         self._budget = budget if budget is not None else MemoryBudget()
         self._file_server = file_server
         self._fresh = FreshDirs()
@@ -235,10 +250,10 @@ class FileRepository:
         """The memory budget its transfers pay into."""
         return self._budget
 
-    def _abs(self, path: str) -> Path:
+    def _abs(self, path: str) -> str:
         if path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else
-        return self._root / path
+        return f"{self._root_str}/{path}"
 
     async def open(self) -> None:
         """Create the node directory if needed and check it is writable.
@@ -287,10 +302,18 @@ class FileRepository:
     async def _receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
         block = min(RECV_BLOCK, size) or 1
         count, granted = await self._take_buffers(size, block)
-        state = _PartFile(self._root, path, self._abs(part_name(path)), self._abs(path))
+        part = self._abs(self._parts.next(path))
+        state = _PartFile(self._root_str, path, part, self._abs(path))
         loop = asyncio.get_running_loop()
         job: asyncio.Future[Any] | None = None
         try:
+            ready = already_in(body, size)
+            if ready is not None:
+                # Written from where aiohttp put it (the budget is paid all the same).
+                await body.end()
+                job = loop.run_in_executor(None, state.write, ready, sha, True)
+                await asyncio.shield(job)
+                return
             block = max(1, granted // count)
             bufs = [memoryview(bytearray(block)) for _ in range(count)]
             received, turn = 0, 0
@@ -335,7 +358,7 @@ class FileRepository:
             else:
                 state.close()
                 with contextlib.suppress(OSError):
-                    state.part.unlink()
+                    os.unlink(state.part)
                 self._prune_fresh(path)
 
     async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:
@@ -357,7 +380,7 @@ class FileRepository:
         """Remove what a failed store of ``path`` may remove (see :class:`FreshDirs`)."""
         for directory in self._fresh.removable(path):
             try:
-                os.rmdir(self._root / directory)  # only ever removes an empty directory
+                os.rmdir(f"{self._root_str}/{directory}")  # only ever removes an empty directory
             except FileNotFoundError:
                 pass
             except OSError:
@@ -374,10 +397,12 @@ class FileRepository:
             raise StorageUnavailable() from exc
         return st.st_size
 
-    async def _open_read(self, path: str) -> BinaryIO:
-        """Open ``path`` for reading. :raises NotFound: / :raises StorageUnavailable:."""
+    async def _open_read(self, path: str) -> tuple[BinaryIO, int]:
+        """Open ``path``: the file and its size, in one worker-thread hop (not to_thread:
+        no context to copy). :raises NotFound: / :raises StorageUnavailable:."""
         try:
-            return await asyncio.to_thread(open, self._abs(path), "rb")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, _open_sized, self._abs(path))
         except FileNotFoundError as exc:
             raise NotFound() from exc
         except OSError as exc:
@@ -387,7 +412,7 @@ class FileRepository:
         self, path: str, offset: int = 0, length: int | None = None
     ) -> AsyncGenerator[bytes, None]:
         """Stream a byte range of ``path`` in 256 KiB blocks."""
-        f = await self._open_read(path)
+        f, _size = await self._open_read(path)
         try:
             await asyncio.to_thread(f.seek, offset)
             remaining = length
@@ -404,28 +429,27 @@ class FileRepository:
         finally:
             f.close()
 
+    async def open_to_send(self, path: str) -> tuple[BinaryIO, int]:
+        """``path`` opened for :meth:`sendfile` and its size, in one worker-thread hop.
+        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened."""
+        return await self._open_read(path)
+
     async def sendfile(
-        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+        self, f: BinaryIO, transport: asyncio.WriteTransport, offset: int, length: int
     ) -> int:
-        """Send a byte range of ``path`` with the kernel's sendfile (page cache to socket).
+        """Send a byte range of ``f`` (from :meth:`open_to_send`) with the kernel's
+        sendfile (page cache to socket); the caller closes ``f``.
 
         asyncio falls back to reads and writes where sendfile cannot work (TLS).
 
         :returns: bytes sent (fewer than ``length`` if the file is shorter).
-        :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened.
         :raises ConnectionError: the client went away.
         """
-        f = await self._open_read(path)
-        try:
-            sent = _sendfile_now(transport, f, offset, length)
-            if sent == length:
-                return sent
-            rest = await asyncio.get_running_loop().sendfile(
-                transport, f, offset + sent, length - sent
-            )
-            return sent + rest
-        finally:
-            f.close()
+        sent = _sendfile_now(transport, f, offset, length)
+        if sent == length:
+            return sent
+        rest = await asyncio.get_running_loop().sendfile(transport, f, offset + sent, length - sent)
+        return sent + rest
 
     async def delete(self, path: str) -> None:
         """Unlink ``path``."""
@@ -439,7 +463,7 @@ class FileRepository:
 
     async def walk(self, prefix: str = "files") -> AsyncIterator[StoredFile]:
         """Every regular file below ``prefix``."""
-        base = self._abs(prefix)
+        base = Path(self._abs(prefix))
 
         def scan() -> list[StoredFile]:
             found = []
@@ -457,7 +481,7 @@ class FileRepository:
 
     async def remove_empty_dirs(self, prefix: str = "files") -> int:
         """Remove empty directories below ``prefix`` (deepest first)."""
-        base = self._abs(prefix)
+        base = Path(self._abs(prefix))
 
         def prune() -> int:
             removed = 0

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import aiohttp
@@ -105,12 +105,12 @@ class ObservedRepository(FileRepository):
                 yield block
 
     async def sendfile(
-        self, path: str, transport: asyncio.WriteTransport, offset: int, length: int
+        self, f: BinaryIO, transport: asyncio.WriteTransport, offset: int, length: int
     ) -> int:
         """FileRepository.sendfile, failing after ``read_fail_at`` bytes were sent."""
         if self.read_fail_at is None or length <= self.read_fail_at:
-            return await super().sendfile(path, transport, offset, length)
-        await super().sendfile(path, transport, offset, self.read_fail_at)
+            return await super().sendfile(f, transport, offset, length)
+        await super().sendfile(f, transport, offset, self.read_fail_at)
         raise StorageUnavailable("injected read failure")
 
     def files(self) -> list[Path]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from component.audit import AuditLog, AuditQuery, AuditRecord, AuditWriteFailed, bare_jid
-from component.audit.base import COLUMNS
+from component.audit.base import COLUMNS, TEXT_LIMITS
 from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, schema_script
-from component.audit.sql import IN_BATCH, GroupCommit, where_clause
+from component.audit.sql import IN_BATCH, GroupCommit, record_values, where_clause
 from component.audit.sqlite import SqliteAuditLog
 from component.audit.sqlite import schema_script as sqlite_schema_script
 from component.dburl import parse_mysql_url
@@ -231,3 +231,43 @@ async def test_group_commit_batches_in_order_and_fails_a_batch_whole() -> None:
     assert all(isinstance(r, AuditWriteFailed) and r.maybe_index == 7 for r in results)
     assert len({id(r) for r in results}) == 3  # one exception object per row
     await commits.finish(1.0)
+
+
+def test_record_values_are_the_clipped_row_in_column_order() -> None:
+    """INSERT parameters: every text cut to its column size, DATE_TIME naive UTC, in
+    COLUMNS order (as ``clipped().as_row()`` has them)."""
+    long = replace(
+        rec(7),
+        jid="a" * 4000 + "@x",
+        real_filename="é" * 600,
+        scan_result="s" * 300,
+        date_time=datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+    )
+    values = record_values(long)
+    row = long.clipped().as_row()
+    assert values == tuple(row[c] for c in COLUMNS[1:])
+    by_column = dict(zip(COLUMNS[1:], values, strict=True))
+    assert len(str(by_column["JID"])) == TEXT_LIMITS["JID"]
+    assert len(str(by_column["SCAN_RESULT"])) == TEXT_LIMITS["SCAN_RESULT"]
+    assert by_column["DATE_TIME"] == datetime(2024, 5, 1, 12, 0)
+
+
+async def test_sqlite_finds_upload_and_share_in_one_go(config_factory: ConfigFactory) -> None:
+    """SQLite's combined GET lookup: the newest POST row, and the first SHARE row only
+    when that POST row has no recipient; nothing for an unknown resource."""
+    audit = SqliteAuditLog(config_factory())
+    await audit.open()
+    try:
+        await check_first_share(audit)  # POST without TO_JID, then GET and SHARE rows
+        name = rollover_rows()[0].filename
+        up, share = await audit.find_upload_and_share(name)
+        assert up is not None and (up.method, up.to_jid) == ("POST", "")
+        assert share is not None and share.to_jid == "room@conference.example.test"
+        addressed = replace(rollover_rows()[0], filename="addressed", to_jid="bob@example.test")
+        await audit.record(addressed)
+        await audit.record(replace(addressed, method="SHARE", to_jid="room@example.test"))
+        up, share = await audit.find_upload_and_share("addressed")
+        assert up is not None and up.to_jid == "bob@example.test" and share is None
+        assert await audit.find_upload_and_share("never-uploaded") == (None, None)
+    finally:
+        await audit.close()

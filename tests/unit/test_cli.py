@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from component.cli import CHATTY_LIBRARIES, main, quiet_libraries
+from component.cli import (
+    CHATTY_LIBRARIES,
+    _SecondsFormatter,
+    main,
+    quiet_libraries,
+    stderr_logging,
+)
 from tests.fixtures.config import make_raw_config, toml_text
 
 
@@ -66,3 +74,60 @@ def test_bad_key_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mft: configuration error: ")
     assert named in err and "Traceback" not in err and "mft:pw@" not in err
+
+
+LOGGING_CHILD = """
+import logging, os, sys
+from component.cli import stderr_logging
+log = logging.getLogger("httpd.upload")
+args = ["first"]
+with stderr_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s"):
+    log.debug("not at INFO")
+    log.info("args %s", args)
+    args[0] = "changed"  # after the call: the line keeps what was logged
+    for i in range(2000):
+        log.info("record %d", i)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+os.write(2, b"after the block\\n")  # raw: everything logged is out before this
+log.warning("late")
+"""
+
+
+def test_stderr_logging_writes_every_record_in_order_by_the_end() -> None:
+    """Records appear in order, as they were when logged, with tracebacks, all out
+    when the block ends; later records still appear; the level holds."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOGGING_CHILD], capture_output=True, text=True, check=True
+    )
+    lines = out.stderr.splitlines()
+    assert lines[0] == "INFO httpd.upload: args ['first']"
+    assert lines[1:2001] == [f"INFO httpd.upload: record {i}" for i in range(2000)]
+    assert lines[2001] == "ERROR httpd.upload: failed"
+    assert "ValueError: boom" in out.stderr.split("after the block")[0]
+    assert lines[-2:] == ["after the block", "WARNING httpd.upload: late"]
+    assert "not at INFO" not in out.stderr
+
+
+def test_stderr_logging_leaves_configured_logging_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """With handlers on the root logger already (here pytest's), nothing is added."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    with stderr_logging(logging.DEBUG, "%(message)s"):
+        assert root.handlers == before
+        logging.getLogger("x").warning("seen by the existing handler")
+    assert root.handlers == before
+    assert "seen by the existing handler" in caplog.text
+
+
+def test_listener_lines_read_as_basic_config_lines() -> None:
+    """The formatter renders asctime as logging.Formatter does (cached per second), so
+    the log reads the same as before."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    ours, stdlib = _SecondsFormatter(fmt), logging.Formatter(fmt)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.LogRecord("httpd.upload", logging.INFO, "", 0, "m %d", (1,), None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        assert ours.format(record) == stdlib.format(record)

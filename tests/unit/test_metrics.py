@@ -63,6 +63,21 @@ def test_kind_and_labels_are_checked() -> None:
         m.inc("uploads", labels={"kind": "im"})
 
 
+def test_labelled_series_are_reused_and_still_checked() -> None:
+    """Repeated calls add to the same labelled series; another label value is its own,
+    and a kind mismatch is refused even after the name was used the right way."""
+    m = Metrics()
+    for _ in range(3):
+        m.inc("uploads", labels={"chat_type": "im"})
+        m.observe("upload_seconds", value=0.02, labels={"chat_type": "im"})
+    m.inc("uploads", labels={"chat_type": "groupchat"}, value=2)
+    assert m.value("uploads", {"chat_type": "im"}) == 3
+    assert m.value("uploads", {"chat_type": "groupchat"}) == 2
+    assert m.value("upload_seconds", {"chat_type": "im"}) == 3
+    with pytest.raises(TypeError, match="counter"):
+        m.set("uploads", value=1, labels={"chat_type": "im"})
+
+
 def test_every_metric_used_is_defined_and_documented() -> None:
     """Every name a call site uses has a row in DEFINITIONS and a line in the README."""
     used = {

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from component.errors import SizeMismatch
+from component.layout import classify
 from httpd.repository import FileRepository, FreshDirs, store_dirs
+from httpd.repository.base import PartNames
 
 PATH = "files/im/20260101/10/resource"
 
@@ -102,3 +106,37 @@ def test_write_block_appends_and_starts_writeback(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"a" * 1000 + b"b" * 5000 + b"c"
+
+
+def _names_in_child(n: int) -> list[str]:
+    """``n`` part names made by a fresh interpreter (another worker process)."""
+    code = (
+        "from httpd.repository.base import PartNames; p = PartNames()\n"
+        f"print('\\n'.join(p.next({PATH!r}) for _ in range({n})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_part_names_unique_hidden_and_per_process() -> None:
+    """Part names are hidden .part files beside the target, never repeated within a
+    process, in two other processes, or in a forked child."""
+    names = PartNames()
+    mine = [names.next(PATH) for _ in range(1000)]
+    head, _, tail = PATH.rpartition("/")
+    for name in mine:
+        assert name.startswith(f"{head}/.{tail}.") and name.endswith(".part")
+        assert classify(name) == "part"  # what purge and the start-up sweep recognise
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a name of its own, through the pipe, then out
+        os.write(write, names.next(PATH).encode())
+        os._exit(0)
+    os.close(write)
+    forked = os.read(read, 4096).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    others = _names_in_child(200) + _names_in_child(200)
+    every = [*mine, forked, *others]
+    assert len(set(every)) == len(every) == 1401
+    assert names.next("resource").startswith(".resource.")

@@ -20,6 +20,7 @@ from httpd.repository.base import (
     ChunkBody,
     ReceivesBodies,
     SendsFiles,
+    already_in,
     file_sender_of,
     receiver_of,
 )
@@ -260,3 +261,42 @@ def test_capability_checks_match_the_protocols(tmp_path: Path) -> None:
     assert receiver_of(repo) is repo and file_sender_of(repo) is repo
     assert isinstance(repo, ReceivesBodies) and isinstance(repo, SendsFiles)
     assert receiver_of(object()) is None and file_sender_of(object()) is None
+
+
+class _Whole(_Gate):
+    """A body that has every byte in already (as a small PUT's usually has)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.opened.set()
+        self.taken = False
+
+    def whole(self, size: int) -> memoryview | None:
+        if len(self.rest) != size:
+            return None
+        self.taken = True
+        whole, self.rest = self.rest, memoryview(b"")
+        return whole
+
+
+async def test_body_already_in_is_written_from_where_it_is(tmp_path: Path) -> None:
+    """A body with all its bytes in is handed over whole (never read through a buffer),
+    stored, hashed and paid for; one still arriving is read as before."""
+    budget = MemoryBudget(4 * RECV_BLOCK, on_idle=None)
+    repo = FileRepository(tmp_path, budget=budget)
+    data = os.urandom(100_000)
+    body, sha = _Whole(data), hashlib.sha256()
+    await repo.receive(f"{HOUR}/{'W' * 22}", body, len(data), sha)
+    assert body.taken and body.read == 0
+    assert (tmp_path / HOUR / ("W" * 22)).read_bytes() == data
+    assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert budget.in_use == 0 and budget.peak > 0
+    assert already_in(body, 1) is None  # nothing left to hand over
+    partial = _Whole(data[:60_000])  # 60 KB of a 100 KB body: read through a buffer
+    with pytest.raises(SizeMismatch):
+        await repo.receive(
+            f"{HOUR}/{'P' * 22}", ChunkBody(_pieces(data[:60_000]), 100_000), 100_000, None
+        )
+    assert already_in(partial, 100_000) is None and not partial.taken
+    assert already_in(ChunkBody(_pieces(data), len(data)), len(data)) is None
+    assert sorted(p.name for p in (tmp_path / HOUR).iterdir()) == ["W" * 22]
