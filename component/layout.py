@@ -29,11 +29,8 @@ BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206
 # One scan each instead of a Python test per character (check_filename runs per slot).
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
-# Any of the characters check_filename refuses anywhere in a name: one scan for the
-# names that pass, the detailed checks (and their messages) only for the others.
-_REFUSED_RE = re.compile("[/\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # What quote(safe="") leaves as it is: a name of only these is its own URL segment.
-_URL_SAFE_RE = re.compile(r"[A-Za-z0-9_.~-]+")
+_URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
 
 # Each segment's shape, defined once: URLs, the repository walk and [node] id use them.
 DATE_PATTERN = r"\d{8}"
@@ -77,10 +74,14 @@ def check_filename(name: str) -> str:
         (U+0000-U+001F, U+007F-U+009F), a bidirectional override or isolate
         (U+202A-U+202E, U+2066-U+2069), or too long.
     """
+    # Most names pass: str.isprintable() is False for every C0/C1 control and every
+    # bidirectional control (Unicode "Other"), so a printable name without "/" passes
+    # the checks below; the others (and their messages) go through them one by one.
     if (
         0 < len(name) <= MAX_FILENAME_CHARS
+        and name.isprintable()
+        and "/" not in name
         and name not in (".", "..")
-        and _REFUSED_RE.search(name) is None
     ):
         return name
     if not name or name in (".", ".."):
@@ -103,7 +104,7 @@ def check_filename(name: str) -> str:
 def quote_filename(name: str) -> str:
     """``name`` as one URL path segment: ``quote(name, safe="")``, skipped when it would
     change nothing (most names)."""
-    return name if _URL_SAFE_RE.fullmatch(name) else quote(name, safe="")
+    return name if not name.strip(_URL_SAFE) else quote(name, safe="")
 
 
 def file_type(name: str) -> str:

@@ -7,7 +7,7 @@ the query string because many clients drop the slot's ``<header>`` elements.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -33,10 +33,18 @@ def _keyed(secret: str) -> hmac.HMAC:
     return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _text(digest: bytes) -> str:
+    """``base64.urlsafe_b64encode(digest)`` without its padding, in C calls only."""
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+
 def _sign(secret: str, *parts: str) -> str:
     mac = _keyed(secret).copy()
     mac.update("\x00".join(parts).encode())
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+    return _text(mac.digest())
 
 
 # The PUT token's query keys: version, size, expiry, uploader, recipient (+ "sig", and
@@ -48,8 +56,15 @@ def put_signature(
     secret: str, signed_path: str, chat_type: str, size: str, exp: str, uploader: str, to: str
 ) -> str:
     """The PUT token's ``sig``: the HMAC over the path (:attr:`SlotPath.signed_path`), the
-    chat type and :data:`PUT_FIELDS` (the one list), the numbers as decimal text."""
-    return _sign(secret, "put", TOKEN_VERSION, signed_path, size, exp, uploader, to, chat_type)
+    chat type and :data:`PUT_FIELDS` (the one list), the numbers as decimal text.
+
+    What ``_sign(secret, "put", TOKEN_VERSION, signed_path, size, exp, uploader, to,
+    chat_type)`` returns (tests compare both), in fewer steps: it runs for every slot.
+    """
+    mac = _keyed(secret).copy()
+    fields = (TOKEN_VERSION, signed_path, size, exp, uploader, to, chat_type)
+    mac.update(("put\x00" + "\x00".join(fields)).encode())
+    return _text(mac.digest())
 
 
 def _put_signature(secret: str, path: SlotPath, fields: Mapping[str, str]) -> str:

@@ -83,3 +83,22 @@ def test_json_escapes_non_printables_and_round_trips() -> None:
     text = out.getvalue()
     assert all(ch not in text for ch in "\x85\x9b\u202e\x1b\u2066\U000e0001")
     assert json.loads(text)[0]["REAL_FILENAME"] == EVIL + "\U000e0001"
+
+
+def test_quick_check_agrees_with_the_detailed_one() -> None:
+    """For every BMP character in a name, check_filename says what its detailed checks say."""
+    from component import layout
+
+    def detailed(name: str) -> bool:
+        return not ("/" in name or layout._CONTROL_RE.search(name) or layout._BIDI_RE.search(name))
+
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        name = f"a{chr(code)}b"
+        try:
+            check_filename(name)
+            ok = True
+        except InvalidRequest:
+            ok = False
+        assert ok == detailed(name), hex(code)

@@ -92,3 +92,14 @@ def test_rollover_default_and_seed() -> None:
     resumed = DirectoryAllocator()
     resumed.seed({("im", "20140811", "16"): 1000})
     assert resumed.allocate("im", at) == ("20140811", "16.1")
+
+
+def test_quote_filename_is_quote() -> None:
+    """quote_filename gives quote(name, safe="") for every ASCII character and beyond."""
+    from urllib.parse import quote
+
+    from component.layout import quote_filename
+
+    names = [f"a{chr(c)}b" for c in range(128)] + ["photo.JPG", "~x_y-z.1", "ü", "a b", ""]
+    for name in names:
+        assert quote_filename(name) == quote(name, safe=""), name

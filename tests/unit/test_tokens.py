@@ -101,3 +101,16 @@ def test_strict_upload_query_refuses_repeats_and_unknown_keys() -> None:
         with pytest.raises(InvalidRequest) as info:
             strict_upload_query([*good, extra])
         assert reason in info.value.text and "SECRET" not in info.value.text
+
+
+@pytest.mark.parametrize("to", ["", "room@conference.example.com"])
+def test_put_signature_is_the_grants(to: str) -> None:
+    """put_signature (the slot path's) signs what UploadGrant.query signs, text for text."""
+    from component.tokens import put_signature
+
+    g = grant(recipient=to)
+    sig = put_signature(
+        SECRET, PATH.signed_path, PATH.chat_type, "1234", "2000000000", g.uploader, to
+    )
+    assert sig == g.query(SECRET)["sig"]
+    assert verify_upload(SECRET, PATH, g.query(SECRET), now=0) == g
