@@ -47,7 +47,6 @@ from component.xmpp.stanza import (
     NS_LEGACY,
     SlotRequest,
     parse_slot_request,
-    read_raw_slot_requests,
     read_slot_element,
     register_stanzas,
 )
@@ -195,53 +194,12 @@ class UploadComponent(ComponentXMPP):
         return bare
 
     def data_received(self, data: bytes | str) -> None:
-        """Read what the server sent; the slots answered meanwhile leave in one write.
-
-        A read that is nothing but slot requests (most of them, when clients upload) is
-        answered from its bytes (:meth:`_answer_raw`); any other is parsed by slixmpp.
-        """
+        """Parse what the server sent; the slots answered meanwhile leave in one write."""
         self._replies.hold()
         try:
-            if not self._answer_raw(data):
-                super().data_received(data)
+            super().data_received(data)
         finally:
             self._replies.release()
-
-    def _answer_raw(self, data: bytes | str) -> bool:
-        """Answer ``data`` without the XML parser if it is only slot requests that need
-        no wait; False (nothing done) otherwise.
-
-        Only between two stanzas: the session is up, the parser is at depth 1 and has
-        had every byte before these (each read goes either all to it or all here), so
-        ``data`` cannot continue a stanza or a tag. The bytes answered here are never
-        fed to the parser: they are whole stanzas it would only have emptied from the
-        stream's root again. :func:`read_raw_slot_requests` takes only the one plain
-        shape, read exactly as the parser would read it; refusals are rendered by
-        slixmpp from the stanza's element, parsed then, as on the other paths.
-        """
-        if type(data) is not bytes or not self.sessionstarted or self.xml_depth != 1:
-            return False
-        requests = read_raw_slot_requests(data)
-        if requests is None:
-            return False
-        requesters = []
-        for raw in requests:
-            requester = self._bare_jid(raw.attrs.get("from", ""))
-            if requester is None or not self.slots.can_answer_now(raw.request):
-                return False
-            requesters.append(requester)
-        for raw, requester in zip(requests, requesters, strict=True):
-            try:
-                self.slots.issue_now(raw.attrs, raw.request, requester)
-            except Exception as exc:
-                self._slot_failed(self._element_of(raw.stanza), requester, exc)
-        return True
-
-    def _element_of(self, stanza: str) -> ET.Element:
-        """The element the stream's parser would have made of ``stanza`` (whole, at
-        depth 1: in the stream's default namespace, filtered as slixmpp filters)."""
-        root = ET.fromstring(f"<stream xmlns='{self.default_ns}'>{stanza}</stream>")
-        return cast(ET.Element, self.incoming_filter(root[0]))  # type: ignore[no-untyped-call]
 
     def _answer_slot_now(self, xml: ET.Element, req: SlotRequest, requester: str) -> None:
         """The fast path's :meth:`on_slot_request` for requests that need no wait."""

@@ -6,15 +6,14 @@ and older Conversations use), and the xmpp-mft extension ``urn:xmpp-mft:0``
 (``<recipient jid>`` inside a request, ``<download url>`` IQ for personal download URLs).
 :func:`parse_slot_request` reads either syntax into one :class:`SlotRequest`;
 :func:`read_slot_element` reads the same from the raw element, before slixmpp builds any
-stanza object (the component's inbound fast path), and :func:`read_raw_slot_requests`
-from the stream's bytes, before the XML parser builds any element.
+stanza object (the component's inbound fast path).
 """
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
-from typing import ClassVar, NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar
 
 from slixmpp import Iq
 from slixmpp.plugins.xep_0363.stanza import Get, Header, Put, Request, Slot
@@ -39,14 +38,12 @@ __all__ = [
     "LegacyRetry",
     "LegacySlot",
     "Put",
-    "RawSlotRequest",
     "Recipient",
     "Request",
     "Retry",
     "Slot",
     "SlotRequest",
     "parse_slot_request",
-    "read_raw_slot_requests",
     "read_slot_element",
     "register_stanzas",
 ]
@@ -140,11 +137,11 @@ def register_stanzas() -> None:
         register_stanza_plugin(Error, child)
 
 
-class SlotRequest(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
     """A slot request in either syntax; values are the raw strings the client sent.
 
     ``recipient`` is ``None`` without ``<recipient>``, and ``""`` for one without a JID.
-    (A named tuple: made for every request, at half the cost of a frozen dataclass.)
     """
 
     namespace: str
@@ -222,88 +219,3 @@ def read_slot_element(request: ET.Element) -> SlotRequest | None:
         content_type=content_type.strip(),
         recipient=rcpts[-1].get("jid", "") if rcpts else None,
     )
-
-
-# -- slot requests read from the stream's bytes ---------------------------------------
-# The one shape servers send a XEP-0363 :0 request to a component in (ejabberd's and
-# Prosody's serialisation: single quotes, one space between attributes, in any order):
-# an <iq> whose only child is an empty <request/>. Anything else is left to the parser:
-# a reference (&...;), a character that is not printable (tab and newline, which XML
-# normalises in attributes, or what XML refuses), double quotes, other attributes.
-# This reads a subset of XML, exactly as the parser reads it (tests compare both).
-_RAW_SLOT = re.compile(" *<iq([^<]*)><request([^<]*)/></iq> *")
-_IQ_NAMES = {
-    f" {name}=": key
-    for name, key in (
-        ("to", "to"),
-        ("from", "from"),
-        ("type", "type"),
-        ("id", "id"),
-        ("xml:lang", _XML_LANG),
-        ("xmlns", "xmlns"),
-    )
-}
-_REQUEST_NAMES = {
-    f" {name}=": name for name in ("xmlns", "filename", "size", "content-type", "mime-type")
-}
-_IQ_XMLNS = ("jabber:component:accept", "jabber:client")  # the stream's, or slixmpp's alias
-
-
-class RawSlotRequest(NamedTuple):
-    """One slot request read from the stream's bytes (:func:`read_raw_slot_requests`)."""
-
-    attrs: dict[str, str]  # the <iq>'s attributes, keyed as ElementTree keys them
-    request: SlotRequest
-    stanza: str  # its text, for the stanza object a refusal is rendered from
-
-
-def read_raw_slot_requests(data: bytes) -> list[RawSlotRequest] | None:
-    """The slot requests ``data`` consists of, or None if it is anything else.
-
-    ``data`` must be whole stanzas in UTF-8, each a ``:0`` slot request without
-    children in the shape described above (spaces between them are fine); None
-    otherwise, and then nothing of it was taken: the caller feeds all of it to the XML
-    parser. What it returns is what the parser and :func:`read_slot_element` would make
-    of the same bytes. The caller must know that ``data`` starts between two stanzas
-    (the parser at depth 1, every byte before fed to it): in a well-formed stream a
-    ``<`` cannot continue a tag cut short.
-    """
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return None
-    if "&" in text or not text.isprintable():
-        return None
-    found: list[RawSlotRequest] = []
-    pos, end = 0, len(text)
-    while pos < end:
-        m = _RAW_SLOT.match(text, pos)
-        if m is None:
-            return None
-        iq, req = _raw_attrs(m.group(1), _IQ_NAMES), _raw_attrs(m.group(2), _REQUEST_NAMES)
-        if iq is None or req is None or req.pop("xmlns", None) != NS:
-            return None
-        if iq.pop("xmlns", _IQ_XMLNS[0]) not in _IQ_XMLNS or iq.get("type") != "get":
-            return None
-        content_type = req.get("content-type") or req.get("mime-type") or ""
-        request = SlotRequest(
-            NS, req.get("filename", ""), req.get("size", "").strip(), content_type.strip(), None
-        )
-        found.append(RawSlotRequest(iq, request, text[pos : m.end()]))
-        pos = m.end()
-    return found or None
-
-
-def _raw_attrs(text: str, names: dict[str, str]) -> dict[str, str] | None:
-    """`` name='value'`` pairs as a dict keyed by ``names``; None for any other text, a
-    name not in ``names`` or one that repeats (not XML)."""
-    parts = text.split("'")  # name, value, name, value, ..., what follows the last
-    if len(parts) % 2 == 0 or parts[-1].strip(" "):
-        return None
-    attrs: dict[str, str] = {}
-    for i in range(0, len(parts) - 1, 2):
-        key = names.get(parts[i])
-        if key is None or key in attrs:
-            return None
-        attrs[key] = parts[i + 1]
-    return attrs
