@@ -175,12 +175,23 @@ class _PrefixedBody:
         whole, self._prefix = self._prefix, memoryview(b"")
         return whole
 
-    def _take_prefix(self, buf: memoryview) -> int:
+    async def readinto(self, buf: memoryview) -> int:
+        """Copy or receive the next bytes into ``buf``: the prefix first, then the rest.
+
+        :raises BodyStalled: nothing for ``idle_timeout`` seconds.
+        :raises InvalidRequest: the connection ended before the declared length.
+        """
+        if not self._prefix:
+            return await self._read_more(buf)
         n = min(len(buf), len(self._prefix))
         buf[:n] = self._prefix[:n]
         # An empty slice would still hold the whole prefix for the rest of the upload.
         self._prefix = self._prefix[n:] if n < len(self._prefix) else memoryview(b"")
         return n
+
+    async def _read_more(self, buf: memoryview) -> int:
+        """The next bytes after the prefix, into ``buf`` (as :meth:`readinto`)."""
+        raise NotImplementedError
 
 
 class StreamBody(_PrefixedBody):
@@ -194,14 +205,8 @@ class StreamBody(_PrefixedBody):
         self._content = request.content
         self._idle = idle_timeout
 
-    async def readinto(self, buf: memoryview) -> int:
-        """Copy the next bytes into ``buf``.
-
-        :raises BodyStalled: nothing for ``idle_timeout`` seconds.
-        :raises InvalidRequest: the connection ended before the declared length.
-        """
-        if self._prefix:
-            return self._take_prefix(buf)
+    async def _read_more(self, buf: memoryview) -> int:
+        """Copy the next bytes of aiohttp's stream into ``buf``."""
         try:
             data = self._content.read_nowait(len(buf))
             if not data:
@@ -244,14 +249,8 @@ class SocketBody(_PrefixedBody):
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
             self._lowat = n
 
-    async def readinto(self, buf: memoryview) -> int:
-        """Receive the next bytes into ``buf``.
-
-        :raises BodyStalled: nothing for ``idle_timeout`` seconds.
-        :raises InvalidRequest: the connection ended before the declared length.
-        """
-        if self._prefix:
-            return self._take_prefix(buf)
+    async def _read_more(self, buf: memoryview) -> int:
+        """Receive the next bytes from the socket into ``buf``."""
         try:
             try:
                 n = self._sock.recv_into(buf)

@@ -19,7 +19,6 @@ from httpd.repository.base import (
     DiskUsage,
     FreshDirs,
     StoredFile,
-    part_name,
     store_dirs,
 )
 from httpd.repository.local import FileRepository
@@ -32,7 +31,6 @@ __all__ = [
     "Repository",
     "StoredFile",
     "open_repository",
-    "part_name",
     "store_dirs",
 ]
 

@@ -155,18 +155,13 @@ def file_sender_of(repo: object) -> SendsFiles | None:
     return cast(SendsFiles, repo) if callable(getattr(repo, "sendfile", None)) else None
 
 
-def part_name(path: str) -> str:
-    """A unique hidden temporary name beside ``path`` (concurrent PUTs never share one)."""
-    head, _, tail = path.rpartition("/")
-    return f"{head}/.{tail}.{secrets.token_hex(4)}.part" if head else f".{tail}.part"
-
-
 class PartNames:
-    """Unique hidden temporary names beside the files being stored, cheaply.
+    """Unique hidden temporary names beside the files being stored (concurrent PUTs
+    never share one), cheaply.
 
-    :func:`part_name` draws 4 random bytes per name (a getrandom(2) per upload); this
-    draws 8 once per process and counts. Another process (a forked child too: the pid
-    is checked) has another prefix, and the part is created with ``O_EXCL`` all the same.
+    Rather than random bytes per name (a getrandom(2) per upload), 8 are drawn once per
+    process and a counter follows. Another process (a forked child too: the pid is
+    checked) has another prefix, and the part is created exclusively all the same.
     """
 
     def __init__(self) -> None:

@@ -29,8 +29,8 @@ from httpd.repository.base import (
     DiskUsage,
     FreshDirs,
     Hasher,
+    PartNames,
     StoredFile,
-    part_name,
     store_dirs,
 )
 from httpd.repository.sftp_session import SftpSession
@@ -50,6 +50,7 @@ class SftpRepository(SftpSession):
         # part file -> slot path: at once, or once reconnected.
         self._orphans: dict[str, str] = {}
         self._fresh = FreshDirs()
+        self._parts = PartNames()
         self._warned_no_fsync = False
 
     @property
@@ -84,7 +85,7 @@ class SftpRepository(SftpSession):
         :raises StorageUnavailable: the file server failed or went away; the part file
             and the directories made for it are removed (at once, or after the reconnect).
         """
-        final, part = self._abs(path), self._abs(part_name(path))
+        final, part = self._abs(path), self._abs(self._parts.next(path))
         sftp = await self._client()
         behind = self._write_behind(part, size)
         try:
