@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 
 from aiohttp import hdrs, web
 
-from component.audit import AuditRecord, Method
+from component.audit import AuditRecord, Method, upload_and_share_finder_of
 from component.errors import AuditUnavailable, Gone, InvalidToken, NotFound, UploadError
 from component.layout import SlotPath, file_type, real_filename
 from component.tokens import DownloadTicket, verify_ticket
@@ -59,10 +59,10 @@ class _Download:
         if not self._looked_up:
             self._looked_up = True
             audit = self.app[AUDIT]
-            both = getattr(audit, "find_upload_and_share", None)
+            both = upload_and_share_finder_of(audit)
             try:
-                if callable(both):  # SQLite: both lookups in one hop
-                    self._upload, self._share = await both(self.path.resource)
+                if both is not None:  # SQLite: both lookups in one hop
+                    self._upload, self._share = await both.find_upload_and_share(self.path.resource)
                     self._share_known = True
                 else:
                     self._upload = await audit.find_upload(self.path.resource)

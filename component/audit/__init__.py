@@ -18,6 +18,7 @@ from component.audit.base import (
     AuditQuery,
     AuditRecord,
     AuditWriteFailed,
+    FindsUploadAndShare,
     HeldJids,
     Hold,
     HoldColumn,
@@ -26,6 +27,7 @@ from component.audit.base import (
     held_jids,
     jid_matches,
     naive_utc,
+    upload_and_share_finder_of,
 )
 from component.config import Config
 from component.metrics import Metrics
@@ -42,6 +44,7 @@ __all__ = [
     "AuditQuery",
     "AuditRecord",
     "AuditWriteFailed",
+    "FindsUploadAndShare",
     "HeldJids",
     "Hold",
     "HoldColumn",
@@ -51,6 +54,7 @@ __all__ = [
     "jid_matches",
     "naive_utc",
     "open_audit_log",
+    "upload_and_share_finder_of",
 ]
 
 

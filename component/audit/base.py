@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from component.errors import AuditUnavailable
 
@@ -272,6 +272,25 @@ class AuditLog(Protocol):
 
         :raises AuditUnavailable: the database did not answer.
         """
+
+
+class FindsUploadAndShare(Protocol):
+    """A back-end that finds a GET's two rows in one go (SQLite: one hop to its thread)."""
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """The POST row of ``resource`` and, when that names no recipient, the oldest
+        SHARE row (as :meth:`AuditLog.find_upload` and :meth:`AuditLog.find_first_share`).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+
+
+def upload_and_share_finder_of(audit: object) -> FindsUploadAndShare | None:
+    """``audit`` as a :class:`FindsUploadAndShare` if it has that method, else ``None``."""
+    found = callable(getattr(audit, "find_upload_and_share", None))
+    return cast(FindsUploadAndShare, audit) if found else None
 
 
 class AuditWriteFailed(AuditUnavailable):
