@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import pytest
 from slixmpp import Iq
 from slixmpp.xmlstream import tostring
 
-from component.xmpp.slotreply import slot_reply
+from component.xmpp.slotreply import ReplyWriter, slot_reply
 from component.xmpp.stanza import NS, NS_LEGACY, register_stanzas
 
 PUT = "http://h:1/node_1/im/x/a%20b&c.txt?v=1&sig=a<b>\"'"
@@ -54,19 +56,19 @@ def test_slot_reply_escapes_every_value() -> None:
     assert slot is not None and slot.find(f"{{{NS}}}put").get("url") == PUT  # type: ignore[union-attr]
 
 
+class Transport:
+    """A transport that records each write (or hands it to ``sink``)."""
+
+    def __init__(self, sink: Callable[[bytes], object] | None = None) -> None:
+        self.writes: list[bytes] = []
+        self._sink = sink or self.writes.append
+
+    def write(self, data: bytes) -> None:
+        self._sink(data)
+
+
 async def test_replies_of_one_iteration_go_out_in_one_write() -> None:
     """Stanzas queued in one loop iteration reach the transport as one write, in order."""
-    import asyncio
-
-    from component.xmpp.slotreply import ReplyWriter
-
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
-
     transport = Transport()
     connected: list[Transport | None] = [transport]
     writer = ReplyWriter(lambda: connected[0])  # type: ignore[arg-type, return-value]
@@ -81,17 +83,6 @@ async def test_replies_of_one_iteration_go_out_in_one_write() -> None:
 
 async def test_a_batch_goes_out_in_one_write_at_its_end() -> None:
     """Stanzas written inside batch() leave together when it ends, before the loop runs on."""
-    import asyncio
-
-    from component.xmpp.slotreply import ReplyWriter
-
-    class Transport:
-        def __init__(self) -> None:
-            self.writes: list[bytes] = []
-
-        def write(self, data: bytes) -> None:
-            self.writes.append(data)
-
     transport = Transport()
     writer = ReplyWriter(lambda: transport)  # type: ignore[arg-type, return-value]
     assert writer.write("<a/>")  # outside: scheduled for the end of the iteration
@@ -107,17 +98,8 @@ async def test_a_batch_goes_out_in_one_write_at_its_end() -> None:
 
 async def test_after_write_runs_once_per_write_after_it() -> None:
     """after_write is called after the batch's one write, and not for an empty flush."""
-    import asyncio
-
-    from component.xmpp.slotreply import ReplyWriter
-
     events: list[str] = []
-
-    class Transport:
-        def write(self, data: bytes) -> None:
-            events.append(data.decode())
-
-    transport = Transport()
+    transport = Transport(lambda data: events.append(data.decode()))
     writer = ReplyWriter(
         lambda: transport,  # type: ignore[arg-type, return-value]
         after_write=lambda: events.append("after"),
@@ -134,13 +116,6 @@ async def test_after_write_runs_once_per_write_after_it() -> None:
 
 def test_a_failing_after_write_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     """An error in after_write (metrics) is logged; the write stands, the caller goes on."""
-    from component.xmpp.slotreply import ReplyWriter
-
-    writes: list[bytes] = []
-
-    class Transport:
-        def write(self, data: bytes) -> None:
-            writes.append(data)
 
     def broken() -> None:
         raise OSError("no space left for the metrics file")
@@ -149,5 +124,5 @@ def test_a_failing_after_write_is_logged_not_raised(caplog: pytest.LogCaptureFix
     writer = ReplyWriter(lambda: transport, after_write=broken)  # type: ignore[arg-type, return-value]
     with writer.batch():
         writer.write("<a/>")
-    assert writes == [b"<a/>"]
+    assert transport.writes == [b"<a/>"]
     assert "bookkeeping after a write of replies failed" in caplog.text
