@@ -1,12 +1,15 @@
 """AFT_LOG throughput: rows/s into PostgreSQL and MariaDB from concurrent writers, side by
-side, and whether logging slows small-file uploads (10 KiB PUT + GET through the HTTP app).
+side, whether logging slows small-file uploads (10 KiB PUT + GET through the HTTP app),
+and what a download's lookup of its upload's rows costs (POST row, then first SHARE row, or
+both in one statement).
 
 Starts its own ``mariadbd`` and PostgreSQL 15 ``postgres`` in temp dirs (the test fixtures'
 launchers; both with their default durability: a COMMIT is flushed to disk). References
 measured in the same run: the SQLite log for rows/s, and a log that stores nothing for
 uploads/s.
 
-    python benchmarks/auditlog.py [--rows 3000] [--writers 1,8,32] [--uploads 600] [--rounds 3]
+    python benchmarks/auditlog.py [--rows 3000] [--writers 1,8,32] [--uploads 600]
+                               [--lookups 2000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from component.audit import AuditLog, AuditRecord, open_audit_log
+from component.audit import AuditLog, AuditRecord, open_audit_log, upload_and_share_finder_of
 from component.audit.spooled import SpooledAuditLog
 from component.config import Config, parse_config
 from component.metrics import Metrics
@@ -106,6 +109,40 @@ async def spool_drain_rate(cfg: Config, db: Server, rows: int) -> tuple[float, f
         await audit.close()
 
 
+async def lookup_microseconds(cfg: Config, writer_cfg: Config, lookups: int) -> tuple[float, float]:
+    """µs per download lookup of an upload without recipient that another process (of
+    ``writer_cfg``: its own spool) wrote: (``find_upload`` then ``find_first_share``,
+    ``find_upload_and_share``), one at a time."""
+    writer, reader = open_audit_log(writer_cfg, Metrics()), open_audit_log(cfg, Metrics())
+    await writer.open()
+    await reader.open()
+    try:
+        anonymous = replace(ROW, filename="looked-up", to_jid="")
+        await writer.record(anonymous)
+        await writer.record(replace(anonymous, method="SHARE", to_jid="room@conference.test"))
+        finder = upload_and_share_finder_of(reader)
+        assert finder is not None
+
+        async def two_steps() -> None:
+            up = await reader.find_upload("looked-up")
+            assert up is not None and await reader.find_first_share("looked-up") is not None
+
+        async def one_statement() -> None:
+            up, share = await finder.find_upload_and_share("looked-up")
+            assert up is not None and share is not None
+
+        timings = []
+        for lookup in (two_steps, one_statement):
+            t0 = time.perf_counter()
+            for _ in range(lookups):
+                await lookup()
+            timings.append((time.perf_counter() - t0) / lookups * 1e6)
+        return timings[0], timings[1]
+    finally:
+        await reader.close()
+        await writer.close()
+
+
 def table(title: str, header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
     """Print an aligned table."""
     cells = [list(map(str, header))] + [[str(c) for c in line] for line in lines]
@@ -176,6 +213,31 @@ async def main(args: argparse.Namespace) -> int:
             ("database", "rows", "spooled rows/s", "delivered rows/s"),
             outage,
         )
+        if args.lookups:
+            found: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(args.rounds):
+                for name in names:
+                    where = base / f"lookup-{next(cell)}"
+                    url = {
+                        "sqlite": f"sqlite:///{where}/aft.sqlite3",
+                        "mariadb": maria_db.url(maria_db.create_database()),
+                        "postgresql": pg_db.url(pg_db.create_database()),
+                    }[name]
+                    timed = await lookup_microseconds(
+                        config(where, url), config(where / "writer", url), args.lookups
+                    )
+                    found.setdefault(name, []).append(timed)
+            lookups = []
+            for name in names:
+                two = statistics.median(t for t, _ in found[name])
+                one = statistics.median(o for _, o in found[name])
+                lookups.append((name, f"{two:,.0f}", f"{one:,.0f}", f"{two / one:.2f}x"))
+            table(
+                f"A download's lookup of its upload's rows (POST without recipient + first"
+                f" SHARE), µs each, {args.lookups} one at a time, median of {args.rounds} rounds",
+                ("audit log", "two lookups µs", "one statement µs", "speed-up"),
+                lookups,
+            )
         if args.uploads:
             await upload_benchmark(base, {"mariadb": maria_db, "postgresql": pg_db}, args)
     return 0
@@ -228,5 +290,6 @@ if __name__ == "__main__":
     parser.add_argument("--writers", default="1,8,32", help="concurrent writers to try")
     parser.add_argument("--uploads", type=int, default=600, help="files per upload run (0: skip)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--lookups", type=int, default=2000, help="download lookups (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -35,6 +35,8 @@ from component.audit.sql import (
     insert_sql,
     record_values,
     row_to_record,
+    upload_and_share_of,
+    upload_and_share_sql,
     uploaded_among_sql,
     where_clause,
 )
@@ -309,6 +311,18 @@ class MysqlAuditLog(SqlHolds):
             [resource],
         )
         return rows[0] if rows else None
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """:meth:`find_upload`, and :meth:`find_first_share` when that row names no
+        recipient, in one statement (a GET's two lookups in one round trip).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        return upload_and_share_of(
+            await self._select(upload_and_share_sql("%s"), [resource, resource])
+        )
 
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         """The oldest SHARE row for ``resource``.

@@ -173,6 +173,8 @@ FIND_UPLOAD_SQL = (
 FIRST_SHARE_SQL = (
     SELECT_SQL + " WHERE filename = $1 AND method = 'SHARE' ORDER BY aft_index LIMIT 1"
 )
+# A GET's two lookups in one round trip (see component.audit.sql.upload_and_share_sql).
+UPLOAD_AND_SHARE_SQL = f"({FIND_UPLOAD_SQL}) UNION ALL ({FIRST_SHARE_SQL})"
 COUNT_BY_CHAT_TYPE_SQL = (
     "SELECT chat_type, count(*) FROM aft_log WHERE method = 'POST'"
     " AND node_id = $1 AND date_time >= $2 GROUP BY chat_type"

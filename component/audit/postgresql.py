@@ -34,7 +34,7 @@ from component.audit.holds import (
 )
 from component.audit.pgconnect import DB_ERRORS, describe, keep_session, refused, ssl_setting
 from component.audit.spool import SpoolEntry
-from component.audit.sql import GroupCommit, row_to_record
+from component.audit.sql import GroupCommit, row_to_record, upload_and_share_of
 from component.config import Config
 from component.errors import AuditUnavailable
 from component.metrics import Metrics
@@ -274,6 +274,17 @@ class PostgresAuditLog:
         """
         rows = await self._fetch(S.FIND_UPLOAD_SQL, [resource])
         return row_to_record(rows[0]) if rows else None
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """:meth:`find_upload`, and :meth:`find_first_share` when that row names no
+        recipient, in one statement (a GET's two lookups in one round trip).
+
+        :raises AuditUnavailable: the database did not answer.
+        """
+        rows = await self._fetch(S.UPLOAD_AND_SHARE_SQL, [resource])
+        return upload_and_share_of([row_to_record(r) for r in rows])
 
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         """The oldest SHARE row for ``resource``.

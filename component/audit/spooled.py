@@ -23,7 +23,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from component.audit.base import AuditLog, AuditQuery, AuditRecord, Hold, jid_matches
+from component.audit.base import (
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    Hold,
+    jid_matches,
+    upload_and_share_finder_of,
+)
 from component.audit.spool import SpoolEntry, SpoolFile
 from component.backoff import Backoff
 from component.errors import AuditUnavailable
@@ -261,12 +268,43 @@ class SpooledAuditLog:
 
         :raises AuditUnavailable: not known locally and the database did not answer.
         """
+        local = self._local_upload(resource)
+        return local if local is not None else await self._inner.find_upload(resource)
+
+    def _local_upload(self, resource: str) -> AuditRecord | None:
         for entry in reversed(tuple(self._spool)):
             if entry.record.method == "POST" and entry.record.filename == resource:
                 return entry.record
-        if resource in self._recent:
-            return self._recent[resource]
-        return await self._inner.find_upload(resource)
+        return self._recent.get(resource)
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        """:meth:`find_upload`, and :meth:`find_first_share` when that row names no
+        recipient: one round trip to the database when the POST row is not known here.
+
+        A failed SHARE lookup after a POST row found here leaves the recipient to that row
+        (logged): the download's row still gets the upload's columns.
+
+        :raises AuditUnavailable: the POST row is not known here and the database did not
+            answer.
+        """
+        up = self._local_upload(resource)
+        finder = upload_and_share_finder_of(self._inner)
+        if up is None and finder is not None:
+            up, share = await finder.find_upload_and_share(resource)
+            if up is not None and not up.to_jid and share is None:
+                share = self._spooled_share(resource)  # newer than any in the database
+            return up, share
+        if up is None:
+            up = await self._inner.find_upload(resource)
+        if up is None or up.to_jid:
+            return up, None
+        try:
+            return up, await self.find_first_share(resource)
+        except AuditUnavailable as exc:
+            log.warning("AFT_LOG share lookup failed for %s: %s", resource, exc)
+            return up, None
 
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         """The oldest SHARE row of ``resource``: from the database, else the spool (rows

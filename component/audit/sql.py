@@ -150,6 +150,26 @@ def first_share_sql(placeholder: str) -> str:
     )
 
 
+def upload_and_share_sql(placeholder: str) -> str:
+    """The newest POST row and the oldest SHARE row of one FILENAME in one statement: a
+    GET's two lookups in one round trip (parameters: the resource name, twice)."""
+    return (
+        f"({SELECT_SQL} WHERE FILENAME = {placeholder} AND METHOD = 'POST'"
+        f" ORDER BY AFT_INDEX DESC LIMIT 1) UNION ALL ({first_share_sql(placeholder)})"
+    )
+
+
+def upload_and_share_of(
+    records: Sequence[AuditRecord],
+) -> tuple[AuditRecord | None, AuditRecord | None]:
+    """The rows of :func:`upload_and_share_sql` as
+    :meth:`~component.audit.base.FindsUploadAndShare.find_upload_and_share` returns them:
+    the POST row, and the SHARE row only when that POST row names no recipient."""
+    up = next((r for r in records if r.method == "POST"), None)
+    share = next((r for r in records if r.method == "SHARE"), None)
+    return up, (share if up is not None and not up.to_jid else None)
+
+
 def count_by_chat_type_sql(placeholder: str) -> str:
     """``SELECT CHAT_TYPE, COUNT(*)`` of POST rows by NODE_ID since DATE_TIME, grouped.
 

@@ -44,6 +44,7 @@ from tests.integration.audit_helpers import (
 from tests.unit.test_audit_sql import (
     check_count_by_chat_type,
     check_first_share,
+    check_upload_and_share,
     check_uploaded_among,
 )
 from tests.unit.test_audit_v2 import SHA, check_holds_and_marks
@@ -241,6 +242,11 @@ async def test_finds_uploads_among_names(pg_log: PostgresAuditLog) -> None:
 async def test_finds_the_first_share(pg_log: PostgresAuditLog) -> None:
     """PostgreSQL returns the oldest SHARE row of a resource."""
     await check_first_share(pg_log)
+
+
+async def test_finds_upload_and_share_in_one_statement(pg_log: PostgresAuditLog) -> None:
+    """PostgreSQL answers a GET's two lookups (POST row, first SHARE row) in one query."""
+    await check_upload_and_share(pg_log)
 
 
 async def test_unix_socket_url(config_factory: ConfigFactory, postgresql: PostgreSQL) -> None:

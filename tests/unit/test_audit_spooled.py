@@ -30,6 +30,7 @@ class FakeDatabase:
         self.commit_in_doubt = False  # next record(): stored, but the answer is lost
         self.opened = False
         self.lookups: list[list[str]] = []  # uploaded_among calls
+        self.combined: list[str] = []  # find_upload_and_share calls
 
     def _check(self) -> None:
         if not self.up:
@@ -75,6 +76,16 @@ class FakeDatabase:
     async def find_first_share(self, resource: str) -> AuditRecord | None:
         self._check()
         return next((r for r in self.rows if r.filename == resource and r.method == "SHARE"), None)
+
+    async def find_upload_and_share(
+        self, resource: str
+    ) -> tuple[AuditRecord | None, AuditRecord | None]:
+        self._check()
+        self.combined.append(resource)
+        mine = [r for r in self.rows if r.filename == resource]
+        up = next((r for r in reversed(mine) if r.method == "POST"), None)
+        share = next((r for r in mine if r.method == "SHARE"), None)
+        return up, (share if up is not None and not up.to_jid else None)
 
     async def query(self, q: AuditQuery) -> Sequence[AuditRecord]:
         self._check()
@@ -241,6 +252,43 @@ async def test_first_share_from_database_spool_or_memory(
     assert await audit.find_first_share("res2") == spooled
     with pytest.raises(AuditUnavailable):
         await audit.find_first_share("unknown")
+
+
+async def test_upload_and_share_in_one_database_lookup(
+    audit: SpooledAuditLog, db: FakeDatabase
+) -> None:
+    """A GET's combined lookup: one call to the database for a POST row another process
+    wrote; the SHARE row only for an upload without recipient, from the spool when the
+    database has none; an upload addressed to someone needs no SHARE row."""
+    anonymous = replace(rec(1), to_jid="")  # a client that sends no <recipient>
+    share = replace(rec(1, method="SHARE"), to_jid="room@conference.example.test")
+    db.rows += [anonymous, share, rec(2)]  # written by another worker: not recent here
+    assert await audit.find_upload_and_share("res1") == (anonymous, share)
+    assert await audit.find_upload_and_share("res2") == (rec(2), None)
+    assert db.combined == ["res1", "res2"]
+    db.rows.append(replace(rec(3), to_jid=""))
+    db.writable = False
+    spooled = replace(rec(3, method="SHARE"), to_jid="dave@example.test")
+    await audit.record(spooled)
+    assert await audit.find_upload_and_share("res3") == (db.rows[-1], spooled)
+    assert await audit.find_upload_and_share("unknown") == (None, None)
+
+
+async def test_upload_and_share_of_a_local_upload_during_an_outage(
+    audit: SpooledAuditLog, db: FakeDatabase
+) -> None:
+    """A POST row this process wrote is found without the database; a SHARE lookup that
+    then fails leaves the recipient to the upload's row instead of failing the lookup."""
+    anonymous = replace(rec(1), to_jid="")
+    await audit.record(anonymous)
+    share = replace(rec(1, method="SHARE"), to_jid="room@conference.example.test")
+    db.rows.append(share)
+    assert await audit.find_upload_and_share("res1") == (anonymous, share)
+    assert db.combined == []  # known here: only the SHARE row was looked up
+    db.up = False
+    assert await audit.find_upload_and_share("res1") == (anonymous, None)
+    with pytest.raises(AuditUnavailable):
+        await audit.find_upload_and_share("unknown")
 
 
 async def test_counts_include_spooled_rows(audit: SpooledAuditLog, db: FakeDatabase) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from component.audit import AuditLog, AuditQuery, AuditRecord, AuditWriteFailed, bare_jid
+from component.audit import (
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    AuditWriteFailed,
+    bare_jid,
+    upload_and_share_finder_of,
+)
 from component.audit.base import COLUMNS, TEXT_LIMITS
 from component.audit.mysql import MIGRATIONS, SCHEMA_VERSION, schema_script
 from component.audit.sql import IN_BATCH, GroupCommit, record_values, where_clause
@@ -252,22 +259,32 @@ def test_record_values_are_the_clipped_row_in_column_order() -> None:
     assert by_column["DATE_TIME"] == datetime(2024, 5, 1, 12, 0)
 
 
+async def check_upload_and_share(audit: AuditLog) -> None:
+    """The combined GET lookup: the newest POST row, and the first SHARE row only when
+    that POST row has no recipient; nothing for an unknown resource."""
+    finder = upload_and_share_finder_of(audit)
+    assert finder is not None
+    await check_first_share(audit)  # POST without TO_JID, then GET and SHARE rows
+    name = rollover_rows()[0].filename
+    up, share = await finder.find_upload_and_share(name)
+    assert up is not None and (up.method, up.to_jid) == ("POST", "")
+    assert share is not None and share.to_jid == "room@conference.example.test"
+    addressed = replace(rollover_rows()[0], filename="addressed", to_jid="bob@example.test")
+    await audit.record(addressed)
+    await audit.record(replace(addressed, method="SHARE", to_jid="room@example.test"))
+    up, share = await finder.find_upload_and_share("addressed")
+    assert up is not None and up.to_jid == "bob@example.test" and share is None
+    shared_only = replace(addressed, filename="shared-only", method="SHARE")
+    await audit.record(shared_only)  # a SHARE row without its POST row
+    assert await finder.find_upload_and_share("shared-only") == (None, None)
+    assert await finder.find_upload_and_share("never-uploaded") == (None, None)
+
+
 async def test_sqlite_finds_upload_and_share_in_one_go(config_factory: ConfigFactory) -> None:
-    """SQLite's combined GET lookup: the newest POST row, and the first SHARE row only
-    when that POST row has no recipient; nothing for an unknown resource."""
+    """SQLite's combined GET lookup (:func:`check_upload_and_share`)."""
     audit = SqliteAuditLog(config_factory())
     await audit.open()
     try:
-        await check_first_share(audit)  # POST without TO_JID, then GET and SHARE rows
-        name = rollover_rows()[0].filename
-        up, share = await audit.find_upload_and_share(name)
-        assert up is not None and (up.method, up.to_jid) == ("POST", "")
-        assert share is not None and share.to_jid == "room@conference.example.test"
-        addressed = replace(rollover_rows()[0], filename="addressed", to_jid="bob@example.test")
-        await audit.record(addressed)
-        await audit.record(replace(addressed, method="SHARE", to_jid="room@example.test"))
-        up, share = await audit.find_upload_and_share("addressed")
-        assert up is not None and up.to_jid == "bob@example.test" and share is None
-        assert await audit.find_upload_and_share("never-uploaded") == (None, None)
+        await check_upload_and_share(audit)
     finally:
         await audit.close()
