@@ -26,6 +26,7 @@ from httpd.repository.base import (
     StoredFile,
     already_in,
 )
+from httpd.repository.cached_open import CachedOpener
 from httpd.repository.part_file import PartFile
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class FileRepository:
         self._budget = budget if budget is not None else MemoryBudget()
         self._file_server = file_server
         self._fresh = FreshDirs()
+        self._cached = CachedOpener()
 
     @property
     def file_server(self) -> str:
@@ -279,10 +281,20 @@ class FileRepository:
         return st.st_size
 
     async def _open_read(self, path: str) -> tuple[BinaryIO, int]:
-        """Open ``path``: the file and its size, in one worker-thread hop (not to_thread:
-        no context to copy). :raises NotFound: / :raises StorageUnavailable:."""
+        """Open ``path``: the file and its size, on the event loop when the kernel can
+        open it from its caches (:class:`CachedOpener`), else in one worker-thread hop
+        (not to_thread: no context to copy). :raises NotFound: / :raises StorageUnavailable:."""
+        name = self._abs(path)
+        try:
+            cached = self._cached.open_sized(name)
+        except FileNotFoundError as exc:
+            raise NotFound() from exc
+        except OSError as exc:
+            raise StorageUnavailable() from exc
+        if cached is not None:
+            return cached
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, _open_sized, self._abs(path))
+        opening = loop.run_in_executor(None, _open_sized, name)
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:  # e.g. verify's other reader failed: close what
@@ -316,7 +328,7 @@ class FileRepository:
             f.close()
 
     async def open_to_send(self, path: str) -> tuple[BinaryIO, int]:
-        """``path`` opened for :meth:`sendfile` and its size, in one worker-thread hop.
+        """``path`` opened for :meth:`sendfile` and its size (see :meth:`_open_read`).
         :raises NotFound: no such file. :raises StorageUnavailable: it cannot be opened."""
         return await self._open_read(path)
 
