@@ -1,0 +1,268 @@
+"""A narrow fast path through asyncssh for the ``sftp://`` repository's bulk writes.
+
+asyncssh 2.24 copies every byte of an SFTP WRITE about a dozen times on its way out (the
+SFTP framing joins, the channel's send-buffer copy and slices, the channel and SSH
+packet joins, padding and MAC concatenations), sends an ``SSH_MSG_IGNORE`` packet in
+front of every packet (a countermeasure for CBC ciphers, whose IV is chained; an AEAD
+cipher has a fresh nonce per packet and gains nothing), and hands each packet to the
+socket with a ``send()`` of its own. With AES-GCM (what ``sftp_session`` prefers) this
+module frames a CHANNEL_DATA packet straight from the channel's buffer into one
+plaintext buffer and encrypts it with ``AESGCM.encrypt_into`` into the buffer that goes
+to the socket, and the packets of one flush leave in one ``send()``. SFTP WRITE
+requests are framed with one copy of the block (:func:`start_write`).
+
+Everything else (key exchange and rekeying, authentication, other ciphers, compression,
+packet logging at asyncssh's debug level 3) stays asyncssh's: the fast path is taken per
+packet only when none of that applies, and falls back to asyncssh's own code otherwise.
+It reaches into asyncssh's private attributes, so it is installed only on the pinned
+version (:data:`PINNED_ASYNCSSH`; a unit test keeps it equal to ``constraints.txt``), on
+our own connection and channel objects (their class is swapped for a subclass here), and
+nothing else in the process changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import asyncssh
+from asyncssh.channel import SSHClientChannel
+from asyncssh.connection import SSHClientConnection
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_USERAUTH_LAST
+from asyncssh.crypto.cipher import GCMCipher
+from asyncssh.encryption import GCMEncryption
+from asyncssh.sftp import FXP_STATUS, FXP_WRITE, SFTPClientFile, SFTPNoConnection
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+PINNED_ASYNCSSH = "2.24.1"
+ENABLED = asyncssh.__version__ == PINNED_ASYNCSSH
+
+_GCM_TAG = 16
+# Random padding is drawn from a pool: one getrandom() per packet was a tenth of the
+# packet's own Python cost.
+_PAD_POOL = 4096
+_CHANNEL_DATA = bytes([MSG_CHANNEL_DATA])
+_FXP_WRITE = bytes([FXP_WRITE])
+
+Buffer = bytes | bytearray | memoryview
+
+
+class _FastConnection(SSHClientConnection):
+    """asyncssh's client connection with an AES-GCM send path (installed by class swap)."""
+
+    _mft_cork: list[bytearray] | None
+    _mft_aead: tuple[GCMCipher, AESGCM] | None
+    _mft_pad: bytes
+    _mft_pad_at: int
+
+    def _mft_init(self) -> None:
+        self._mft_cork = None
+        self._mft_aead = None
+        self._mft_pad = b""
+        self._mft_pad_at = 0
+
+    def mft_cipher(self) -> GCMCipher | None:
+        """The GCM cipher if the next packet may take the fast path, else ``None``: only
+        after key exchange and authentication, with no rekey due and no compression,
+        and with asyncssh's packet logging off."""
+        enc = self._send_encryption
+        if (
+            type(enc) is not GCMEncryption
+            or not (self._kex_complete and self._auth_complete)
+            or self._compressor is not None
+            or self._rekey_bytes_sent >= self._rekey_bytes
+            or (self._rekey_seconds and time.monotonic() >= self._rekey_time)
+            or self._logger._debug_level >= 3
+        ):
+            return None
+        cipher: GCMCipher = enc._cipher
+        return cipher
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        """asyncssh's ``send_packet``, sealed here for data-phase packets under AES-GCM."""
+        cipher = self.mft_cipher() if pkttype > MSG_USERAUTH_LAST else None
+        if cipher is None:
+            super().send_packet(pkttype, *args, handler=handler)
+        else:
+            self.mft_seal(cipher, (bytes([pkttype]), *args))
+
+    def mft_seal(self, cipher: GCMCipher, parts: Sequence[Buffer]) -> None:
+        """Frame ``parts`` (the packet type first) as one SSH packet, encrypt and send it.
+
+        The same bytes as asyncssh's ``send_packet`` would send, minus its IGNORE packet:
+        ``uint32 length || AES-GCM(padlen || payload || random padding) || tag``, with the
+        length as associated data, the sequence number and rekey count advanced.
+        """
+        body = sum(len(p) for p in parts)
+        padlen = -(self._send_enchdrlen + body) % self._send_blocksize
+        if padlen < 4:
+            padlen += self._send_blocksize
+        pktlen = 1 + body + padlen
+        plain = bytearray(pktlen)
+        plain[0] = padlen
+        pos = 1
+        for p in parts:
+            end = pos + len(p)
+            plain[pos:end] = p
+            pos = end
+        at = self._mft_pad_at
+        if at + padlen > len(self._mft_pad):
+            self._mft_pad, at = os.urandom(_PAD_POOL), 0
+        plain[pos:] = self._mft_pad[at : at + padlen]
+        self._mft_pad_at = at + padlen
+        hdr = pktlen.to_bytes(4, "big")
+        out = bytearray(4 + pktlen + _GCM_TAG)
+        out[:4] = hdr
+        aead = self._mft_aead
+        if aead is None or aead[0] is not cipher:  # a rekey made a new cipher
+            aead = self._mft_aead = (cipher, AESGCM(cipher._key))
+        with memoryview(out) as view:
+            aead[1].encrypt_into(cipher._iv, plain, hdr, view[4:])
+        cipher._update_iv()
+        self._send_seq = (self._send_seq + 1) & 0xFFFFFFFF
+        self._rekey_bytes_sent += pktlen
+        self._send(out)
+
+    def _send(self, data: bytes) -> None:
+        if self._mft_cork is not None:
+            self._mft_cork.append(data)  # type: ignore[arg-type]
+        else:
+            super()._send(data)
+
+    @contextlib.contextmanager
+    def mft_corked(self) -> Iterator[None]:
+        """Packets sent inside leave in one ``send()`` at its end (nested: the outermost)."""
+        if self._mft_cork is not None:
+            yield
+            return
+        cork = self._mft_cork = []
+        try:
+            yield
+        finally:
+            self._mft_cork = None
+            if len(cork) == 1:
+                super()._send(cork[0])  # type: ignore[arg-type]
+            elif cork:
+                super()._send(b"".join(cork))
+
+    def data_received(self, data: bytes, datatype: Any = None) -> None:
+        """What one socket read triggers (window adjusts, the sends they release) is
+        sent in one ``send()``."""
+        with self.mft_corked():
+            super().data_received(data, datatype)
+
+
+class _FastChannel(SSHClientChannel[bytes]):
+    """asyncssh's client channel whose send-buffer flush seals CHANNEL_DATA packets
+    straight from the buffer (installed by class swap)."""
+
+    def _flush_send_buf(self) -> None:
+        conn = self._conn
+        if not isinstance(conn, _FastConnection) or self._send_chan is None:
+            super()._flush_send_buf()
+            return
+        recipient = self._send_chan.to_bytes(4, "big")
+        with conn.mft_corked():
+            while self._send_buf and self._send_window:
+                buf, datatype = self._send_buf[0]
+                cipher = conn.mft_cipher()
+                if datatype is not None or cipher is None:
+                    super()._flush_send_buf()  # asyncssh's own loop does the rest
+                    return
+                n = min(len(buf), self._send_window, self._send_pktsize)
+                with memoryview(buf) as view:
+                    conn.mft_seal(cipher, (_CHANNEL_DATA, recipient, n.to_bytes(4, "big"), view[:n]))
+                if n == len(buf):
+                    del self._send_buf[0]
+                else:
+                    del buf[:n]  # from the front of a bytearray: no move of the rest
+                self._send_buf_len -= n
+                self._send_window -= n
+            self._pause_resume_writing()
+            if not self._send_buf:
+                if self._send_state == "eof_pending":
+                    self.send_packet(MSG_CHANNEL_EOF)
+                    self._send_state = "eof"
+                elif self._send_state == "close_pending":
+                    self._close_send()
+
+
+def install(conn: asyncssh.SSHClientConnection) -> bool:
+    """Give ``conn`` the fast send path (before its SFTP sessions start).
+
+    :returns: whether it was installed (only on the pinned asyncssh, on a plain client
+        connection).
+    """
+    if not ENABLED or type(conn) is not SSHClientConnection:
+        return False
+    conn.__class__ = _FastConnection
+    assert isinstance(conn, _FastConnection)
+    conn._mft_init()
+    return True
+
+
+def install_sftp(sftp: asyncssh.SFTPClient) -> bool:
+    """Give the channel of ``sftp`` the fast flush (its connection must have :func:`install`).
+
+    :returns: whether it was installed.
+    """
+    writer = sftp._handler._writer
+    chan = writer.channel if writer is not None else None
+    if not ENABLED or type(chan) is not SSHClientChannel:
+        return False
+    if not isinstance(chan.get_connection(), _FastConnection):
+        return False
+    chan.__class__ = _FastChannel
+    return True
+
+
+async def write(f: SFTPClientFile, data: Buffer, offset: int) -> None:
+    """One SFTP WRITE of ``data`` at ``offset`` on ``f``, as ``f.write(data, offset)``.
+
+    asyncssh's ``write`` frames the request with three joins and the channel copies it
+    once more; here the request is one buffer (one copy of ``data``), appended to the
+    channel's send buffer as asyncssh's ``write`` would append its copy, and the reply
+    is checked as asyncssh checks it.
+
+    :raises SFTPNoConnection: the session is closed.
+    :raises BrokenPipeError: the channel is closing.
+    :raises SFTPError: the server refused the write (its status, as asyncssh types it).
+    """
+    handler = f._handler
+    writer = handler._writer
+    handle = f._handle
+    if writer is None or handle is None:
+        raise SFTPNoConnection("Connection not open")
+    chan = writer.channel
+    if chan.is_closing():
+        raise BrokenPipeError("Channel not open for sending")
+    waiter: asyncio.Future[Any] = handler._loop.create_future()
+    pktid = handler._next_pktid
+    handler._next_pktid = (pktid + 1) & 0xFFFFFFFF
+    n, hlen = len(data), len(handle)
+    head = 1 + 4 + 4 + hlen + 8 + 4  # type, id, string handle, uint64 offset, uint32 len
+    framed = bytearray(4 + head + n)
+    framed[0:4] = (head + n).to_bytes(4, "big")
+    framed[4:5] = _FXP_WRITE
+    framed[5:9] = pktid.to_bytes(4, "big")
+    framed[9:13] = hlen.to_bytes(4, "big")
+    framed[13 : 13 + hlen] = handle
+    at = 13 + hlen
+    framed[at : at + 8] = offset.to_bytes(8, "big")
+    framed[at + 8 : at + 12] = n.to_bytes(4, "big")
+    framed[at + 12 :] = data
+    handler._requests[pktid] = waiter
+    chan._send_buf.append((framed, None))
+    chan._send_buf_len += len(framed)
+    chan._flush_send_buf()
+    resptype, resp = await waiter
+    if resptype != FXP_STATUS:
+        raise asyncssh.SFTPBadMessage(f"Unexpected response type: {resptype}")
+    handler._packet_handlers[resptype](handler, resp)
