@@ -90,7 +90,7 @@ secret = "bench"
 public_url = "http://127.0.0.1:1"
 secret = "{secrets.token_hex(16)}"
 [repository]
-url = "{server.url(server.store / 'node_1')}"
+url = "{server.url(server.store / "node_1")}"
 host_key = "{server.host_key_line}"
 client_key = "{server.client_key}"
 [database]
@@ -149,7 +149,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="cProfile output prefix")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp, ssh_server(Path(tmp) / "sshd") as server:
+    with (
+        tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
+        ssh_server(Path(tmp) / "sshd") as server,
+    ):
         asyncio.run(run(parse_size(args.size), args.rounds, args.profile, server, Path(tmp)))
 
 

@@ -28,15 +28,22 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.channel import SSHClientChannel
 from asyncssh.connection import SSHClientConnection
-from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_USERAUTH_LAST
+from asyncssh.constants import (
+    FXP_STATUS,
+    FXP_WRITE,
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_USERAUTH_LAST,
+)
 from asyncssh.crypto.cipher import GCMCipher
 from asyncssh.encryption import GCMEncryption
-from asyncssh.sftp import FXP_STATUS, FXP_WRITE, SFTPClientFile, SFTPNoConnection
+from asyncssh.sftp import SFTPClientFile, SFTPNoConnection
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
@@ -61,10 +68,11 @@ class _FastConnection(SSHClientConnection):
     _mft_aead: tuple[GCMCipher, AESGCM] | None
     _mft_pad: bytes
     _mft_pad_at: int
+    _mft_recv_aead: tuple[GCMCipher, AESGCM] | None
 
     def _mft_init(self) -> None:
         self._mft_cork = None
-        self._mft_aead = None
+        self._mft_aead = self._mft_recv_aead = None
         self._mft_pad = b""
         self._mft_pad_at = 0
 
@@ -128,7 +136,7 @@ class _FastConnection(SSHClientConnection):
         cipher._update_iv()
         self._send_seq = (self._send_seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += pktlen
-        self._send(out)
+        self._send(cast(bytes, out))  # the transport takes any bytes-like object
 
     def _send(self, data: bytes) -> None:
         if self._mft_cork is not None:
@@ -153,10 +161,96 @@ class _FastConnection(SSHClientConnection):
                 super()._send(b"".join(cork))
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
-        """What one socket read triggers (window adjusts, the sends they release) is
-        sent in one ``send()``."""
+        """Parse what one socket read brought; what it triggers (window adjusts, the
+        sends they release) is sent in one ``send()``."""
         with self.mft_corked():
-            super().data_received(data, datatype)
+            if type(self._recv_encryption) is not GCMEncryption or self._decompressor:
+                super().data_received(data, datatype)
+            elif self._recv_handler != self._recv_pkthdr:
+                super().data_received(data, datatype)  # asyncssh is inside a packet
+            else:
+                self._mft_received(data)
+
+    def _mft_received(self, data: bytes) -> None:
+        """Split ``data`` into packets (under AES-GCM the length is in the clear) and
+        take CHANNEL_DATA for our channels here; any other packet goes to asyncssh's own
+        parser whole, one at a time, so its state stays at a packet boundary.
+
+        asyncssh appends each read to its buffer and slices the rest of it off after
+        every packet (a copy of everything after that packet, each time); here a packet
+        is decrypted from a view of the read into a buffer of its own.
+        """
+        self._reset_keepalive_timer()
+        if self._inpbuf:  # a partial packet from the last read
+            data, self._inpbuf = self._inpbuf + data, b""
+        view = memoryview(data)
+        at, end = 0, len(data)
+        try:
+            while end - at >= 4:
+                pktlen = int.from_bytes(view[at : at + 4], "big")
+                if pktlen > self._max_recv_pktlen:
+                    raise asyncssh.ProtocolError("Max packet size exceeded")
+                total = 4 + pktlen + _GCM_TAG
+                if end - at < total:
+                    break
+                packet = view[at : at + total]
+                at += total
+                if not self._mft_channel_data(packet, pktlen):
+                    # asyncssh's parser, on exactly this packet (decrypted again there).
+                    self._inpbuf = bytes(packet)
+                    self._recv_data()
+                    if self._inpbuf or self._recv_handler != self._recv_pkthdr:
+                        # It waits for an async handler: it takes the rest as it comes.
+                        self._inpbuf += bytes(view[at:])
+                        return
+        except asyncssh.DisconnectError as exc:
+            self._send_disconnect(exc.code, exc.reason, exc.lang)
+            self._force_close(exc)
+            return
+        except Exception:  # as asyncssh's _recv_data: a bug is an internal error
+            self.internal_error()
+            return
+        if at < end:
+            self._inpbuf = bytes(view[at:])
+
+    def _mft_channel_data(self, packet: memoryview, pktlen: int) -> bool:
+        """Take ``packet`` here if it is CHANNEL_DATA for an open channel of ours within
+        its window; ``False`` (nothing consumed, the cipher not advanced) otherwise.
+
+        :raises MACError: the packet does not verify.
+        """
+        enc = self._recv_encryption
+        assert isinstance(enc, GCMEncryption)
+        if self._logger._debug_level >= 3 or not (self._kex_complete and self._auth_complete):
+            return False
+        cipher: GCMCipher = enc._cipher
+        aead = self._mft_recv_aead
+        if aead is None or aead[0] is not cipher:  # a rekey made a new cipher
+            aead = self._mft_recv_aead = (cipher, AESGCM(cipher._key))
+        plain = bytearray(pktlen)
+        try:
+            aead[1].decrypt_into(cipher._iv, packet[4:], packet[:4], plain)
+        except InvalidTag:
+            raise asyncssh.MACError("MAC verification failed") from None
+        padlen = plain[0]
+        if plain[1] != MSG_CHANNEL_DATA or pktlen < 10 + padlen:
+            return False
+        chan = self._channels.get(int.from_bytes(plain[2:6], "big"))
+        n = int.from_bytes(plain[6:10], "big")
+        if (
+            not isinstance(chan, _FastChannel)
+            or chan._recv_state != "open"
+            or 10 + n != pktlen - padlen
+            or n > chan._recv_window
+        ):
+            return False  # asyncssh's parser says why, or takes it
+        cipher._update_iv()
+        seq = self._recv_seq
+        self._recv_seq = (seq + 1) & 0xFFFFFFFF
+        self._auth_final = True
+        if n:
+            chan._accept_data(memoryview(plain)[10 : 10 + n])  # type: ignore[arg-type]
+        return True
 
 
 class _FastChannel(SSHClientChannel[bytes]):
@@ -177,8 +271,8 @@ class _FastChannel(SSHClientChannel[bytes]):
                     super()._flush_send_buf()  # asyncssh's own loop does the rest
                     return
                 n = min(len(buf), self._send_window, self._send_pktsize)
-                with memoryview(buf) as view:
-                    conn.mft_seal(cipher, (_CHANNEL_DATA, recipient, n.to_bytes(4, "big"), view[:n]))
+                with memoryview(buf) as whole, whole[:n] as view:
+                    conn.mft_seal(cipher, (_CHANNEL_DATA, recipient, n.to_bytes(4, "big"), view))
                 if n == len(buf):
                     del self._send_buf[0]
                 else:
