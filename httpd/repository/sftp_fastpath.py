@@ -1,23 +1,29 @@
-"""A narrow fast path through asyncssh for the ``sftp://`` repository's bulk writes.
+"""A narrow fast path through asyncssh for the ``sftp://`` repository's transfers.
 
 asyncssh 2.24 copies every byte of an SFTP WRITE about a dozen times on its way out (the
 SFTP framing joins, the channel's send-buffer copy and slices, the channel and SSH
 packet joins, padding and MAC concatenations), sends an ``SSH_MSG_IGNORE`` packet in
 front of every packet (a countermeasure for CBC ciphers, whose IV is chained; an AEAD
 cipher has a fresh nonce per packet and gains nothing), and hands each packet to the
-socket with a ``send()`` of its own. With AES-GCM (what ``sftp_session`` prefers) this
-module frames a CHANNEL_DATA packet straight from the channel's buffer into one
-plaintext buffer and encrypts it with ``AESGCM.encrypt_into`` into the buffer that goes
-to the socket, and the packets of one flush leave in one ``send()``. SFTP WRITE
-requests are framed with one copy of the block (:func:`start_write`).
+socket with a ``send()`` of its own. On the way in it slices the rest of its input
+buffer off after every packet (a copy of everything behind that packet, each time).
 
-Everything else (key exchange and rekeying, authentication, other ciphers, compression,
-packet logging at asyncssh's debug level 3) stays asyncssh's: the fast path is taken per
-packet only when none of that applies, and falls back to asyncssh's own code otherwise.
-It reaches into asyncssh's private attributes, so it is installed only on the pinned
-version (:data:`PINNED_ASYNCSSH`; a unit test keeps it equal to ``constraints.txt``), on
-our own connection and channel objects (their class is swapped for a subclass here), and
-nothing else in the process changes.
+With AES-GCM (what ``sftp_session`` prefers) this module seals a CHANNEL_DATA packet
+from a view of the channel's buffer with one join and one ``AESGCM.encrypt``; the
+packets of one flush, or of one socket read's window adjusts, leave in one ``send()``;
+SFTP WRITE requests are framed with one copy of the block (:func:`write`). Incoming
+packets are split from a view of the socket read (the length is in the clear under GCM)
+and CHANNEL_DATA and WINDOW_ADJUST for our channel are decrypted with ``decrypt_into``
+into a buffer of their own and handed to the channel as asyncssh would.
+
+Everything else (key exchange and rekeying, authentication, other packet types, other
+ciphers, compression, packet logging at asyncssh's debug level 3) stays asyncssh's: the
+fast path is taken per packet only when none of that applies, and asyncssh's own code
+runs otherwise (an incoming packet whole, at a packet boundary). It reaches into
+asyncssh's private attributes, so it is installed only on the pinned version
+(:data:`PINNED_ASYNCSSH`; a unit test keeps it equal to ``constraints.txt``), on our own
+connection and channel objects (their class is swapped for a subclass here), and nothing
+else in the process changes.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import asyncssh
 from asyncssh.channel import SSHClientChannel
@@ -38,6 +44,7 @@ from asyncssh.constants import (
     FXP_WRITE,
     MSG_CHANNEL_DATA,
     MSG_CHANNEL_EOF,
+    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_USERAUTH_LAST,
 )
 from asyncssh.crypto.cipher import GCMCipher
@@ -57,6 +64,8 @@ _GCM_TAG = 16
 _PAD_POOL = 4096
 _CHANNEL_DATA = bytes([MSG_CHANNEL_DATA])
 _FXP_WRITE = bytes([FXP_WRITE])
+# Channel states in which asyncssh takes a window adjust.
+_ADJUSTABLE = frozenset({"open", "eof_pending", "eof"})
 
 Buffer = bytes | bytearray | memoryview
 
@@ -64,7 +73,7 @@ Buffer = bytes | bytearray | memoryview
 class _FastConnection(SSHClientConnection):
     """asyncssh's client connection with an AES-GCM send path (installed by class swap)."""
 
-    _mft_cork: list[bytearray] | None
+    _mft_cork: list[bytes] | None
     _mft_aead: tuple[GCMCipher, AESGCM] | None
     _mft_pad: bytes
     _mft_pad_at: int
@@ -113,34 +122,26 @@ class _FastConnection(SSHClientConnection):
         if padlen < 4:
             padlen += self._send_blocksize
         pktlen = 1 + body + padlen
-        plain = bytearray(pktlen)
-        plain[0] = padlen
-        pos = 1
-        for p in parts:
-            end = pos + len(p)
-            plain[pos:end] = p
-            pos = end
         at = self._mft_pad_at
         if at + padlen > len(self._mft_pad):
             self._mft_pad, at = os.urandom(_PAD_POOL), 0
-        plain[pos:] = self._mft_pad[at : at + padlen]
         self._mft_pad_at = at + padlen
+        # One join, no zero-filled buffers: measured the cheapest framing (6.6 µs per
+        # 32 KiB packet against 9.2 for encrypt_into a bytearray made for it).
+        plain = b"".join((bytes((padlen,)), *parts, self._mft_pad[at : at + padlen]))
         hdr = pktlen.to_bytes(4, "big")
-        out = bytearray(4 + pktlen + _GCM_TAG)
-        out[:4] = hdr
         aead = self._mft_aead
         if aead is None or aead[0] is not cipher:  # a rekey made a new cipher
             aead = self._mft_aead = (cipher, AESGCM(cipher._key))
-        with memoryview(out) as view:
-            aead[1].encrypt_into(cipher._iv, plain, hdr, view[4:])
+        out = hdr + aead[1].encrypt(cipher._iv, plain, hdr)
         cipher._update_iv()
         self._send_seq = (self._send_seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += pktlen
-        self._send(cast(bytes, out))  # the transport takes any bytes-like object
+        self._send(out)
 
     def _send(self, data: bytes) -> None:
         if self._mft_cork is not None:
-            self._mft_cork.append(data)  # type: ignore[arg-type]
+            self._mft_cork.append(data)
         else:
             super()._send(data)
 
@@ -156,7 +157,7 @@ class _FastConnection(SSHClientConnection):
         finally:
             self._mft_cork = None
             if len(cork) == 1:
-                super()._send(cork[0])  # type: ignore[arg-type]
+                super()._send(cork[0])
             elif cork:
                 super()._send(b"".join(cork))
 
@@ -214,14 +215,19 @@ class _FastConnection(SSHClientConnection):
             self._inpbuf = bytes(view[at:])
 
     def _mft_channel_data(self, packet: memoryview, pktlen: int) -> bool:
-        """Take ``packet`` here if it is CHANNEL_DATA for an open channel of ours within
-        its window; ``False`` (nothing consumed, the cipher not advanced) otherwise.
+        """Take ``packet`` here if it is CHANNEL_DATA within its window, or a
+        WINDOW_ADJUST, for an open channel of ours; ``False`` (nothing consumed, the
+        cipher not advanced) otherwise.
 
         :raises MACError: the packet does not verify.
         """
         enc = self._recv_encryption
         assert isinstance(enc, GCMEncryption)
-        if self._logger._debug_level >= 3 or not (self._kex_complete and self._auth_complete):
+        if (
+            pktlen < 16
+            or self._logger._debug_level >= 3
+            or not (self._kex_complete and self._auth_complete)
+        ):
             return False
         cipher: GCMCipher = enc._cipher
         aead = self._mft_recv_aead
@@ -232,24 +238,28 @@ class _FastConnection(SSHClientConnection):
             aead[1].decrypt_into(cipher._iv, packet[4:], packet[:4], plain)
         except InvalidTag:
             raise asyncssh.MACError("MAC verification failed") from None
-        padlen = plain[0]
-        if plain[1] != MSG_CHANNEL_DATA or pktlen < 10 + padlen:
-            return False
+        end = pktlen - plain[0]  # the padding's length
+        kind = plain[1]
         chan = self._channels.get(int.from_bytes(plain[2:6], "big"))
+        if not isinstance(chan, _FastChannel) or end < 10:
+            return False
         n = int.from_bytes(plain[6:10], "big")
-        if (
-            not isinstance(chan, _FastChannel)
-            or chan._recv_state != "open"
-            or 10 + n != pktlen - padlen
-            or n > chan._recv_window
-        ):
-            return False  # asyncssh's parser says why, or takes it
+        if kind == MSG_CHANNEL_DATA:
+            if chan._recv_state != "open" or 10 + n != end or n > chan._recv_window:
+                return False  # asyncssh's parser says why
+        elif kind == MSG_CHANNEL_WINDOW_ADJUST:
+            if chan._recv_state not in _ADJUSTABLE or end != 10:
+                return False
+        else:
+            return False
         cipher._update_iv()
-        seq = self._recv_seq
-        self._recv_seq = (seq + 1) & 0xFFFFFFFF
+        self._recv_seq = (self._recv_seq + 1) & 0xFFFFFFFF
         self._auth_final = True
-        if n:
-            chan._accept_data(memoryview(plain)[10 : 10 + n])  # type: ignore[arg-type]
+        if kind == MSG_CHANNEL_WINDOW_ADJUST:
+            chan._send_window += n
+            chan._flush_send_buf()
+        elif n:
+            chan._accept_data(memoryview(plain)[10:end])  # type: ignore[arg-type]
         return True
 
 
