@@ -4,9 +4,12 @@ Starts one sshd on loopback (the test fixture's launcher), opens SftpRepository 
 process and moves one file up (``receive`` from memory, SHA-256 on, as a PUT does) and
 down (``read`` to the end, as a GET does), in rounds. Prints, per direction, the median
 MB/s and the CPU seconds per transfer of this process and of sshd's session processes.
-``--profile FILE`` runs the transfers under cProfile (``FILE.up`` / ``FILE.down``).
+``--profile FILE`` runs the transfers under cProfile (``FILE.up`` / ``FILE.down``);
+``--baseline DIR`` runs each round a second time with the code (and venv) of another
+checkout, interleaved, each round in a child process with its own sshd.
 
     .venv/bin/python benchmarks/sftp_cpu.py [--size 256M] [--rounds 3] [--profile /tmp/p]
+        [--baseline /work/main]
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import argparse
 import asyncio
 import cProfile
 import hashlib
+import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("MFT_BENCH_CODE") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT))
 
 from component.config import load_config  # noqa: E402
@@ -131,16 +136,39 @@ async def run(size: int, rounds: int, profile: str | None, server: SshServer, ba
             await repo.delete(path)
     finally:
         await repo.close()
+    if os.environ.get("MFT_BENCH_JSON"):
+        print(json.dumps(rows))
+        return
+    report("", rows)
+    for direction, prof in profs.items():
+        prof.dump_stats(f"{profile}.{direction}")
+
+
+def report(label: str, rows: dict[str, list[tuple[float, float, float]]]) -> None:
     for direction, runs in rows.items():
         mbs = statistics.median(r[0] for r in runs)
         ours = statistics.median(r[1] for r in runs)
         sshd = statistics.median(r[2] for r in runs)
         print(
-            f"{direction:4} {mbs:7.0f} MB/s  CPU s per transfer: ours {ours:.3f}"
+            f"{label}{direction:4} {mbs:7.0f} MB/s  CPU s per transfer: ours {ours:.3f}"
             f" sshd {sshd:.3f}  sum {ours + sshd:.3f}"
         )
-    for direction, prof in profs.items():
-        prof.dump_stats(f"{profile}.{direction}")
+
+
+def interleaved(size: str, rounds: int, baseline: Path) -> None:
+    """Rounds alternating between this checkout and ``baseline``, one child each."""
+    here = Path(__file__).resolve().parents[1]
+    runs: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    for _ in range(rounds):
+        for label, code in (("this", here), ("baseline", baseline)):
+            env = {**os.environ, "MFT_BENCH_CODE": str(code), "MFT_BENCH_JSON": "1"}
+            argv = [str(code / ".venv/bin/python"), __file__, "--size", size, "--rounds", "1"]
+            out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            for direction, rows in got.items():
+                runs.setdefault(label, {}).setdefault(direction, []).extend(map(tuple, rows))
+    for label, rows in runs.items():
+        report(f"{label:9}", rows)
 
 
 def main() -> None:
@@ -148,7 +176,11 @@ def main() -> None:
     parser.add_argument("--size", default="256M")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="cProfile output prefix")
+    parser.add_argument("--baseline", type=Path, help="another checkout, interleaved")
     args = parser.parse_args()
+    if args.baseline:
+        interleaved(args.size, args.rounds, args.baseline.resolve())
+        return
     with (
         tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
         ssh_server(Path(tmp) / "sshd") as server,
