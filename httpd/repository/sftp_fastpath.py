@@ -188,6 +188,11 @@ class _FastConnection(SSHClientConnection):
         at, end = 0, len(data)
         try:
             while end - at >= 4:
+                if type(self._recv_encryption) is not GCMEncryption or self._decompressor:
+                    # A key exchange just changed the framing: asyncssh takes the rest.
+                    self._inpbuf = bytes(view[at:])
+                    self._recv_data()
+                    return
                 pktlen = int.from_bytes(view[at : at + 4], "big")
                 if pktlen > self._max_recv_pktlen:
                     raise asyncssh.ProtocolError("Max packet size exceeded")
