@@ -30,7 +30,8 @@ IN_FLIGHT = 16
 # asyncssh holds a write three times until the server acknowledges it: our block, the
 # SFTP packet String() makes of it, and the channel's send-buffer bytearray while the
 # SSH window is full (tracemalloc of 100 concurrent uploads, asyncssh 2.24). The budget
-# is charged for all three.
+# is charged for all three. With sftp_fastpath's write there are two (our block, the
+# framed request in the send buffer); the charge stays three until measured again.
 WRITE_COPIES = 3
 # Blocks per worker-thread hop of the hash (~1 MiB): a hop costs the event loop about a
 # tenth of what hashing one block on it would.
