@@ -143,6 +143,14 @@ async def lookup_microseconds(cfg: Config, writer_cfg: Config, lookups: int) -> 
         await writer.close()
 
 
+def fresh_url(name: str, where: Path, maria_db: MariaDB, pg_db: PostgreSQL) -> str:
+    """The URL of a new, empty AFT_LOG of back-end ``name`` (SQLite: a file in ``where``)."""
+    if name == "sqlite":
+        return f"sqlite:///{where}/aft.sqlite3"
+    db: Server = maria_db if name == "mariadb" else pg_db
+    return db.url(db.create_database())
+
+
 def table(title: str, header: Sequence[str], lines: Sequence[Sequence[object]]) -> None:
     """Print an aligned table."""
     cells = [list(map(str, header))] + [[str(c) for c in line] for line in lines]
@@ -180,11 +188,7 @@ async def main(args: argparse.Namespace) -> int:
             for n in writers:
                 for name in names:
                     where = base / f"{name}-{next(cell)}"
-                    url = {
-                        "sqlite": f"sqlite:///{where}/aft.sqlite3",
-                        "mariadb": maria_db.url(maria_db.create_database()),
-                        "postgresql": pg_db.url(pg_db.create_database()),
-                    }[name]
+                    url = fresh_url(name, where, maria_db, pg_db)
                     rate = await rows_per_second(config(where, url), n, args.rows)
                     samples.setdefault((name, n), []).append(rate)
         lines = []
@@ -214,23 +218,19 @@ async def main(args: argparse.Namespace) -> int:
             outage,
         )
         if args.lookups:
-            found: dict[str, list[tuple[float, float]]] = {}
+            per_log: dict[str, list[tuple[float, float]]] = {}
             for _ in range(args.rounds):
                 for name in names:
                     where = base / f"lookup-{next(cell)}"
-                    url = {
-                        "sqlite": f"sqlite:///{where}/aft.sqlite3",
-                        "mariadb": maria_db.url(maria_db.create_database()),
-                        "postgresql": pg_db.url(pg_db.create_database()),
-                    }[name]
+                    url = fresh_url(name, where, maria_db, pg_db)
                     timed = await lookup_microseconds(
                         config(where, url), config(where / "writer", url), args.lookups
                     )
-                    found.setdefault(name, []).append(timed)
+                    per_log.setdefault(name, []).append(timed)
             lookups = []
             for name in names:
-                two = statistics.median(t for t, _ in found[name])
-                one = statistics.median(o for _, o in found[name])
+                two = statistics.median(t for t, _ in per_log[name])
+                one = statistics.median(o for _, o in per_log[name])
                 lookups.append((name, f"{two:,.0f}", f"{one:,.0f}", f"{two / one:.2f}x"))
             table(
                 f"A download's lookup of its upload's rows (POST without recipient + first"
