@@ -1,5 +1,6 @@
-"""Opening a ``file://`` repository file on the event loop when the kernel can do it from
-its caches alone.
+"""What the kernel has cached of a ``file://`` repository: opening a file on the event
+loop when it can be done from the caches alone, and whether a byte range is in the page
+cache (so that ``sendfile`` on the event loop does not wait for the disk).
 
 ``openat2(2)`` with ``RESOLVE_CACHED`` (Linux 5.12) fails with ``EAGAIN`` instead of
 reading a directory or an inode from disk, so trying it on the event loop cannot stall
@@ -99,3 +100,37 @@ class CachedOpener:
         except BaseException:
             f.close()
             raise
+
+
+def range_cached(fd: int, offset: int, length: int) -> bool:
+    """Whether the first and the last page of ``length`` bytes at ``offset`` are in the
+    page cache (a one-byte ``preadv2`` with ``RWF_NOWAIT`` at each end, which fails
+    instead of reading the disk). Where that cannot be asked: ``True``, as before.
+
+    Ends, not every page: the kernel reads ahead in whole windows, so a range read
+    once is cached throughout or its tail was evicted first.
+    """
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None or length <= 0:
+        return True
+    probe = bytearray(1)
+    for at in (offset, offset + length - 1):
+        try:
+            os.preadv(fd, [probe], at, flag)
+        except BlockingIOError:
+            return False
+        except OSError:  # EOPNOTSUPP and the like: we cannot tell
+            return True
+    return True
+
+
+def read_into_cache(fd: int, offset: int, length: int, block: int) -> None:
+    """Read ``length`` bytes at ``offset`` (blocking: in a worker thread) into the page
+    cache, through one buffer of ``block`` bytes; stops early at the end of the file."""
+    buf = memoryview(bytearray(min(block, max(length, 1))))
+    at, end = offset, offset + length
+    while at < end:
+        n = os.preadv(fd, [buf[: min(len(buf), end - at)]], at)
+        if n <= 0:
+            return
+        at += n

@@ -26,7 +26,7 @@ from httpd.repository.base import (
     StoredFile,
     already_in,
 )
-from httpd.repository.cached_open import CachedOpener
+from httpd.repository.cached_open import CachedOpener, range_cached, read_into_cache
 from httpd.repository.part_file import PartFile
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 # blocks let 64 uploads run at once in the default 64 MiB budget; the next ones wait in
 # line without reading their sockets.
 RECV_BLOCK = 512 * 1024
+# A download is sent in steps of this size; a step that is not in the page cache is read
+# into it in a worker thread first (through a budgeted buffer of WARM_BLOCK), so that
+# sendfile on the event loop never waits for the disk. Each step is one asyncio sendfile
+# call: 16 MiB steps made a cached 1 GiB GET ~10 % slower, 64 MiB ones no slower.
+SEND_STEP = 64 * 1024 * 1024
+WARM_BLOCK = 256 * 1024
 # Below this, a second buffer would not overlap anything worth it: one block.
 DOUBLE_BUFFER_MIN = 64 * 1024
 
@@ -338,16 +344,28 @@ class FileRepository:
         """Send a byte range of ``f`` (from :meth:`open_to_send`) with the kernel's
         sendfile (page cache to socket); the caller closes ``f``.
 
-        asyncio falls back to reads and writes where sendfile cannot work (TLS).
+        In steps of :data:`SEND_STEP`: one that is not in the page cache (an old file,
+        evicted) is read into it in a worker thread first, since sendfile on the event
+        loop would otherwise stop every other request of this worker while the disk
+        reads. asyncio falls back to reads and writes where sendfile cannot work (TLS).
 
         :returns: bytes sent (fewer than ``length`` if the file is shorter).
         :raises ConnectionError: the client went away.
         """
-        sent = _sendfile_now(transport, f, offset, length)
-        if sent == length:
-            return sent
-        rest = await asyncio.get_running_loop().sendfile(transport, f, offset + sent, length - sent)
-        return sent + rest
+        loop = asyncio.get_running_loop()
+        fd, sent = f.fileno(), 0
+        while sent < length:
+            at, step = offset + sent, min(SEND_STEP, length - sent)
+            if not range_cached(fd, at, step):
+                async with self._budget.hold(WARM_BLOCK):
+                    await asyncio.to_thread(read_into_cache, fd, at, step, WARM_BLOCK)
+            got = _sendfile_now(transport, f, at, step)
+            if got < step:
+                got += await loop.sendfile(transport, f, at + got, step - got)
+            sent += got
+            if got < step:
+                break  # the file is shorter than the range
+        return sent
 
     async def delete(self, path: str) -> None:
         """Unlink ``path``."""

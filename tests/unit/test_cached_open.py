@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import hashlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
 from component.errors import NotFound, StorageUnavailable
-from httpd.repository import FileRepository, cached_open
-from httpd.repository.cached_open import CachedOpener
+from httpd.repository import FileRepository, cached_open, local
+from httpd.repository.cached_open import CachedOpener, range_cached, read_into_cache
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="openat2 is Linux's")
 
@@ -124,3 +126,96 @@ async def test_uncached_and_missing_files_still_open_in_a_thread(
     monkeypatch.setattr(cached_open, "_SYSCALL", _failing_syscall(errno.EIO))
     with pytest.raises(StorageUnavailable):
         await repo.open_to_send("files/f.bin")
+
+
+def _cold_file(path: Path, size: int) -> bytes:
+    """Write ``size`` random bytes to ``path``, durable, then drop them from the page cache
+    (clean pages go at once); skip where the file system keeps them (tmpfs)."""
+    data = os.urandom(size)
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    with path.open("rb") as f:
+        if range_cached(f.fileno(), 0, size):
+            pytest.skip("this file system keeps the pages (tmpfs?)")
+    return data
+
+
+@linux_only
+def test_a_range_dropped_from_the_page_cache_is_seen_and_read_back(tmp_path: Path) -> None:
+    """range_cached says no for evicted pages and yes once read_into_cache read them
+    (through a buffer smaller than the range); an empty range counts as cached."""
+    path = tmp_path / "cold.bin"
+    _cold_file(path, 3 * 1024 * 1024 + 17)
+    with path.open("rb") as f:
+        fd = f.fileno()
+        assert not range_cached(fd, 0, 1024 * 1024)
+        read_into_cache(fd, 0, 1024 * 1024, 64 * 1024)
+        assert range_cached(fd, 0, 1024 * 1024)
+        assert not range_cached(fd, 2 * 1024 * 1024, 1024 * 1024 + 17)  # not read yet
+        read_into_cache(fd, 2 * 1024 * 1024, 8 * 1024 * 1024, 64 * 1024)  # past the end
+        assert range_cached(fd, 2 * 1024 * 1024, 1024 * 1024 + 17)
+        assert range_cached(fd, 0, 0)
+
+
+@linux_only
+async def test_sendfile_reads_a_cold_file_in_a_thread_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download of an evicted file: a step not in the page cache is read into it in a
+    worker thread before sendfile sends it from the event loop (every step is cached
+    when sent); the bytes arrive whole; the same file sent again takes no thread."""
+    monkeypatch.setattr(local, "SEND_STEP", 1024 * 1024)
+    warmed: list[tuple[int, int]] = []
+    real = local.read_into_cache
+
+    def counted(fd: int, offset: int, length: int, block: int) -> None:
+        warmed.append((offset, length))
+        real(fd, offset, length, block)
+
+    monkeypatch.setattr(local, "read_into_cache", counted)
+    sends: list[bool] = []  # per step: was its range cached when sendfile got it?
+    send_now = local._sendfile_now
+
+    def checked(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, n: int) -> int:
+        sends.append(range_cached(f.fileno(), offset, n))
+        return send_now(transport, f, offset, n)
+
+    monkeypatch.setattr(local, "_sendfile_now", checked)
+    (tmp_path / "files").mkdir()
+    data = _cold_file(tmp_path / "files" / "cold.bin", 3 * 1024 * 1024 + 5)
+    repo = FileRepository(tmp_path)
+    got = hashlib.sha256()
+    done = asyncio.Event()
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(1 << 20):
+            got.update(chunk)
+        writer.close()
+        done.set()
+
+    server = await asyncio.start_server(receive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for cold in (True, False):
+            warmed.clear()
+            sends.clear()
+            done.clear()
+            got = hashlib.sha256()
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            f, size = await repo.open_to_send("files/cold.bin")
+            with f:
+                sent = await repo.sendfile(f, writer.transport, 0, size)
+            writer.close()
+            await writer.wait_closed()
+            await done.wait()
+            assert sent == len(data)
+            assert got.hexdigest() == hashlib.sha256(data).hexdigest()
+            assert sends == [True] * 4  # four 1 MiB steps, each cached by then
+            assert warmed[:1] == ([(0, 1024 * 1024)] if cold else [])
+            assert cold or not warmed
+    finally:
+        server.close()
+        await server.wait_closed()
