@@ -37,6 +37,7 @@ from component.audit.sql import (
     row_to_record,
     upload_and_share_of,
     upload_and_share_sql,
+    upload_sql,
     uploaded_among_sql,
     where_clause,
 )
@@ -306,10 +307,7 @@ class MysqlAuditLog(SqlHolds):
 
         :raises AuditUnavailable: the database did not answer.
         """
-        rows = await self._select(
-            SELECT_SQL + " WHERE FILENAME = %s AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1",
-            [resource],
-        )
+        rows = await self._select(upload_sql("%s"), [resource])
         return rows[0] if rows else None
 
     async def find_upload_and_share(

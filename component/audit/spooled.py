@@ -67,6 +67,8 @@ class SpooledAuditLog:
         recent_uploads: int = 4096,
     ) -> None:
         self._inner = inner
+        # The database's one-statement GET lookup, if it has one (asked once, not per GET).
+        self._inner_both = upload_and_share_finder_of(inner)
         self._spool = SpoolFile(spool_path)
         self._metrics = metrics
         self._batch_size = batch_size
@@ -290,9 +292,8 @@ class SpooledAuditLog:
             answer.
         """
         up = self._local_upload(resource)
-        finder = upload_and_share_finder_of(self._inner)
-        if up is None and finder is not None:
-            up, share = await finder.find_upload_and_share(resource)
+        if up is None and self._inner_both is not None:
+            up, share = await self._inner_both.find_upload_and_share(resource)
             if up is not None and not up.to_jid and share is None:
                 share = self._spooled_share(resource)  # newer than any in the database
             return up, share

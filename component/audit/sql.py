@@ -150,13 +150,19 @@ def first_share_sql(placeholder: str) -> str:
     )
 
 
+def upload_sql(placeholder: str) -> str:
+    """The newest POST row of one FILENAME (parameter: the resource name)."""
+    return (
+        SELECT_SQL + f" WHERE FILENAME = {placeholder} AND METHOD = 'POST'"
+        " ORDER BY AFT_INDEX DESC LIMIT 1"
+    )
+
+
 def upload_and_share_sql(placeholder: str) -> str:
     """The newest POST row and the oldest SHARE row of one FILENAME in one statement: a
-    GET's two lookups in one round trip (parameters: the resource name, twice)."""
-    return (
-        f"({SELECT_SQL} WHERE FILENAME = {placeholder} AND METHOD = 'POST'"
-        f" ORDER BY AFT_INDEX DESC LIMIT 1) UNION ALL ({first_share_sql(placeholder)})"
-    )
+    GET's two lookups in one round trip (parameters: the resource name, twice; MariaDB,
+    not SQLite, which takes no parenthesised members in a compound SELECT)."""
+    return f"({upload_sql(placeholder)}) UNION ALL ({first_share_sql(placeholder)})"
 
 
 def upload_and_share_of(

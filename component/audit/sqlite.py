@@ -24,6 +24,7 @@ from component.audit.sql import (
     insert_sql,
     record_values,
     row_to_record,
+    upload_sql,
     uploaded_among_sql,
     where_clause,
 )
@@ -204,7 +205,7 @@ def _fetch_all(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> 
     return db.execute(sql, params).fetchall()
 
 
-_UPLOAD_SQL = SELECT_SQL + " WHERE FILENAME = ? AND METHOD = 'POST' ORDER BY AFT_INDEX DESC LIMIT 1"
+_UPLOAD_SQL = upload_sql("?")
 _TO_JID = COLUMNS.index("TO_JID")
 
 

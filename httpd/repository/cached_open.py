@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _SYS_OPENAT2 = 437
 _AT_FDCWD = -100
 RESOLVE_CACHED = 0x20
+# preadv2's "fail instead of waiting for the disk" (Linux 4.14; None elsewhere).
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 # What a kernel or filter without openat2 / RESOLVE_CACHED answers.
 _UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.E2BIG})
 
@@ -110,13 +112,12 @@ def range_cached(fd: int, offset: int, length: int) -> bool:
     Ends, not every page: the kernel reads ahead in whole windows, so a range read
     once is cached throughout or its tail was evicted first.
     """
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None or length <= 0:
+    if _RWF_NOWAIT is None or length <= 0:
         return True
     probe = bytearray(1)
     for at in (offset, offset + length - 1):
         try:
-            os.preadv(fd, [probe], at, flag)
+            os.preadv(fd, [probe], at, _RWF_NOWAIT)
         except BlockingIOError:
             return False
         except OSError:  # EOPNOTSUPP and the like: we cannot tell
