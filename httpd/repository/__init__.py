@@ -2,11 +2,9 @@
 
 Paths given to a repository are relative to the node's directory and come only from
 :class:`component.layout.SlotPath` (``files/<chat_type>/<YYYYMMDD>/<HH[.n]>/<resource>``),
-never from a user's file name. Every back-end publishes atomically: bytes go to a part
-file that gets its final name only when complete (over ``file://`` an unnamed
-``O_TMPFILE`` where the file system has them, else a hidden ``.part`` file beside the
-target), a final name is never overwritten, and a failed or cancelled upload leaves
-nothing behind.
+never from a user's file name. Every back-end publishes atomically: bytes go to a
+hidden ``.part`` file that is renamed into place only when complete, a final name is
+never overwritten, and a failed or cancelled upload leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from httpd.repository.base import (
     already_in,
 )
 from httpd.repository.cached_open import CachedOpener, range_cached, read_into_cache
-from httpd.repository.part_file import PartFile, unnamed_parts_work
+from httpd.repository.part_file import PartFile
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,6 @@ class FileRepository:
         self._file_server = file_server
         self._fresh = FreshDirs()
         self._cached = CachedOpener()
-        # Unnamed part files (see part_file), until open()'s probe or a store finds
-        # that this file system or this process cannot make or name them.
-        self._unnamed = os.path.isdir("/proc/self/fd")
 
     @property
     def file_server(self) -> str:
@@ -142,20 +139,13 @@ class FileRepository:
         """The memory budget its transfers pay into."""
         return self._budget
 
-    @property
-    def part_kind(self) -> str:
-        """``unnamed`` (O_TMPFILE) or ``named`` (hidden ``.part`` files): what the next
-        store writes into before it publishes."""
-        return "unnamed" if self._unnamed else "named"
-
     def _abs(self, path: str) -> str:
         if path.startswith("/") or ".." in path.split("/"):
             raise NotFound()  # only SlotPath-made paths get here; refuse anything else
         return f"{self._root_str}/{path}"
 
     async def open(self) -> None:
-        """Create the node directory if needed, check it is writable, and whether it
-        takes unnamed part files.
+        """Create the node directory if needed and check it is writable.
 
         :raises PathNotWritable: it cannot be created, or a probe file cannot be written.
         """
@@ -165,8 +155,6 @@ class FileRepository:
             probe = self._root / f".probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"ok")
             probe.unlink()
-            self._unnamed = self._unnamed and unnamed_parts_work(self._root_str)
-            log.debug("file:// repository %s: %s part files", self._root, self.part_kind)
 
         try:
             await asyncio.to_thread(check)
@@ -179,7 +167,7 @@ class FileRepository:
         """Nothing to release."""
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write to a part file, check the size, then link it into place.
+        """Write to a ``.part`` file, check the size, then hard-link into place.
 
         :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
             link refuses it; the caller checks beforehand, as the PUT does).
@@ -204,7 +192,7 @@ class FileRepository:
         block = min(RECV_BLOCK, size) or 1
         count, granted = await self._take_buffers(size, block)
         part = self._abs(self._parts.next(path))
-        state = PartFile(self._root_str, path, part, self._abs(path), self._unnamed)
+        state = PartFile(self._root_str, path, part, self._abs(path))
         loop = asyncio.get_running_loop()
         job: asyncio.Future[Any] | None = None
         try:
@@ -253,12 +241,13 @@ class FileRepository:
         finally:
             await _finish(job)
             self._budget.release(granted)
-            self._unnamed = self._unnamed and state.unnamed
             self._fresh.made(state.made)
             if state.published:
                 self._fresh.published(path)
             else:
-                state.discard()
+                state.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(state.part)
                 self._prune_fresh(path)
 
     async def _take_buffers(self, size: int, block: int) -> tuple[int, int]:

@@ -4,8 +4,8 @@
 body's chunks on to the repository unchanged while it streams each to clamd, and at the
 end of the body, *before* the repository publishes anything, waits for the verdict and
 raises if the file must not be published. A repository's ``store()`` exhausts its
-chunks before it gives the part file its final name, and drops the part file on any
-error from them: the verdict is known before the file is published and before the POST row.
+chunks before it renames the ``.part`` file, and removes the part file on any error from
+them: the verdict is known before the file is published and before the POST row.
 
 ``result`` (AFT_LOG's SCAN_RESULT) is ``clean``, the signature name, ``unscanned``
 (``[scan] on_error = "accept"`` while clamd failed, or larger than ``[scan] max_size``),
