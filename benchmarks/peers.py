@@ -13,6 +13,9 @@ services rotates each round), medians of:
   file:// against each server's own disk store;
 - HTTP->SFTP and SFTP->HTTP (curl through xmpp-mft's sftp:// repository) against the
   ``sftp`` CLI (default cipher, and ``-c aes128-gcm@openssh.com``) on the same sshd;
+  for the PUT also ``sftp -f`` with aes-gcm, which ``fsync``'s each file on the server
+  (``fsync@openssh.com``) as xmpp-mft does before its 201: a column of its own, not
+  counted among the peers of the ratio;
 - CPU milliseconds per operation of the server processes (/proc utime+stime, whole
   process trees), and peak RSS (VmHWM).
 
@@ -85,6 +88,8 @@ from tests.unit.httpd_harness import make_slot
 MFT, PROSODY, EJABBERD, CLI, CLI_AES = "xmpp-mft", "Prosody", "ejabberd", "sftp", "sftp aes-gcm"
 BASELINE = "baseline"  # xmpp-mft from another checkout (--baseline), for before/after
 PEERS = (PROSODY, EJABBERD, CLI, CLI_AES)
+# Shown, not a peer of the ratio: the CLI with the durability xmpp-mft's PUT has.
+CLI_AES_FSYNC = "sftp aes-gcm -f"
 AES = "aes128-gcm@openssh.com"
 MB = 1_000_000
 PROSODY_MAX = 256 * 1024**2  # the largest file PUT to Prosody's module
@@ -262,13 +267,19 @@ class Bench:
         known_hosts = self.base / "known_hosts"
         known_hosts.write_text(sshd.host_key_line + "\n")
         remote = sshd.store / "cli-copy"
-        for column, cipher in ((CLI, None), (CLI_AES, AES)):
+        for column, cipher, fsync in (
+            (CLI, None, False),
+            (CLI_AES, AES, False),
+            (CLI_AES_FSYNC, AES, True),
+        ):
             argv = sftp_argv(sshd.port, sshd.client_key, known_hosts, sshd.user, cipher)
+            if fsync:
+                argv.insert(1, "-f")
             # Our side keeps its SFTP session open: the CLI's start-up, key exchange and
             # authentication (a batch doing only "pwd") are subtracted from its times.
             for label, batch in (
                 (up_label, f"put {src} {remote}"),
-                (down_label, f"get {remote} /dev/null"),
+                *(() if fsync else ((down_label, f"get {remote} /dev/null"),)),
             ):
                 s0 = cpu_seconds(sshd_pid)
                 setup = await run_timed(argv, b"pwd\n")
@@ -449,7 +460,8 @@ def _clear_stores(dirs: list[Path], ejabberd: Ejabberd, prosody: BenchProsody) -
 
 def table(bench: Bench) -> str:
     """The markdown table: medians, and xmpp-mft's ratio to the best peer of each row."""
-    columns = [c for c in (MFT, BASELINE, *PEERS) if any(c in r.rates for r in bench.rows.values())]
+    shown = (MFT, BASELINE, *PEERS, CLI_AES_FSYNC)
+    columns = [c for c in shown if any(c in r.rates for r in bench.rows.values())]
     out = [
         "| operation (median) | " + " | ".join(columns) + " | xmpp-mft vs best peer |",
         "|---" * (len(columns) + 2) + "|",
