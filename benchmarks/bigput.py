@@ -65,6 +65,10 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers_ops import warm_memory  # noqa: E402 (the benchmarks folder, put on the path)
+
 MB = 1e6
 
 
@@ -139,18 +143,6 @@ async def curl(*args: str) -> tuple[float, float]:
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-
-
-def warm_memory(base: Path, mib: int) -> None:
-    """Write and delete a ``mib`` MiB scratch file: the page cache it frees is handed
-    out again soon after (on this VM a page fresh from the hypervisor costs ~4 µs of
-    system time to touch; a 256 MiB write into cold pages takes ~1 s)."""
-    block = b"\1" * 1024**2
-    scratch = base / "warm.bin"
-    with scratch.open("wb") as f:
-        for _ in range(mib):
-            f.write(block)
-    scratch.unlink()
 
 
 async def one_put(server: Server, src: Path, size: int, get: bool, warm: int) -> None:
