@@ -166,6 +166,11 @@ class Bench:
     def row(self, label: str, unit: str) -> Row:
         return self.rows.setdefault(label, Row(label, unit))
 
+    def warm_for(self, nbytes: int) -> None:
+        """:func:`warm_memory` before a measurement that writes ``nbytes``: 64 MiB more,
+        for what the service and its client allocate besides the file."""
+        warm_memory(self.base, nbytes // 1024**2 + 64)
+
     async def measure(
         self, label: str, unit: str, target: Target, run: Callable[[], Awaitable[tuple[float, int]]]
     ) -> None:
@@ -212,7 +217,7 @@ class Bench:
                     got, _s = await uploads(t.client, http, t.jid, 100, 100, body)
                     return len(got) * len(body) / MB, len(got)
 
-                warm_memory(self.base, 100 * len(body) // 1024**2 + 64)
+                self.warm_for(100 * len(body))
                 await self.measure(
                     f"100 x 10 MB uploads at once, {server} (MB/s, all must succeed)", "MB/s", t, up
                 )
@@ -231,7 +236,7 @@ class Bench:
                 await downloads(http, urls, 16)
                 return len(urls), len(urls)
 
-            warm_memory(self.base, self.p.uploads * len(body) // 1024**2 + 64)
+            self.warm_for(self.p.uploads * len(body))
             await self.measure(f"100 KB uploads/s, 16 in flight, {server}", "up/s", t, up)
             await self.measure(f"100 KB downloads/s, 16 in flight, {server}", "down/s", t, down)
 
@@ -241,7 +246,7 @@ class Bench:
         self, targets: list[Target], src: Path, size: int, first: bool, clear: Callable[[], None]
     ) -> None:
         """PUT then GET of one big file per service, each PUT right after freeing a bit
-        more page cache than it writes (:func:`warm_memory`: every service starts alike,
+        more page cache than it writes (:meth:`warm_for`: every service starts alike,
         whatever ran before it); ``clear`` drops the stored files after each service."""
         name = f"{size // 1024**2} MiB" if size < 1024**3 else f"{size // 1024**3} GiB"
         for t in targets:
@@ -255,12 +260,11 @@ class Bench:
                 await curl_put(slot, src)
                 return size / MB, 1
 
-            warm_memory(self.base, size // 1024**2 + 64)
-
             async def get(slot: Slot = slot) -> tuple[float, int]:
                 await curl_get(slot.get)
                 return size / MB, 1
 
+            self.warm_for(size)
             await self.measure(f"{name} PUT, curl -T (file:// vs disk store)", "MB/s", t, put)
             await self.measure(f"{name} GET, curl", "MB/s", t, get)
             clear()
@@ -278,7 +282,7 @@ class Bench:
             base = cfg.http.public_url
             mslot = Slot(base + slot.put_url, base + slot.get_url, {})
             t = Target(column, None, "", [mft.pid, sshd_pid])  # type: ignore[arg-type]
-            warm_memory(self.base, size // 1024**2 + 64)
+            self.warm_for(size)
             await self.measure(up_label, "MB/s", t, lambda s=mslot: _mb(curl_put(s, src), size))
             await self.measure(down_label, "MB/s", t, lambda s=mslot: _mb(curl_get(s.get), size))
         known_hosts = self.base / "known_hosts"
@@ -299,7 +303,7 @@ class Bench:
                 *(() if fsync else ((down_label, f"get {remote} /dev/null"),)),
             ):
                 if label == up_label:
-                    warm_memory(self.base, size // 1024**2 + 64)
+                    self.warm_for(size)
                 s0 = cpu_seconds(sshd_pid)
                 setup = await run_timed(argv, b"pwd\n")
                 s1 = cpu_seconds(sshd_pid)
