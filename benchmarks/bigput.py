@@ -66,26 +66,15 @@ asyncio.run(main())
 """
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(HERE))
 
-from peers_ops import warm_memory  # noqa: E402 (the benchmarks folder, put on the path)
+# E402 below: the benchmarks folder and the checkout are put on the path first.
+from big_file import cpu_s  # noqa: E402
+from peers_ops import warm_memory  # noqa: E402
+
+from httpd.ops.util import parse_size  # noqa: E402
 
 MB = 1e6
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread of ``pid``: the main thread as ``loop``, the others as
-    ``threads`` (the executor's workers and SQLite's), summed."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {"loop": 0.0, "threads": 0.0}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        cpu = (int(fields[11]) + int(fields[12])) / tick
-        out["loop" if int(tid) == pid else "threads"] += cpu
-    return out
 
 
 def machine_busy() -> float:
@@ -150,14 +139,14 @@ async def one_put(server: Server, src: Path, size: int, get: bool, warm: int) ->
     if warm:
         warm_memory(src.parent, warm)
     pid = server.proc.pid
-    cpu0, busy0 = thread_cpu(pid), machine_busy()
+    (loop0, threads0), busy0 = cpu_s([pid]), machine_busy()
     wall, curl_cpu = await curl(
         "-T", str(src), "-H", "Content-Type: application/octet-stream", put_url
     )
-    cpu1, busy1 = thread_cpu(pid), machine_busy()
+    (loop1, threads1), busy1 = cpu_s([pid]), machine_busy()
     server.add("PUT MB/s", size / wall / MB)
-    server.add("loop CPU s", cpu1["loop"] - cpu0["loop"])
-    server.add("threads CPU s", cpu1["threads"] - cpu0["threads"])
+    server.add("loop CPU s", loop1 - loop0)
+    server.add("threads CPU s", threads1 - threads0)
     server.add("curl CPU s", curl_cpu)
     server.add("machine CPU s", busy1 - busy0)
     if get:
@@ -167,11 +156,6 @@ async def one_put(server: Server, src: Path, size: int, get: bool, warm: int) ->
     # write into discarded blocks runs at ~250 MB/s, into just-freed ones at ~1.5 GB/s).
     for stored in (server.base / "repo").rglob("*big.bin"):
         stored.unlink()
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
 
 
 async def main() -> None:

@@ -61,7 +61,7 @@ class _Download:
             audit = self.app[AUDIT]
             both = upload_and_share_finder_of(audit)
             try:
-                if both is not None:  # SQLite: both lookups in one hop
+                if both is not None:  # both lookups in one hop or one statement
                     self._upload, self._share = await both.find_upload_and_share(self.path.resource)
                     self._share_known = True
                 else:
