@@ -96,12 +96,17 @@ class CachedOpener:
                 )
                 return None
             raise OSError(err, os.strerror(err), name)
-        f = open(fd, "rb")  # the caller closes it
-        try:
-            return f, os.fstat(fd).st_size
-        except BaseException:
-            f.close()
-            raise
+        return with_size(open(fd, "rb"))
+
+
+def with_size(f: BinaryIO) -> tuple[BinaryIO, int]:
+    """``f`` and its size; ``f`` is closed if its size cannot be read (else the caller
+    closes it)."""
+    try:
+        return f, os.fstat(f.fileno()).st_size
+    except BaseException:
+        f.close()
+        raise
 
 
 def range_cached(fd: int, offset: int, length: int) -> bool:

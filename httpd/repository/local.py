@@ -26,7 +26,12 @@ from httpd.repository.base import (
     StoredFile,
     already_in,
 )
-from httpd.repository.cached_open import CachedOpener, range_cached, read_into_cache
+from httpd.repository.cached_open import (
+    CachedOpener,
+    range_cached,
+    read_into_cache,
+    with_size,
+)
 from httpd.repository.part_file import PartFile
 
 log = logging.getLogger(__name__)
@@ -80,12 +85,7 @@ def _sendfile_now(transport: asyncio.WriteTransport, f: BinaryIO, offset: int, l
 
 def _open_sized(name: str) -> tuple[BinaryIO, int]:
     """``name`` opened for reading, and its size (one worker-thread job)."""
-    f = open(name, "rb")  # the caller closes it
-    try:
-        return f, os.fstat(f.fileno()).st_size
-    except BaseException:
-        f.close()
-        raise
+    return with_size(open(name, "rb"))
 
 
 async def _finish(job: asyncio.Future[Any] | None) -> None:
