@@ -167,10 +167,10 @@ class FileRepository:
         """Nothing to release."""
 
     async def store(self, path: str, chunks: AsyncIterator[bytes], size: int) -> None:
-        """Write to a ``.part`` file, check the size, then hard-link into place.
+        """Write to a ``.part`` file, check the size, then rename it into place.
 
         :raises AlreadyUploaded: ``path`` exists when the file is to be published (the
-            link refuses it; the caller checks beforehand, as the PUT does).
+            rename refuses it; the caller checks beforehand, as the PUT does).
         """
         await self._receive(path, ChunkBody(chunks, size), size, None)
 
@@ -181,7 +181,7 @@ class FileRepository:
         budget before the first byte is read and held until the end: while the budget
         is spent, the upload waits in line holding nothing, its socket unread. A body
         that fits one block costs one worker-thread hop in all (create, write, hash,
-        fsync, link, directory fsync).
+        fsync, rename, directory fsync).
 
         :raises AlreadyUploaded: as :meth:`store`.
         :raises SizeMismatch: ``body`` ends early or goes on.
