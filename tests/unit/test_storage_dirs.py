@@ -142,11 +142,25 @@ def test_part_names_unique_hidden_and_per_process() -> None:
     assert names.next("resource").startswith(".resource.")
 
 
-def test_publish_never_replaces_and_leaves_no_part(tmp_path: Path) -> None:
-    """Publishing renames the part away; over an existing name it refuses, both parts
-    of the pair untouched."""
+def _no_noreplace(*_args: object) -> int:
+    """renameat2 as a kernel or file system without RENAME_NOREPLACE answers."""
+    import ctypes
+    import errno
+
+    ctypes.set_errno(errno.EINVAL)
+    return -1
+
+
+@pytest.mark.parametrize("flag", ["renameat2", "no RENAME_NOREPLACE"])
+def test_publish_never_replaces_and_leaves_no_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str
+) -> None:
+    """Publishing renames the part away (with renameat2, or link and unlink where the
+    flag is missing); over an existing name it refuses and the file there stays."""
     from httpd.repository import part_file as local
 
+    if flag != "renameat2":
+        monkeypatch.setattr(local, "_RENAMEAT2", _no_noreplace)
     part, final = tmp_path / ".f.x.part", tmp_path / "f"
     part.write_bytes(b"new")
     local._publish(str(part), str(final))
@@ -155,27 +169,3 @@ def test_publish_never_replaces_and_leaves_no_part(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         local._publish(str(part), str(final))
     assert final.read_bytes() == b"new" and part.read_bytes() == b"other"
-
-
-def test_publish_falls_back_to_link_without_noreplace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where renameat2 lacks RENAME_NOREPLACE (EINVAL), link and unlink do the same job."""
-    import ctypes
-    import errno
-
-    from httpd.repository import part_file as local
-
-    def no_flag(*_args: object) -> int:
-        ctypes.set_errno(errno.EINVAL)
-        return -1
-
-    monkeypatch.setattr(local, "_RENAMEAT2", no_flag)
-    part, final = tmp_path / ".f.x.part", tmp_path / "f"
-    part.write_bytes(b"new")
-    local._publish(str(part), str(final))
-    assert final.read_bytes() == b"new" and not part.exists()
-    part.write_bytes(b"other")
-    with pytest.raises(FileExistsError):
-        local._publish(str(part), str(final))
-    assert final.read_bytes() == b"new"
