@@ -10,7 +10,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from httpd.repository.base import Hasher, store_dirs
 
@@ -27,18 +27,23 @@ def _write_all(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
             parts = [memoryview(parts[0])[n:], *parts[1:]]
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's sync_file_range(2) from libc (the os module lacks it), or None."""
+def _from_libc(name: str, argtypes: list[type[Any]]) -> Any | None:
+    """The libc function ``name`` returning an int (errno kept for ctypes.get_errno),
+    for calls the os module lacks; None where libc has no such function."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
-    return cast(Callable[[int, int, int, int], int], fn)
+    return fn
 
 
-_SYNC_FILE_RANGE = _load_sync_file_range()
+# sync_file_range(2)
+_SYNC_FILE_RANGE = cast(
+    "Callable[[int, int, int, int], int] | None",
+    _from_libc("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]),
+)
 SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
 
 
@@ -56,18 +61,13 @@ def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
         _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
 
 
-def _load_renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    """Linux's renameat2(2) from libc (os.rename takes no flags), or None."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return cast(Callable[[int, bytes, int, bytes, int], int], fn)
-
-
-_RENAMEAT2 = _load_renameat2()
+# renameat2(2): os.rename takes no flags.
+_RENAMEAT2 = cast(
+    "Callable[[int, bytes, int, bytes, int], int] | None",
+    _from_libc(
+        "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    ),
+)
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
 # What renameat2 answers where the kernel or the file system lacks RENAME_NOREPLACE.
