@@ -43,6 +43,11 @@ from tests.fixtures.config import make_raw_config
 from tests.unit.httpd_harness import make_slot
 
 async def main() -> None:
+    try:  # as serve_http() does in mft run; a checkout from before it has no allocator
+        from httpd.allocator import keep_socket_reads_in_heap
+        keep_socket_reads_in_heap()
+    except ImportError:
+        pass
     base = Path(sys.argv[2])
     cfg = parse_config(make_raw_config(base), source=str(base / "mft.toml"))
     budget = MemoryBudget(cfg.http.memory_budget)

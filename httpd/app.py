@@ -16,6 +16,7 @@ from component.audit import AuditLog
 from component.config import Config
 from component.metrics import Metrics
 from httpd import handlers
+from httpd.allocator import keep_socket_reads_in_heap
 from httpd.appkeys import (
     AUDIT,
     BUDGET,
@@ -161,6 +162,7 @@ async def serve_http(
         kernel spreads new connections over every process listening on the port.
     :raises OSError: the address cannot be bound, or the TLS files cannot be read.
     """
+    keep_socket_reads_in_heap()  # this process now reads request bodies
     app = make_app(cfg, repo, audit, metrics, budget)
     runner = make_runner(app)
     await runner.setup()

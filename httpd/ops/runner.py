@@ -23,7 +23,6 @@ from typing import Any
 from component.config import Config
 from component.errors import UploadError
 from component.metrics import Metrics
-from httpd.allocator import keep_socket_reads_in_heap
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.ops.alarm import DiskAlarm, Notify
@@ -143,7 +142,6 @@ async def _run(
             )
             servers.append(http.run(stop, started[-1]))
         else:
-            keep_socket_reads_in_heap()
             servers.append(serve_http(cfg, repo, audit, metrics, stop, started[-1], budget))
         servers.append(_remove_stale_parts(cfg, repo))
     # The disk alarm: gauges for /metrics always, chat messages where the component runs.

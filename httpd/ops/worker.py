@@ -22,7 +22,6 @@ from pathlib import Path
 from component.cli import quiet_libraries, stderr_logging
 from component.config import Config
 from component.metrics import Metrics
-from httpd.allocator import keep_socket_reads_in_heap
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.handlers import publish_budget
@@ -122,7 +121,6 @@ def main() -> int:
     fmt = f"%(asctime)s %(levelname)s http-{spec.index} %(name)s: %(message)s"
     with stderr_logging(spec.log_level, fmt):
         quiet_libraries(spec.verbose)
-        keep_socket_reads_in_heap()
         try:
             return asyncio.run(serve_worker(spec))
         except KeyboardInterrupt:
