@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -239,17 +240,17 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 
 async def open_stores(
-    cfg: Config, metrics: Metrics, budget: MemoryBudget
+    cfg: Config, metrics: Metrics, budget: MemoryBudget, small_jobs: Executor | None = None
 ) -> tuple[AuditLog, Repository] | int:
     """Open the audit log, then the repository; an exit code if either fails (and the
-    reason printed on stderr)."""
+    reason printed on stderr). ``small_jobs``: see :func:`open_repository`."""
     audit = open_audit_log(cfg, metrics)  # metrics: the spool exports spool_rows
     try:
         await audit.open()
     except Exception as exc:  # any failure to open is reported, by name, once
         return fail_to_start(f"database {cfg.database.safe_url}", exc)
     try:
-        repo = open_repository(cfg, budget)
+        repo = open_repository(cfg, budget, small_jobs)
         await repo.open()
     except Exception as exc:
         await audit.close()

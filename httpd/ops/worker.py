@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import sys
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from component.metrics import Metrics
 from httpd.app import serve_http
 from httpd.budget import MemoryBudget
 from httpd.handlers import publish_budget
+from httpd.ops.placement import place_worker
 from httpd.ops.util import EXIT_OK, EXIT_UNAVAILABLE, open_stores, run_until_stopped
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,26 @@ async def serve_worker(spec: WorkerSpec) -> int:
     metrics = Metrics.shared(spec.metrics_dir)
     cfg = spec.cfg
     budget = MemoryBudget(cfg.http.memory_budget)
-    opened = await open_stores(cfg, metrics, budget)
+    # Before the stores open: the audit log's thread is started pinned with the loop.
+    placement = place_worker(spec.index)
+    small_jobs: ThreadPoolExecutor | None = None
+    if placement is not None:
+        asyncio.get_running_loop().set_default_executor(placement.spread_executor())
+        small_jobs = placement.pinned_executor()
+        log.info("HTTP worker %d on CPU %d", spec.index, placement.cpu)
+    try:
+        return await _serve(spec, metrics, budget, small_jobs)
+    finally:
+        if small_jobs is not None:
+            await asyncio.get_running_loop().run_in_executor(None, small_jobs.shutdown)
+
+
+async def _serve(
+    spec: WorkerSpec, metrics: Metrics, budget: MemoryBudget, small_jobs: Executor | None
+) -> int:
+    """:func:`serve_worker` once placed: open the stores, serve, close them."""
+    cfg = spec.cfg
+    opened = await open_stores(cfg, metrics, budget, small_jobs)
     if isinstance(opened, int):
         return opened
     audit, repo = opened

@@ -10,6 +10,7 @@ never overwritten, and a failed or cancelled upload leaves nothing behind.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import Executor
 from typing import Protocol
 
 from component.config import Config
@@ -96,11 +97,15 @@ class Repository(Protocol):
         """Remove empty directories below ``prefix``; returns how many were removed."""
 
 
-def open_repository(cfg: Config, budget: MemoryBudget | None = None) -> Repository:
+def open_repository(
+    cfg: Config, budget: MemoryBudget | None = None, small_jobs: Executor | None = None
+) -> Repository:
     """The back-end for ``cfg.repository.url`` (not yet opened).
 
     :param budget: the process's memory budget, shared with the HTTP application; a
         private one of ``[http] memory_budget`` bytes if ``None`` (one-shot commands).
+    :param small_jobs: where ``file://`` runs a small upload's one worker-thread job
+        (see :class:`FileRepository`); ``sftp://`` has none.
     """
     if budget is None:
         budget = MemoryBudget(cfg.http.memory_budget)
@@ -108,4 +113,4 @@ def open_repository(cfg: Config, budget: MemoryBudget | None = None) -> Reposito
         from httpd.repository.sftp import SftpRepository
 
         return SftpRepository(cfg.repository, budget)
-    return FileRepository(cfg.repository.path, budget=budget)
+    return FileRepository(cfg.repository.path, budget=budget, small_jobs=small_jobs)

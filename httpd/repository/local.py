@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -118,8 +119,14 @@ class FileRepository:
         root: str | os.PathLike[str],
         file_server: str = "localhost",
         budget: MemoryBudget | None = None,
+        small_jobs: Executor | None = None,
     ) -> None:
-        """:param budget: the process's memory budget (a private default one if ``None``)."""
+        """:param budget: the process's memory budget (a private default one if ``None``).
+        :param small_jobs: where the one worker-thread job of a small upload or of an
+            open for reading runs (an HTTP worker pinned to a CPU passes threads pinned
+            with it: see :mod:`httpd.ops.placement`); ``None``: the loop's default
+            executor, like everything else here (a large upload's blocks and hashing).
+        """
         self._root = Path(root)
         # Paths are strings on the hot path: a pathlib object per syscall costs more.
         self._root_str = os.fspath(self._root)
@@ -128,6 +135,7 @@ class FileRepository:
         self._file_server = file_server
         self._fresh = FreshDirs()
         self._cached = CachedOpener()
+        self._small_jobs = small_jobs
 
     @property
     def file_server(self) -> str:
@@ -200,7 +208,7 @@ class FileRepository:
             if ready is not None:
                 # Written from where aiohttp put it (the budget is paid all the same).
                 await body.end()
-                job = loop.run_in_executor(None, state.write, ready, sha, True)
+                job = loop.run_in_executor(self._small_jobs, state.write, ready, sha, True)
                 await asyncio.shield(job)
                 return
             block = max(1, granted // count)
@@ -222,7 +230,8 @@ class FileRepository:
                 data = view[:filled]
                 if sha is None or last:
                     # A small body's only block: one hop does it all.
-                    job = loop.run_in_executor(None, state.write, data, sha, last)
+                    where = self._small_jobs if size <= block else None
+                    job = loop.run_in_executor(where, state.write, data, sha, last)
                 else:
                     # Hash and write the block in two threads at once: the longer of
                     # the two, not their sum, is what the next block waits for.
@@ -300,7 +309,7 @@ class FileRepository:
         if cached is not None:
             return cached
         loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(None, _open_sized, name)
+        opening = loop.run_in_executor(self._small_jobs, _open_sized, name)
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:  # e.g. verify's other reader failed: close what

@@ -47,6 +47,22 @@ def metric_directories(pid: int) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f"mft-metrics-{pid}-*"))
 
 
+def cpus_allowed(pid: int) -> frozenset[int]:
+    """The CPUs process ``pid``'s main thread may run on."""
+    return frozenset(os.sched_getaffinity(pid))
+
+
+def assert_one_cpu_each(workers: set[int]) -> None:
+    """Each worker pinned to a CPU of its own, among those the test may use (all of
+    them where only one is: nothing to choose)."""
+    allowed = frozenset(os.sched_getaffinity(0))
+    masks = sorted((cpus_allowed(w) for w in workers), key=sorted)
+    if len(allowed) < 2:
+        assert masks == [allowed] * len(workers)
+    else:
+        assert masks == [frozenset({c}) for c in sorted(allowed)[: len(workers)]]
+
+
 def running(pid: int) -> bool:
     """Whether process ``pid`` still exists."""
     return Path(f"/proc/{pid}").exists()
@@ -101,6 +117,7 @@ async def test_two_workers_share_the_port_the_log_and_the_metrics(tmp_path: Path
         await until("both workers", lambda: "2 HTTP worker processes listen" in log_text(svc))
         workers = children(svc.pid)
         assert len(workers) == 2
+        assert_one_cpu_each(workers)
         await asyncio.gather(*(upload(svc, i) for i in range(24)))
         # The access log names the worker: the kernel gave both some of the connections.
         # aiohttp writes the line after the response, so it may come a moment after.
@@ -120,6 +137,7 @@ async def test_two_workers_share_the_port_the_log_and_the_metrics(tmp_path: Path
             lambda: len(children(svc.pid)) == 2 and victim not in children(svc.pid),
         )
         await until("the new worker listening", lambda: log_text(svc).count("HTTP server on") >= 3)
+        assert_one_cpu_each(children(svc.pid))  # the new one took the CPU of the killed one
         await asyncio.gather(*(upload(svc, i) for i in range(24, 30)))
         assert [await uploads_counted(svc) for _ in range(6)] == [30.0] * 6
 

@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -31,6 +33,7 @@ from tests.unit.httpd_harness import HttpdEnv, httpd_env
 
 BIG = SOCKET_BODY_MIN + 3 * RECV_BLOCK + 12_345  # several blocks, not a multiple of one
 HOUR = "files/im/20240101/10"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -300,3 +303,37 @@ async def test_body_already_in_is_written_from_where_it_is(tmp_path: Path) -> No
     assert already_in(partial, 100_000) is None and not partial.taken
     assert already_in(ChunkBody(_pieces(data), len(data)), len(data)) is None
     assert sorted(p.name for p in (tmp_path / HOUR).iterdir()) == ["W" * 22]
+
+
+class _Counting(ThreadPoolExecutor):
+    """An executor that counts the jobs handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_small_jobs_run_where_the_repository_was_told(tmp_path: Path) -> None:
+    """A pinned worker's small-file executor (httpd.ops.placement) gets a small upload's
+    one job, whether its body was in already or read into a buffer; a large upload's
+    blocks stay in the default executor, hashed and written beside the loop."""
+    with _Counting() as small:
+        repo = FileRepository(tmp_path, small_jobs=small)
+        data = os.urandom(100_000)
+        await repo.receive(f"{HOUR}/{'A' * 22}", _Whole(data), len(data), hashlib.sha256())
+        gate = _Gate(data)
+        gate.opened.set()
+        await repo.receive(f"{HOUR}/{'B' * 22}", gate, len(data), hashlib.sha256())
+        assert small.jobs == 2
+        big = os.urandom(3 * RECV_BLOCK + 1)
+        gate = _Gate(big)
+        gate.opened.set()
+        sha = hashlib.sha256()
+        await repo.receive(f"{HOUR}/{'C' * 22}", gate, len(big), sha)
+        assert small.jobs == 2
+        assert (tmp_path / HOUR / ("C" * 22)).read_bytes() == big
+        assert sha.hexdigest() == hashlib.sha256(big).hexdigest()
