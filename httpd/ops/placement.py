@@ -55,13 +55,18 @@ def place_worker(index: int) -> Placement | None:
     this process may use, round them again when there are more workers than CPUs.
 
     :returns: where it went; ``None`` where there is no choice to make (one CPU allowed,
-        or a platform without ``sched_setaffinity``), and the thread is left as it was.
+        or a platform without ``sched_setaffinity``) or the kernel refused (a container's
+        CPU set changed under us, say: logged), and the thread is left as it was.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
-    allowed = frozenset(os.sched_getaffinity(0))
-    if len(allowed) < 2:
+    try:
+        allowed = frozenset(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            return None
+        cpu = sorted(allowed)[(index - 1) % len(allowed)]
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        log.warning("HTTP worker %d left unpinned: %s", index, exc)
         return None
-    cpu = sorted(allowed)[(index - 1) % len(allowed)]
-    os.sched_setaffinity(0, {cpu})
     return Placement(cpu, allowed)

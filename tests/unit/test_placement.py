@@ -79,3 +79,20 @@ def test_one_cpu_allowed_leaves_the_thread_alone() -> None:
         return place_worker(2), mask()
 
     assert in_new_thread(on_one) == (None, {min(ALLOWED)})
+
+
+def test_a_refused_pin_leaves_the_worker_unpinned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel answering EINVAL (the CPU left the container's set) is no crash."""
+
+    def refuse(pid: int, cpus: object) -> None:
+        raise OSError(22, "Invalid argument")
+
+    before = in_new_thread(mask)
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    with caplog.at_level("WARNING"):
+        got = in_new_thread(lambda: (place_worker(1), mask()))
+    assert got == (None, before)
+    if len(ALLOWED) >= 2:
+        assert "HTTP worker 1 left unpinned: [Errno 22] Invalid argument" in caplog.text
