@@ -10,8 +10,8 @@ flight) and then a GET of each, and prints medians of CPU milliseconds per opera
 - the component (``mft run``'s own process) and the HTTP workers summed;
 - per thread kind, summed over the workers: ``loop`` (each worker's main thread, the
   event loop), ``sqlite`` (the database's thread), ``logging`` (the log listener's),
-  ``executor`` (``asyncio_N``, the file
-  writes), anything else by its name.
+  ``executor`` (``asyncio_N``, or a pinned worker's ``pinned_N`` and ``spread_N``:
+  the file writes), anything else by its name.
 
 A worker's time per upload it handles is the workers' sum divided by all uploads.
 CPU time moves far less than throughput when other work shares the machine; both are
@@ -76,8 +76,8 @@ def _kind(pid: int, tid: int) -> str:
     if tid == pid:
         return "loop"
     name = _NAMES.get(tid, "other")
-    if name.startswith("asyncio_"):
-        return "executor"
+    if name.startswith(("asyncio_", "pinned_", "spread_")):
+        return "executor"  # the default executor's, or a pinned worker's two kinds
     if "_connection_worker_thread" in name or name.startswith("sqlite"):
         return "sqlite"
     if "_monitor" in name:
