@@ -115,7 +115,9 @@ def range_cached(fd: int, offset: int, length: int) -> bool:
     instead of reading the disk). Where that cannot be asked: ``True``, as before.
 
     Ends, not every page: the kernel reads ahead in whole windows, so a range read
-    once is cached throughout or its tail was evicted first.
+    once is cached throughout or its tail was evicted first. A probe that misses starts
+    that readahead itself (without waiting for it), a head start for the read that
+    follows.
     """
     if _RWF_NOWAIT is None or length <= 0:
         return True
