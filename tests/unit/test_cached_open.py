@@ -149,8 +149,8 @@ def _resident_pages(path: Path) -> int:
 
 def _cold_file(path: Path, size: int) -> bytes:
     """Write ``size`` random bytes to ``path``, durable, then drop them from the page cache
-    (clean pages go; a page another CPU still holds in its LRU batch may stay once, so
-    it is asked again); skip where the file system keeps them (tmpfs)."""
+    (clean pages go; should a page stay after one call, it is asked again, as checked
+    with mincore); skip where the file system keeps them (tmpfs)."""
     data = os.urandom(size)
     with path.open("wb") as f:
         f.write(data)
