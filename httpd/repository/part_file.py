@@ -14,17 +14,20 @@ from typing import Any, cast
 
 from httpd.repository.base import Hasher, store_dirs
 
+# One write(2) puts at most this much into the page cache. In larger writes (4 MiB) the
+# same bytes took ~10x the system time here, medians of 8 rounds after the page cache was
+# warmed (benchmarks/write_size.py), likely because the kernel sizes a file's page-cache
+# folios by the length of the write and 2 MiB ones came from memory this VM's hypervisor
+# had taken back; 512 KiB and 1 MiB writes cost the same.
+WRITE_PIECE = 1024 * 1024
 
-def _write_all(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
-    """writev() ``chunks`` to ``fd``, again after a short write."""
-    parts: list[bytes | memoryview] = list(chunks)
-    while parts:
-        n = os.writev(fd, parts)
-        while parts and n >= len(parts[0]):
-            n -= len(parts[0])
-            parts = parts[1:]
-        if n:
-            parts = [memoryview(parts[0])[n:], *parts[1:]]
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """write() ``data`` to ``fd`` in pieces of at most :data:`WRITE_PIECE`, again after
+    a short write."""
+    at, end = 0, len(data)
+    while at < end:
+        at += os.write(fd, data[at : at + WRITE_PIECE])
 
 
 def _from_libc(name: str, argtypes: list[type[Any]]) -> Any | None:
@@ -47,7 +50,7 @@ _SYNC_FILE_RANGE = cast(
 SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages; do not wait
 
 
-def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
+def _write_block(fd: int, data: memoryview) -> None:
     """:func:`_write_all`, then start the disk write of those bytes at once.
 
     Without it the kernel keeps a whole upload dirty in the page cache (far below its
@@ -56,7 +59,7 @@ def _write_block(fd: int, chunks: list[bytes] | list[memoryview]) -> None:
     little left to do. Durability still comes from that fsync.
     """
     start = os.lseek(fd, 0, os.SEEK_CUR)
-    _write_all(fd, chunks)
+    _write_all(fd, data)
     if _SYNC_FILE_RANGE is not None:
         _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
 
@@ -155,9 +158,9 @@ class PartFile:
         if sha is not None:
             sha.update(block)
         if not last:
-            _write_block(self.fd, [block])
+            _write_block(self.fd, block)
             return
-        _write_all(self.fd, [block])
+        _write_all(self.fd, block)
         # The bytes are on disk before the rename publishes the file (and before the 201).
         os.fsync(self.fd)
         self.close()

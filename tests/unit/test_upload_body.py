@@ -26,7 +26,7 @@ from httpd.repository.base import (
     file_sender_of,
     receiver_of,
 )
-from httpd.repository.local import RECV_BLOCK
+from httpd.repository.local import LARGE_BLOCK, RECV_BLOCK
 from httpd.upload import SOCKET_BODY_MIN
 from tests.fixtures.config import ConfigFactory
 from tests.unit.httpd_harness import HttpdEnv, httpd_env
@@ -247,6 +247,35 @@ async def test_full_budget_waits_in_line_without_reading(tmp_path: Path) -> None
     assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
     assert budget.in_use == 0 and budget.peak <= budget.total
     assert sorted(p.name for p in (tmp_path / HOUR).iterdir()) == ["L" * 22]
+
+
+async def test_large_bodies_get_large_blocks_while_the_budget_is_plentiful(
+    tmp_path: Path,
+) -> None:
+    """Large bodies are received into two LARGE_BLOCKs each while three quarters of the
+    budget stay free: the first two of three at once in 64 MiB; the third gets two
+    RECV_BLOCKs. All three are stored and hashed right, and the budget is paid back."""
+    budget = MemoryBudget(64 * 1024 * 1024, on_idle=None)
+    repo = FileRepository(tmp_path, budget=budget)
+    datas = [os.urandom(2 * LARGE_BLOCK + 12_345 + i) for i in range(3)]
+    gates, shas = [_Gate(d) for d in datas], [hashlib.sha256() for _ in datas]
+    tasks = [
+        asyncio.create_task(repo.receive(f"{HOUR}/{'G' * 21}{i}", gate, len(data), sha))
+        for i, (gate, data, sha) in enumerate(zip(gates, datas, shas, strict=True))
+    ]
+    expected = 2 * (2 * LARGE_BLOCK) + 2 * RECV_BLOCK
+    async with asyncio.timeout(10):
+        while budget.in_use < expected:  # noqa: ASYNC110 (all three hold their buffers)
+            await asyncio.sleep(0)
+    assert budget.in_use == expected
+    for gate in gates:
+        gate.opened.set()
+    async with asyncio.timeout(30):
+        await asyncio.gather(*tasks)
+    for i, (data, sha) in enumerate(zip(datas, shas, strict=True)):
+        assert (tmp_path / HOUR / f"{'G' * 21}{i}").read_bytes() == data
+        assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert budget.in_use == 0 and budget.peak == expected
 
 
 async def test_empty_body_is_published(tmp_path: Path) -> None:
