@@ -271,10 +271,10 @@ class FileRepository:
         Two blocks of :data:`LARGE_BLOCK` for a large body while that leaves three
         quarters of the budget free; else two blocks of ``block`` while that leaves half
         free (the overlap matters to a few large uploads, not to a crowd, which keeps
-        the cores busy anyway); else one, waited for in line. Buffers are held while their upload
-        waits for its client, so a crowd of stalled uploads (each with a valid slot,
-        and only until ``body_timeout``) holds one small block each once the budget is
-        half taken.
+        the cores busy anyway); else one, waited for in line. Buffers are held while
+        their upload waits for its client, so a crowd of stalled uploads (each with a
+        valid slot, and only until ``body_timeout``) holds one small block each once the
+        budget is half taken.
         """
         total = self._budget.total
         if size >= 2 * LARGE_BLOCK and self._budget.try_acquire(
