@@ -16,7 +16,6 @@ writes (``part_file.WRITE_PIECE``, "1M"), or in 512 KiB pieces.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import sys
@@ -26,10 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from httpd.ops.util import parse_size
-
-sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
-sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-SYNC_FILE_RANGE_WRITE = 2
+from httpd.repository.part_file import _SYNC_FILE_RANGE as sync_file_range
+from httpd.repository.part_file import SYNC_FILE_RANGE_WRITE
 
 BLOCK = 4 * 1024 * 1024
 # (name, bytes per write): the block is written in pieces of that size.
@@ -55,7 +52,8 @@ def fill(directory: Path, size: int, piece: int) -> float:
         while offset < size:
             for at in range(0, BLOCK, piece):
                 os.write(fd, block[at : at + piece])
-            sync_file_range(fd, offset, BLOCK, SYNC_FILE_RANGE_WRITE)
+            if sync_file_range is not None:
+                sync_file_range(fd, offset, BLOCK, SYNC_FILE_RANGE_WRITE)
             offset += BLOCK
         spent = time.thread_time() - started
         os.fsync(fd)
