@@ -22,24 +22,19 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from peers_ops import warm_memory
 
 from httpd.ops.util import parse_size
 from httpd.repository.part_file import _SYNC_FILE_RANGE as sync_file_range
 from httpd.repository.part_file import SYNC_FILE_RANGE_WRITE
 
-BLOCK = 4 * 1024 * 1024
+MIB = 1024 * 1024
+BLOCK = 4 * MIB
 # (name, bytes per write): the block is written in pieces of that size.
 SHAPES = [("512K", 512 * 1024), ("1M", 1024 * 1024), ("4M", BLOCK)]
-
-
-def warm(directory: Path, size: int) -> None:
-    """Write and delete a scratch file of ``size`` plus a quarter, in 1 MiB writes."""
-    scratch, piece = directory / "warm.scratch", b"\1" * 1024 * 1024
-    with scratch.open("wb") as f:
-        for _ in range(size * 5 // 4 // len(piece) + 1):
-            f.write(piece)
-    scratch.unlink()
 
 
 def fill(directory: Path, size: int, piece: int) -> float:
@@ -73,7 +68,7 @@ def main() -> None:
     spent: dict[str, list[float]] = {name: [] for name, _ in SHAPES}
     for _ in range(args.rounds):
         for name, piece in SHAPES:
-            warm(args.dir, size)
+            warm_memory(args.dir, size * 5 // 4 // MIB + 1)
             spent[name].append(fill(args.dir, size, piece))
     print(f"{args.size} into a new file, {args.rounds} rounds: CPU s of the writes")
     for name, values in spent.items():

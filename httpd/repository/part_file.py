@@ -61,7 +61,7 @@ def _write_block(fd: int, data: memoryview) -> None:
     start = os.lseek(fd, 0, os.SEEK_CUR)
     _write_all(fd, data)
     if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, start, os.lseek(fd, 0, os.SEEK_CUR) - start, SYNC_FILE_RANGE_WRITE)
+        _SYNC_FILE_RANGE(fd, start, len(data), SYNC_FILE_RANGE_WRITE)
 
 
 # renameat2(2): os.rename takes no flags.
