@@ -4,12 +4,15 @@ Starts one sshd on loopback (the test fixture's launcher), opens SftpRepository 
 process and moves one file up (``receive`` from memory, SHA-256 on, as a PUT does) and
 down (``read`` to the end, as a GET does), in rounds. Prints, per direction, the median
 MB/s and the CPU seconds per transfer of this process and of sshd's session processes.
+``--hash-on-loop`` hashes uploads on the event loop (as a pinned HTTP worker does);
+``--hash-on-loop both`` does each round's upload twice, hashed in a worker thread and on
+the loop, interleaved (rows ``up`` and ``up-loop``).
 ``--profile FILE`` runs the transfers under cProfile (``FILE.up`` / ``FILE.down``);
 ``--baseline DIR`` runs each round a second time with the code (and venv) of another
 checkout, interleaved, each round in a child process with its own sshd.
 
     .venv/bin/python benchmarks/sftp_cpu.py [--size 256M] [--rounds 3] [--profile /tmp/p]
-        [--baseline /work/main]
+        [--baseline /work/main] [--hash-on-loop [both]]
 """
 
 from __future__ import annotations
@@ -105,25 +108,34 @@ url = "sqlite:///{base}/aft.sqlite3"
     return path
 
 
-async def run(size: int, rounds: int, profile: str | None, server: SshServer, base: Path) -> None:
+async def run(
+    size: int, rounds: int, profile: str | None, server: SshServer, base: Path, on_loop: str
+) -> None:
     from httpd.repository.sftp import SftpRepository
 
     cfg = load_config(write_config(base, server))
-    repo = SftpRepository(cfg.repository)
+    repo = SftpRepository(cfg.repository, hash_on_loop=on_loop == "loop")
+    loop_repo = SftpRepository(cfg.repository, hash_on_loop=True)
     await repo.open()
+    if on_loop == "both":
+        await loop_repo.open()
     sshd_pid = server.process.proc.pid  # type: ignore[union-attr]
     pattern = os.urandom(16 * 1024**2)
-    rows: dict[str, list[tuple[float, float, float]]] = {"up": [], "down": []}
+    directions = ["up", "up-loop", "down"] if on_loop == "both" else ["up", "down"]
+    rows: dict[str, list[tuple[float, float, float]]] = {d: [] for d in directions}
     profs = {d: cProfile.Profile() for d in rows} if profile else {}
     try:
         for _ in range(rounds):
             path = f"files/im/bench/{secrets.token_hex(8)}"
-            for direction in ("up", "down"):
+            for direction in directions:
                 c0, s0, t0 = own_cpu(), tree_cpu(sshd_pid), time.perf_counter()
                 if direction in profs:
                     profs[direction].enable()
-                if direction == "up":
-                    await repo.receive(path, MemoryBody(pattern, size), size, hashlib.sha256())
+                if direction.startswith("up"):
+                    if direction == "up-loop":  # the same file again, once the first is gone
+                        await repo.delete(path)
+                    into = loop_repo if direction == "up-loop" else repo
+                    await into.receive(path, MemoryBody(pattern, size), size, hashlib.sha256())
                 else:
                     got = 0
                     async for block in repo.read(path):
@@ -136,6 +148,7 @@ async def run(size: int, rounds: int, profile: str | None, server: SshServer, ba
             await repo.delete(path)
     finally:
         await repo.close()
+        await loop_repo.close()
     if os.environ.get("MFT_BENCH_JSON"):
         print(json.dumps(rows))
         return
@@ -150,12 +163,12 @@ def report(label: str, rows: dict[str, list[tuple[float, float, float]]]) -> Non
         ours = statistics.median(r[1] for r in runs)
         sshd = statistics.median(r[2] for r in runs)
         print(
-            f"{label}{direction:4} {mbs:7.0f} MB/s  CPU s per transfer: ours {ours:.3f}"
+            f"{label}{direction:8} {mbs:7.0f} MB/s  CPU s per transfer: ours {ours:.3f}"
             f" sshd {sshd:.3f}  sum {ours + sshd:.3f}"
         )
 
 
-def interleaved(size: str, rounds: int, baseline: Path) -> None:
+def interleaved(size: str, rounds: int, baseline: Path, on_loop: str) -> None:
     """Rounds alternating between this checkout and ``baseline``, one child each."""
     here = Path(__file__).resolve().parents[1]
     runs: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
@@ -163,6 +176,8 @@ def interleaved(size: str, rounds: int, baseline: Path) -> None:
         for label, code in (("this", here), ("baseline", baseline)):
             env = {**os.environ, "MFT_BENCH_CODE": str(code), "MFT_BENCH_JSON": "1"}
             argv = [str(code / ".venv/bin/python"), __file__, "--size", size, "--rounds", "1"]
+            if on_loop != "thread":
+                argv += ["--hash-on-loop", on_loop]
             out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True)
             got = json.loads(out.stdout.strip().splitlines()[-1])
             for direction, rows in got.items():
@@ -177,15 +192,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="cProfile output prefix")
     parser.add_argument("--baseline", type=Path, help="another checkout, interleaved")
+    parser.add_argument(
+        "--hash-on-loop",
+        nargs="?",
+        const="loop",
+        default="thread",
+        choices=["thread", "loop", "both"],
+        help="hash uploads on the event loop (both: each round with and without)",
+    )
     args = parser.parse_args()
     if args.baseline:
-        interleaved(args.size, args.rounds, args.baseline.resolve())
+        interleaved(args.size, args.rounds, args.baseline.resolve(), args.hash_on_loop)
         return
     with (
         tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
         ssh_server(Path(tmp) / "sshd") as server,
     ):
-        asyncio.run(run(parse_size(args.size), args.rounds, args.profile, server, Path(tmp)))
+        size = parse_size(args.size)
+        asyncio.run(run(size, args.rounds, args.profile, server, Path(tmp), args.hash_on_loop))
 
 
 if __name__ == "__main__":

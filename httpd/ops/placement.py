@@ -12,9 +12,11 @@ audit-log thread on one CPU, worker 1 on the first CPU it may use, worker 2 on t
 next, and so on round them. The kernel still spreads everything else.
 
 What can use a core of its own stays free to: the loop's default executor, where a large
-upload's blocks are hashed and written beside the loop receiving the next one, and
-where an SFTP upload is hashed while the loop encrypts, gets threads allowed every CPU
-the process was allowed at start. An administrator who keeps the service off some CPUs
+``file://`` upload's blocks are hashed and written beside the loop receiving the next
+one, gets threads allowed every CPU the process was allowed at start. An ``sftp://``
+upload, whose loop is busy encrypting, is hashed on the loop itself in a pinned worker
+(see :func:`httpd.repository.sftp_write.write_body`): with a worker on every CPU there
+is no spare core for that thread, only the cost of reaching another. An administrator who keeps the service off some CPUs
 (``taskset``, systemd's ``CPUAffinity=``) is obeyed: the choice is made among those.
 """
 

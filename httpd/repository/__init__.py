@@ -104,13 +104,15 @@ def open_repository(
 
     :param budget: the process's memory budget, shared with the HTTP application; a
         private one of ``[http] memory_budget`` bytes if ``None`` (one-shot commands).
-    :param small_jobs: where ``file://`` runs a small upload's one worker-thread job
-        (see :class:`FileRepository`); ``sftp://`` has none.
+    :param small_jobs: given only to an HTTP worker pinned to one CPU, the executor
+        whose threads stay on that CPU: ``file://`` runs a small upload's one
+        worker-thread job there (see :class:`FileRepository`); ``sftp://`` then hashes
+        uploads on the event loop, since the other CPUs are the other workers'.
     """
     if budget is None:
         budget = MemoryBudget(cfg.http.memory_budget)
     if cfg.repository.scheme == "sftp":
         from httpd.repository.sftp import SftpRepository
 
-        return SftpRepository(cfg.repository, budget)
+        return SftpRepository(cfg.repository, budget, hash_on_loop=small_jobs is not None)
     return FileRepository(cfg.repository.path, budget=budget, small_jobs=small_jobs)

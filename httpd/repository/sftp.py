@@ -42,10 +42,19 @@ log = logging.getLogger(__name__)
 class SftpRepository(SftpSession):
     """A node directory on an SSH file server (``sftp://user@host:port/path``)."""
 
-    def __init__(self, repo_cfg: RepositoryConfig, budget: MemoryBudget | None = None) -> None:
-        """:param budget: the process's memory budget (a private default one if ``None``)."""
+    def __init__(
+        self,
+        repo_cfg: RepositoryConfig,
+        budget: MemoryBudget | None = None,
+        *,
+        hash_on_loop: bool = False,
+    ) -> None:
+        """:param budget: the process's memory budget (a private default one if ``None``).
+        :param hash_on_loop: hash uploads on the event loop rather than in a worker
+            thread (for a worker pinned to one CPU: see :func:`write_body`)."""
         super().__init__(repo_cfg)
         self._budget = budget if budget is not None else MemoryBudget()
+        self._hash_on_loop = hash_on_loop
         # Failed stores whose part file (and fresh directories) are still to remove,
         # part file -> slot path: at once, or once reconnected.
         self._orphans: dict[str, str] = {}
@@ -74,7 +83,8 @@ class SftpRepository(SftpSession):
 
     async def receive(self, path: str, body: BodySource, size: int, sha: Hasher | None) -> None:
         """Receive ``body`` into a ``.part`` file, fsync it, rename it into place; every
-        byte goes to ``sha`` (if given) in a worker thread beside the writes.
+        byte goes to ``sha`` (if given), in a worker thread beside the writes or on the
+        event loop (``hash_on_loop``).
 
         No request is spent on whether ``path`` exists first: the caller has asked (the
         PUT's checks), and the rename refuses an existing target anyway.
@@ -101,6 +111,7 @@ class SftpRepository(SftpSession):
                         write=lambda data, offset: self._write_block(f, data, offset),
                         sha=sha,
                         behind=behind,
+                        hash_on_loop=self._hash_on_loop,
                     )
             except BaseException:
                 with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -227,6 +228,68 @@ async def test_receive_hashes_every_byte_beside_the_writes(
             assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
             assert (node_dir / path).read_bytes() == data
             assert r.budget.in_use == 0
+
+
+class ThreadRecordingSha:
+    """A SHA-256 that notes which thread fed it, and fails at its ``fail_at``-th update."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.sha = hashlib.sha256()
+        self.threads: set[int] = set()
+        self.updates = 0
+        self._fail_at = fail_at
+
+    def update(self, data: memoryview, /) -> None:
+        self.updates += 1
+        if self.updates == self._fail_at:
+            raise ValueError("hash failed")
+        self.threads.add(threading.get_ident())
+        self.sha.update(data)
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "in-a-thread"])
+async def test_receive_hashes_on_the_loop_or_in_a_thread_as_asked(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory, on_loop: bool
+) -> None:
+    """hash_on_loop (a pinned worker): every block is hashed on the event loop's own
+    thread; otherwise never there. Both give the same digest and the same stored bytes."""
+    cfg = config_factory(repository=sshd.repository(node_dir)).repository
+    r = SftpRepository(cfg, hash_on_loop=on_loop)
+    async with opened(r):
+        size = 9 * r._write_len + 17
+        data = os.urandom(size)
+        sha = ThreadRecordingSha()
+        path = slot()
+        await r.receive(path, ChunkBody(stream(data, 65_536), size), size, sha)
+        assert sha.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert sha.updates == 10
+        loop_thread = threading.get_ident()
+        assert (sha.threads == {loop_thread}) is on_loop
+        assert (loop_thread in sha.threads) is on_loop
+        assert (node_dir / path).read_bytes() == data
+        assert r.budget.in_use == 0
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "in-a-thread"])
+async def test_a_failing_hash_publishes_nothing(
+    sshd: SshServer, node_dir: Path, config_factory: ConfigFactory, on_loop: bool
+) -> None:
+    """The hash raising half way: the upload fails with it, no file and no part file are
+    left, and every block's budget is paid back, wherever the hash ran."""
+    cfg = config_factory(repository=sshd.repository(node_dir)).repository
+    r = SftpRepository(cfg, hash_on_loop=on_loop)
+    async with opened(r):
+        size = 6 * r._write_len
+        path = slot()
+        with pytest.raises(ValueError, match="hash failed"):
+            body = ChunkBody(stream(os.urandom(size), 100_003), size)
+            await r.receive(path, body, size, ThreadRecordingSha(fail_at=3))
+        assert [f.path async for f in r.walk()] == []
+        assert r.budget.in_use == 0
+        # The connection is still good for the next upload.
+        data = os.urandom(r._write_len + 1)
+        await r.receive(path, ChunkBody(stream(data), len(data)), len(data), hashlib.sha256())
+        assert (node_dir / path).read_bytes() == data
 
 
 async def test_receive_of_a_short_body_publishes_nothing(

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
 
 from httpd.ops.placement import Placement, place_worker
+from httpd.repository import open_repository
+from httpd.repository.sftp import SftpRepository
+from tests.fixtures.config import ConfigFactory
 
 T = TypeVar("T")
 ALLOWED = frozenset(os.sched_getaffinity(0))
@@ -96,3 +100,16 @@ def test_a_refused_pin_leaves_the_worker_unpinned(
     assert got == (None, before)
     if len(ALLOWED) >= 2:
         assert "HTTP worker 1 left unpinned: [Errno 22] Invalid argument" in caplog.text
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned-worker", "unpinned"])
+def test_sftp_uploads_are_hashed_on_the_loop_of_a_pinned_worker(
+    config_factory: ConfigFactory, pinned: bool
+) -> None:
+    """open_repository gets the pinned executor only in a worker pinned to one CPU: the
+    sftp:// repository then hashes on that worker's loop, not in a thread on another CPU."""
+    cfg = config_factory(repository={"url": "sftp://mft@files.example.com/srv/mft"})
+    with ThreadPoolExecutor(1) as small_jobs:
+        repo = open_repository(cfg, small_jobs=small_jobs if pinned else None)
+    assert isinstance(repo, SftpRepository)
+    assert repo._hash_on_loop is pinned
