@@ -16,8 +16,9 @@ What can use a core of its own stays free to: the loop's default executor, where
 one, gets threads allowed every CPU the process was allowed at start. An ``sftp://``
 upload, whose loop is busy encrypting, is hashed on the loop itself in a pinned worker
 (see :func:`httpd.repository.sftp_write.write_body`): with a worker on every CPU there
-is no spare core for that thread, only the cost of reaching another. An administrator who keeps the service off some CPUs
-(``taskset``, systemd's ``CPUAffinity=``) is obeyed: the choice is made among those.
+is no spare core for that thread, only the cost of reaching another. An administrator
+who keeps the service off some CPUs (``taskset``, systemd's ``CPUAffinity=``) is
+obeyed: the choice is made among those.
 """
 
 from __future__ import annotations

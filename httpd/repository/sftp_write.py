@@ -203,13 +203,23 @@ async def write_body(
     held = acknowledged = 0
     failure: list[BaseException] = []
 
-    def release(cost: int) -> None:
+    # One finished full-size block's buffer, still paid for, for the next block: a fresh
+    # bytearray is zero-filled first (and its pages may be new), which cost about as
+    # much as framing the block's SFTP request. One at most, kept only while nobody
+    # waits for memory (this upload included) and given back before this upload waits:
+    # an upload waiting for its client holds one block more than before, not a pool.
+    spare: list[memoryview] = []
+
+    def release(cost: int, view: memoryview | None = None) -> None:
         nonlocal held
         held -= 1
-        budget.release(cost)
+        if view is not None and not spare and len(view) == block and not budget.waiting:
+            spare.append(view)
+        else:
+            budget.release(cost)
         freed.set()
 
-    def track(n: int, cost: int, task: asyncio.Task[None]) -> Callable[[], None]:
+    def track(n: int, cost: int, task: asyncio.Task[None], view: memoryview) -> Callable[[], None]:
         """A block's end: once its write is acknowledged and (if hashing) it is hashed."""
         waiting = 2 if hashing is not None else 1
 
@@ -217,7 +227,7 @@ async def write_body(
             nonlocal waiting
             waiting -= 1
             if not waiting:
-                release(cost)
+                release(cost, view)
 
         def written(t: asyncio.Task[None]) -> None:
             nonlocal acknowledged
@@ -255,13 +265,19 @@ async def write_body(
                 await one_freed()
             check()
             cost = WRITE_COPIES * n
-            if not budget.try_acquire(cost):
-                if hashing is not None:
-                    hashing.flush()
-                await budget.acquire(cost)
+            if spare and n == block:
+                view = spare.pop()  # paid for already
+            else:
+                if spare:  # not of use to this block: never hold it while waiting below
+                    budget.release(WRITE_COPIES * block)
+                    spare.clear()
+                if not budget.try_acquire(cost):
+                    if hashing is not None:
+                        hashing.flush()
+                    await budget.acquire(cost)
+                view = memoryview(bytearray(n))
             held += 1
             try:
-                view = memoryview(bytearray(n))
                 filled = 0
                 while filled < n:
                     filled += await body.readinto(view[filled:])
@@ -275,7 +291,7 @@ async def write_body(
                 break
             task = asyncio.ensure_future(write(view, offset))
             tasks.add(task)
-            hashed = track(n, cost, task)
+            hashed = track(n, cost, task, view)
             if hashing is not None:
                 hashing.add(view, hashed, last=offset + n == size)
             offset += n
@@ -292,3 +308,6 @@ async def write_body(
         if hashing is not None:
             with contextlib.suppress(BaseException):
                 await hashing.finish()
+        for _ in spare:
+            budget.release(WRITE_COPIES * block)
+        spare.clear()
