@@ -11,7 +11,7 @@ buffer off after every packet (a copy of everything behind that packet, each tim
 With AES-GCM (what ``sftp_session`` prefers) this module seals a CHANNEL_DATA packet
 from a view of the channel's buffer with one join and one ``AESGCM.encrypt``; the
 packets of one flush, or of one socket read's window adjusts, leave in one ``send()``;
-SFTP WRITE requests are framed with one copy of the block (:func:`write`). Incoming
+SFTP WRITE requests are queued as a header and a view of the block (:func:`write`). Incoming
 packets are split from a view of the socket read (the length is in the clear under GCM)
 and CHANNEL_DATA and WINDOW_ADJUST for our channel are decrypted with ``decrypt_into``
 into a buffer of their own and handed to the channel as asyncssh would.
@@ -270,37 +270,62 @@ class _FastConnection(SSHClientConnection):
 
 class _FastChannel(SSHClientChannel[bytes]):
     """asyncssh's client channel whose send-buffer flush seals CHANNEL_DATA packets
-    straight from the buffer (installed by class swap)."""
+    straight from the buffer (installed by class swap).
+
+    Its send buffer may hold memoryviews besides asyncssh's bytearrays: :func:`write`
+    queues an SFTP WRITE as its header and a view of the caller's block, not a copy. A
+    packet is filled from as many entries as it takes, and a partly sent entry becomes
+    a view of its rest (no bytes moved). Before asyncssh's own flush takes over (a
+    rekey, another cipher), the views are turned into the bytearrays it expects.
+    """
+
+    _send_buf: list[tuple[Any, Any]]
 
     def _flush_send_buf(self) -> None:
         conn = self._conn
         if not isinstance(conn, _FastConnection) or self._send_chan is None:
-            super()._flush_send_buf()
+            self._mft_slow_flush()
             return
         recipient = self._send_chan.to_bytes(4, "big")
+        send_buf = self._send_buf
         with conn.mft_corked():
-            while self._send_buf and self._send_window:
-                buf, datatype = self._send_buf[0]
+            while send_buf and self._send_window:
                 cipher = conn.mft_cipher()
-                if datatype is not None or cipher is None:
-                    super()._flush_send_buf()  # asyncssh's own loop does the rest
+                if cipher is None or send_buf[0][1] is not None:
+                    self._mft_slow_flush()  # asyncssh's own loop does the rest
                     return
-                n = min(len(buf), self._send_window, self._send_pktsize)
-                with memoryview(buf) as whole, whole[:n] as view:
-                    conn.mft_seal(cipher, (_CHANNEL_DATA, recipient, n.to_bytes(4, "big"), view))
-                if n == len(buf):
-                    del self._send_buf[0]
-                else:
-                    del buf[:n]  # from the front of a bytearray: no move of the rest
+                room = min(self._send_window, self._send_pktsize)
+                parts: list[memoryview] = []
+                n = 0
+                while send_buf and n < room and send_buf[0][1] is None:
+                    buf = send_buf[0][0]
+                    view = buf if type(buf) is memoryview else memoryview(buf)
+                    k = min(len(view), room - n)
+                    if k == len(view):
+                        parts.append(view)
+                        del send_buf[0]
+                    else:
+                        parts.append(view[:k])
+                        send_buf[0] = (view[k:], None)
+                    n += k
+                conn.mft_seal(cipher, (_CHANNEL_DATA, recipient, n.to_bytes(4, "big"), *parts))
                 self._send_buf_len -= n
                 self._send_window -= n
             self._pause_resume_writing()
-            if not self._send_buf:
+            if not send_buf:
                 if self._send_state == "eof_pending":
                     self.send_packet(MSG_CHANNEL_EOF)
                     self._send_state = "eof"
                 elif self._send_state == "close_pending":
                     self._close_send()
+
+    def _mft_slow_flush(self) -> None:
+        """asyncssh's own flush, on the bytearrays it expects (views copied into them)."""
+        self._send_buf[:] = [
+            (bytearray(buf) if type(buf) is memoryview else buf, datatype)
+            for buf, datatype in self._send_buf
+        ]
+        super()._flush_send_buf()
 
 
 def install(conn: asyncssh.SSHClientConnection) -> bool:
@@ -336,9 +361,12 @@ async def write(f: SFTPClientFile, data: Buffer, offset: int) -> None:
     """One SFTP WRITE of ``data`` at ``offset`` on ``f``, as ``f.write(data, offset)``.
 
     asyncssh's ``write`` frames the request with three joins and the channel copies it
-    once more; here the request is one buffer (one copy of ``data``), appended to the
-    channel's send buffer as asyncssh's ``write`` would append its copy, and the reply
-    is checked as asyncssh checks it.
+    once more; here the request's header and a view of ``data`` itself (no copy) go to
+    the channel's send buffer (see :class:`_FastChannel`), where asyncssh's ``write``
+    would append its copy, and the reply is checked as asyncssh checks it. So ``data``
+    must not change until this returns: by then the server has acknowledged all of it.
+    If this is cancelled first, what is still queued stays referenced by the channel
+    and is sent from ``data`` as it is then.
 
     :raises SFTPNoConnection: the session is closed.
     :raises BrokenPipeError: the channel is closing.
@@ -357,9 +385,7 @@ async def write(f: SFTPClientFile, data: Buffer, offset: int) -> None:
     handler._next_pktid = (pktid + 1) & 0xFFFFFFFF
     n, hlen = len(data), len(handle)
     head = 1 + 4 + 4 + hlen + 8 + 4  # type, id, string handle, uint64 offset, uint32 len
-    # The header first, then the data appended: no zero-filled buffer to overwrite
-    # (bytearray(size) then a copy took 3.8 times as long per 255 KiB block here).
-    framed = bytearray(
+    header = bytearray(
         b"".join(
             (
                 (head + n).to_bytes(4, "big"),
@@ -372,10 +398,15 @@ async def write(f: SFTPClientFile, data: Buffer, offset: int) -> None:
             )
         )
     )
-    framed += data
     handler._requests[pktid] = waiter
-    chan._send_buf.append((framed, None))
-    chan._send_buf_len += len(framed)
+    chan._send_buf_len += len(header) + n
+    if type(chan) is _FastChannel:
+        chan._send_buf.append((header, None))
+        if n:
+            chan._send_buf.append((memoryview(data).cast("B"), None))
+    else:  # asyncssh's own flush, which needs one bytearray (no install_sftp here)
+        header += data
+        chan._send_buf.append((header, None))
     chan._flush_send_buf()
     resptype, resp = await waiter
     if resptype != FXP_STATUS:

@@ -434,9 +434,10 @@ class SftpSession:
 
     async def _write_block(self, f: asyncssh.SFTPClientFile, data: memoryview, offset: int) -> None:
         """One SFTP write request; made inside the task, so a task cancelled before it ran
-        leaves no never-awaited ``write`` coroutine behind. The fast path frames the
-        request with one copy of ``data``; asyncssh's own ``write`` (another asyncssh
-        version) frames it with ``bytes + data``, which takes a memoryview as it is."""
+        leaves no never-awaited ``write`` coroutine behind. The fast path queues the
+        request's header and a view of ``data`` (no copy); asyncssh's own ``write``
+        (another asyncssh version) frames it with ``bytes + data``, which takes a
+        memoryview as it is."""
         if sftp_fastpath.ENABLED:
             await self._timed(sftp_fastpath.write(f, data, offset))
         else:

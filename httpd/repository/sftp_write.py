@@ -31,8 +31,9 @@ IN_FLIGHT = 16
 # asyncssh holds a write three times until the server acknowledges it: our block, the
 # SFTP packet String() makes of it, and the channel's send-buffer bytearray while the
 # SSH window is full (tracemalloc of 100 concurrent uploads, asyncssh 2.24). The budget
-# is charged for all three. With sftp_fastpath's write there are two (our block, the
-# framed request in the send buffer); the charge stays three until measured again.
+# is charged for all three. With sftp_fastpath's write there is one (the send buffer
+# holds a view of our block) and a packet being sealed; the charge stays three, which
+# also covers asyncssh's own path when the fast one steps aside.
 WRITE_COPIES = 3
 # Blocks per worker-thread hop of the hash (~1 MiB): a hop costs the event loop about a
 # tenth of what hashing one block on it would.
@@ -222,21 +223,23 @@ async def write_body(
     def track(n: int, cost: int, task: asyncio.Task[None], view: memoryview) -> Callable[[], None]:
         """A block's end: once its write is acknowledged and (if hashing) it is hashed."""
         waiting = 2 if hashing is not None else 1
+        reusable = False
 
         def one_done() -> None:
             nonlocal waiting
             waiting -= 1
             if not waiting:
-                release(cost, view)
+                release(cost, view if reusable else None)
 
         def written(t: asyncio.Task[None]) -> None:
-            nonlocal acknowledged
+            nonlocal acknowledged, reusable
             tasks.discard(t)
             if t.cancelled():
                 failure.append(asyncio.CancelledError())
             elif (exc := t.exception()) is not None:
                 failure.append(exc)
             else:
+                reusable = True  # acknowledged: the channel holds no part of it any more
                 acknowledged += n
                 if behind is not None:
                     behind.written(acknowledged)

@@ -3,6 +3,7 @@ bytes that arrive, rekeying in the middle of a transfer, other ciphers, tamperin
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -95,6 +96,58 @@ async def test_a_rekey_in_the_middle_of_transfers(sshd: SshServer, tmp_path: Pat
         async with sftp.open(remote, "rb", block_size=0) as f:
             got = b"".join([await f.read(100_000, at) for at in range(0, len(data), 100_000)])
         assert got == data
+        local.unlink()
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+async def test_queued_writes_cross_rekeys_intact(sshd: SshServer) -> None:
+    """Many writes in flight at once, queued as views of their blocks, while a rekey
+    every 256 KiB makes the fast flush hand the queue to asyncssh's own (which gets
+    bytearrays): every byte lands where it belongs, and the blocks are left as they were."""
+    conn = await connect(sshd, rekey_bytes=256 * 1024)
+    try:
+        sftp = await conn.start_sftp_client()
+        assert sftp_fastpath.install_sftp(sftp)
+        before = conn._send_encryption
+        local = sshd.store / f"queued-{os.getpid()}"
+        data = os.urandom(4 * MiB + 4321)
+        blocks = [bytearray(data[at : at + 100_003]) for at in range(0, len(data), 100_003)]
+        async with sftp.open(str(local), "wb", block_size=0) as f:
+            await asyncio.gather(
+                *(
+                    sftp_fastpath.write(f, memoryview(block), i * 100_003)
+                    for i, block in enumerate(blocks)
+                )
+            )
+        assert conn._send_encryption is not before
+        assert local.read_bytes() == data
+        assert b"".join(blocks) == data
+        local.unlink()
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+async def test_write_without_the_fast_channel(sshd: SshServer) -> None:
+    """write() on a channel that kept asyncssh's own flush (install_sftp not applied)
+    queues one bytearray, as that flush needs."""
+    conn = await connect(sshd)
+    try:
+        sftp = await conn.start_sftp_client()
+        chan = sftp._handler._writer.channel  # type: ignore[union-attr]
+        assert type(chan) is not sftp_fastpath._FastChannel
+        local = sshd.store / f"plain-{os.getpid()}"
+        data = os.urandom(MiB + 77)
+        async with sftp.open(str(local), "wb", block_size=0) as f:
+            await asyncio.gather(
+                *(
+                    sftp_fastpath.write(f, memoryview(data)[at : at + 65_536], at)
+                    for at in range(0, len(data), 65_536)
+                )
+            )
+        assert local.read_bytes() == data
         local.unlink()
     finally:
         conn.close()
