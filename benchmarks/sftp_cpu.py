@@ -115,9 +115,10 @@ async def run(
 
     cfg = load_config(write_config(base, server))
     repo = SftpRepository(cfg.repository, hash_on_loop=on_loop == "loop")
-    loop_repo = SftpRepository(cfg.repository, hash_on_loop=True)
     await repo.open()
-    if on_loop == "both":
+    # "both": a second connection whose uploads are hashed on the loop, beside repo's.
+    loop_repo = SftpRepository(cfg.repository, hash_on_loop=True) if on_loop == "both" else repo
+    if loop_repo is not repo:
         await loop_repo.open()
     sshd_pid = server.process.proc.pid  # type: ignore[union-attr]
     pattern = os.urandom(16 * 1024**2)
@@ -148,7 +149,8 @@ async def run(
             await repo.delete(path)
     finally:
         await repo.close()
-        await loop_repo.close()
+        if loop_repo is not repo:
+            await loop_repo.close()
     if os.environ.get("MFT_BENCH_JSON"):
         print(json.dumps(rows))
         return
