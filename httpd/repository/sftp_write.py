@@ -220,6 +220,11 @@ async def write_body(
             budget.release(cost)
         freed.set()
 
+    def drop_spare() -> None:
+        while spare:
+            spare.pop()
+            budget.release(WRITE_COPIES * block)
+
     def track(n: int, cost: int, task: asyncio.Task[None], view: memoryview) -> Callable[[], None]:
         """A block's end: once its write is acknowledged and (if hashing) it is hashed."""
         waiting = 2 if hashing is not None else 1
@@ -271,9 +276,7 @@ async def write_body(
             if spare and n == block:
                 view = spare.pop()  # paid for already
             else:
-                if spare:  # not of use to this block: never hold it while waiting below
-                    budget.release(WRITE_COPIES * block)
-                    spare.clear()
+                drop_spare()  # not of use to this block: never hold it while waiting below
                 if not budget.try_acquire(cost):
                     if hashing is not None:
                         hashing.flush()
@@ -311,6 +314,4 @@ async def write_body(
         if hashing is not None:
             with contextlib.suppress(BaseException):
                 await hashing.finish()
-        for _ in spare:
-            budget.release(WRITE_COPIES * block)
-        spare.clear()
+        drop_spare()
